@@ -1,0 +1,37 @@
+# fraudstream: the two quick-start commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint typecheck bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/fraudstream demo
+
+# The whole suite: lint, types, unit tests, integration tests on a real broker.
+test: install lint typecheck
+	$(BIN)/python -m pytest -q -rs
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+lint: install
+	$(BIN)/ruff check streams tests
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/fraudstream bench --json bench.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

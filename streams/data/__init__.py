@@ -1,0 +1,1 @@
+"""Handbook-format data: reading, simulating and publishing it."""

@@ -1,0 +1,1 @@
+"""Event-time features: per-card windows, per-terminal delayed-label risk, shared by every path."""

@@ -1,0 +1,50 @@
+"""Feature names, in the order every model and file uses them.
+
+The handbook's names are kept exactly (DATA.md); the project's own features sit beside them.
+"""
+
+from __future__ import annotations
+
+DAY_MS = 86_400_000
+WINDOWS_DAYS = (1, 7, 30)
+LABEL_DELAY_DAYS = 7
+
+CARD_FEATURES = [
+    name
+    for n in WINDOWS_DAYS
+    for name in (f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW")
+]
+TERMINAL_FEATURES = [
+    name
+    for n in WINDOWS_DAYS
+    for name in (f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW", f"TERMINAL_ID_RISK_{n}DAY_WINDOW")
+]
+
+# The 14 computed handbook features (TX_AMOUNT, the raw input, is the 15th).
+HANDBOOK_FEATURES = ["TX_DURING_WEEKEND", "TX_DURING_NIGHT", *CARD_FEATURES, *TERMINAL_FEATURES]
+
+# The project's own features, computed by the same stream code.
+EXTRA_FEATURES = [
+    "CARD_AMOUNT_RATIO_30DAY",  # amount / mean amount of the card's previous 30 days (1 if none)
+    "CARD_SECONDS_SINCE_LAST_TX",  # seconds since the card's previous transaction (30 days if none)
+    "CARD_NB_TX_1HOUR_WINDOW",  # the card's transactions in the last hour, this one included
+    "CARD_NEW_TERMINAL",  # 1 if the card has not used this terminal in the previous 30 days
+    "TERMINAL_NB_FRAUD_30DAY_WINDOW",  # known frauds at the terminal, 7-day label delay
+]
+
+# Everything a model sees, in the order the stream code computes it.
+MODEL_FEATURES = [
+    "TX_AMOUNT",
+    "TX_DURING_WEEKEND",
+    "TX_DURING_NIGHT",
+    *CARD_FEATURES,
+    *EXTRA_FEATURES[:4],
+    *TERMINAL_FEATURES,
+    *EXTRA_FEATURES[4:],
+]
+
+# Stage-1 online scores, available to rules and recorded with every flagged transaction.
+SCORE_FIELDS = ["ANOMALY_SCORE", "FRAUD_PROBABILITY"]
+
+# What a rule expression may name.
+RULE_FIELDS = [*MODEL_FEATURES, *SCORE_FIELDS, "TX_HOUR", "TX_WEEKDAY"]

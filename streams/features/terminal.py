@@ -1,0 +1,84 @@
+"""Per-terminal delayed-label windows, built from the labels stream.
+
+Every stage-1 worker needs every terminal, so this table is fed by all partitions of the labels
+topic (not the worker's own transaction partitions). A label carries the transaction's time; a
+query at time t sees only labels of transactions with t − (n+7)·D < tⱼ ≤ t − 7·D, so a label that
+arrives early is never used before its delay has passed. State per terminal: the labelled
+transactions of the last 37 days (timestamps, prefix counts of frauds).
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+
+from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, WINDOWS_DAYS
+
+_DELAY_MS = LABEL_DELAY_DAYS * DAY_MS
+_HORIZON_MS = (max(WINDOWS_DAYS) + LABEL_DELAY_DAYS) * DAY_MS
+_SLACK = 256
+
+
+class TerminalLabels:
+    __slots__ = ("frauds", "ts")
+
+    def __init__(self) -> None:
+        self.ts = array("q")
+        self.frauds = array("l", [0])  # frauds[i] = frauds among the first i labels
+
+    def add(self, ts_ms: int, fraud: int) -> None:
+        ts = self.ts
+        if not ts or ts_ms >= ts[-1]:
+            ts.append(ts_ms)
+            self.frauds.append(self.frauds[-1] + fraud)
+            return
+        pos = bisect_right(ts, ts_ms)
+        ts.insert(pos, ts_ms)
+        self.frauds.insert(pos + 1, self.frauds[pos] + fraud)
+        for i in range(pos + 2, len(self.frauds)):
+            self.frauds[i] += fraud
+
+    def compact(self, now_ms: int) -> None:
+        lo = bisect_right(self.ts, now_ms - _HORIZON_MS)
+        if lo > _SLACK:
+            base = self.frauds[lo]
+            del self.ts[:lo]
+            self.frauds = array("l", (f - base for f in self.frauds[lo:]))
+
+
+class TerminalTable:
+    """All terminals' delayed label windows."""
+
+    def __init__(self) -> None:
+        self.terminals: dict[str, TerminalLabels] = {}
+        self.labels_seen = 0
+
+    def add_label(self, terminal: str, ts_ms: int, fraud: int) -> None:
+        state = self.terminals.get(terminal)
+        if state is None:
+            state = self.terminals[terminal] = TerminalLabels()
+        state.add(ts_ms, fraud)
+        self.labels_seen += 1
+        if self.labels_seen & 0x3FFF == 0:
+            state.compact(ts_ms)
+
+    def features(self, terminal: str, ts_ms: int, out: list[float]) -> None:
+        """Append, for n in (1, 7, 30): count, risk; then the 30-day fraud count."""
+        state = self.terminals.get(terminal)
+        if state is None:
+            out.extend((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+            return
+        ts, frauds = state.ts, state.frauds
+        hi = bisect_right(ts, ts_ms - _DELAY_MS)
+        nf = 0
+        for n in WINDOWS_DAYS:
+            lo = bisect_right(ts, ts_ms - _DELAY_MS - n * DAY_MS, 0, hi)
+            count = hi - lo
+            nf = frauds[hi] - frauds[lo]
+            out.append(float(count))
+            out.append(nf / count if count else 0.0)
+        out.append(float(nf))
+
+    def compact_all(self, now_ms: int) -> None:
+        for state in self.terminals.values():
+            state.compact(now_ms)
