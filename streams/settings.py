@@ -61,9 +61,9 @@ class Settings(BaseSettings):
     label_cache_size: int = Field(
         default=500_000, description="feature vectors kept to learn from delayed labels"
     )
-    anomaly_trees: int = 5
+    anomaly_trees: int = 3
     anomaly_height: int = 6
-    anomaly_learn_every: int = 1
+    anomaly_learn_every: int = 4
 
     # --- stage 2 ----------------------------------------------------------------------------
     stage2_app_id: str = "stage2"

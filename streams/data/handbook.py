@@ -30,6 +30,16 @@ def read_handbook(
         df = pl.read_csv(path, infer_schema_length=10_000)
     except Exception as exc:
         raise DataError(f"{path}: cannot read as CSV: {exc}") from None
+    return read_handbook_frame(df, start, end, str(path))
+
+
+def read_handbook_frame(
+    df: pl.DataFrame,
+    start: date | datetime | None = None,
+    end: date | datetime | None = None,
+    path: str = "<frame>",
+) -> pl.DataFrame:
+    """``read_handbook`` for a frame already in memory (e.g. from the simulator)."""
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; have {df.columns}")

@@ -1,0 +1,42 @@
+"""``config show``, ``demo`` and the operations commands (``dlq``, ``replay``, ``bench``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import typer
+
+from streams.cli.options import Bootstrap, ConfigFile, settings_from
+
+config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: inspect and redrive.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)
+
+
+@config_app.command("show")
+def config_show(config: ConfigFile = None, bootstrap: Bootstrap = None) -> None:
+    """Print the effective settings (flags > FRAUD_* environment > config file > defaults), secrets masked."""
+    settings = settings_from(config, bootstrap_servers=bootstrap)
+    typer.echo(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2).decode())
+
+
+def demo(
+    transactions: int = typer.Option(30_000, "--transactions", "-n", help="simulated transactions"),
+    rate: float | None = typer.Option(None, help="offered transactions per second (default: unthrottled)"),
+    seed: int = typer.Option(7, help="simulation seed"),
+    summary_json: Path | None = typer.Option(None, "--summary-json", help="also write the summary here"),
+    bootstrap: Bootstrap = None,
+    config: ConfigFile = None,
+) -> None:
+    """The whole system: broker, topics, both workers, simulated traffic, live view, summary."""
+    from streams.demo import run_demo
+
+    settings = settings_from(config, bootstrap_servers=bootstrap)
+    summary = run_demo(settings, transactions, rate, seed)
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))

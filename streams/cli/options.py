@@ -1,0 +1,38 @@
+"""Options shared by several commands, and the one way to build settings from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from streams.logging_setup import setup_logging
+from streams.settings import Settings, load_settings
+
+Bootstrap = Annotated[
+    str | None,
+    typer.Option("--bootstrap", "-b", help="Kafka bootstrap servers [env FRAUD_BOOTSTRAP_SERVERS]; "
+                 "unset = start the embedded broker", show_default=False),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML settings file [env FRAUD_CONFIG]", show_default=False),
+]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option("--metrics-port", help="serve /metrics, /healthz, /readyz [env FRAUD_METRICS_PORT]",
+                 show_default=False),
+]
+RulesDir = Annotated[
+    Path | None, typer.Option("--rules", help="rule directory [env FRAUD_RULES_DIR]", show_default=False)
+]
+ModelDir = Annotated[
+    Path | None, typer.Option("--model", help="model directory [env FRAUD_MODEL_DIR]", show_default=False)
+]
+
+
+def settings_from(config: Path | None = None, **overrides: Any) -> Settings:
+    settings = load_settings(config, **overrides)
+    setup_logging(settings.log_level, settings.log_format)
+    return settings

@@ -1,0 +1,79 @@
+"""``stage1`` and ``stage2``: the workers, running until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+import typer
+
+from streams.cli.options import Bootstrap, ConfigFile, MetricsPort, ModelDir, RulesDir, settings_from
+from streams.kafka.clients import broker_for
+from streams.kafka.topics import create_topics
+
+log = logging.getLogger(__name__)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(stage1)
+    app.command()(stage2)
+
+
+def stage1(
+    bootstrap: Bootstrap = None,
+    config: ConfigFile = None,
+    metrics_port: MetricsPort = None,
+    rules: RulesDir = None,
+    exactly_once: bool = typer.Option(False, "--exactly-once", help="Kafka transactions"),
+) -> None:
+    """Stage-1 worker: screen every transaction, forward the suspicious ones."""
+    from streams.stage1.worker import Stage1Worker
+
+    settings = settings_from(config, bootstrap_servers=bootstrap, metrics_port=metrics_port,
+                             rules_dir=rules, exactly_once=exactly_once or None)
+    with broker_for(settings) as s:
+        create_topics(s)
+        worker = Stage1Worker(s)
+
+        def stop(signum: int, frame: Any) -> None:
+            log.info("signal %d: finishing the batch and stopping", signum)
+            worker.stop_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        with _serve_metrics(s.metrics_port, worker):
+            stats = worker.run()
+        log.info("stage 1 stopped: %s", stats)
+
+
+def stage2(
+    bootstrap: Bootstrap = None,
+    config: ConfigFile = None,
+    metrics_port: MetricsPort = None,
+    model: ModelDir = None,
+) -> None:
+    """Stage-2 worker (faust): score flagged transactions with XGBoost, publish decisions."""
+    from streams.stage2.app import run_worker
+
+    settings = settings_from(config, bootstrap_servers=bootstrap, metrics_port=metrics_port,
+                             model_dir=model)
+    with broker_for(settings) as s:
+        create_topics(s)
+        with _serve_metrics(s.metrics_port, None):
+            run_worker(s)
+
+
+def _serve_metrics(port: int | None, worker: Any) -> Any:
+    import contextlib
+
+    from streams.observability.server import start_http_server
+
+    if port is None:
+        return contextlib.nullcontext()
+
+    def ready() -> bool:
+        return worker is None or bool(worker.stats.assigned)
+
+    server = start_http_server(port, health=lambda: True, ready=ready)
+    return contextlib.closing(server)

@@ -1,0 +1,104 @@
+"""Publish a handbook-format history: transactions, and each label once its delay has passed.
+
+Transactions are keyed by card, carry their event time as the record timestamp and a
+``sent_ms`` header (wall clock at send, for latency). The label of a transaction at tⱼ is
+published when the stream's event time passes tⱼ + delay, so the labels topic tells the truth
+only as late as the real world would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import polars as pl
+
+from streams.kafka import clients
+from streams.schema import encode, iso_utc
+from streams.settings import Settings
+
+DAY_MS = 86_400_000
+
+
+@dataclass
+class ProduceStats:
+    transactions: int = 0
+    labels: int = 0
+    frauds: int = 0
+
+
+def transaction_value(tid: str, card: str, terminal: str, amount: float, ts_ms: int) -> bytes:
+    return encode({"transaction_id": tid, "card_id": card, "terminal_id": terminal,
+                   "amount": amount, "timestamp": iso_utc(ts_ms)})
+
+
+def label_value(tid: str, card: str, terminal: str, ts_ms: int, fraud: int) -> bytes:
+    return encode({"transaction_id": tid, "card_id": card, "terminal_id": terminal,
+                   "timestamp": ts_ms, "fraud": fraud})
+
+
+def produce_history(
+    df: pl.DataFrame,
+    settings: Settings,
+    label_delay_days: float = 7.0,
+    rate: float | None = None,
+    progress: Callable[[int], None] | None = None,
+    flush_labels: bool = False,
+) -> ProduceStats:
+    """Publish ``df`` (from ``read_handbook``) in stream order; returns what was sent.
+
+    ``rate`` limits transactions per second (None = as fast as the broker takes them).
+    ``flush_labels`` also publishes the labels whose delay has not passed by the end.
+    """
+    producer = clients.producer(settings)
+    s = settings
+    tids = df["TRANSACTION_ID"].cast(pl.Utf8).to_list()
+    cards = df["CUSTOMER_ID"].cast(pl.Utf8).to_list()
+    terms = df["TERMINAL_ID"].cast(pl.Utf8).to_list()
+    amounts = df["TX_AMOUNT"].cast(pl.Float64).to_list()
+    times = df["ts_ms"].cast(pl.Int64).to_list()
+    frauds = df["TX_FRAUD"].cast(pl.Int64).to_list() if "TX_FRAUD" in df.columns else None
+    delay = int(label_delay_days * DAY_MS)
+    stats = ProduceStats()
+    released = 0
+    started = time.monotonic()
+
+    def send_label(j: int) -> None:
+        assert frauds is not None
+        producer.produce(s.topic_labels, label_value(tids[j], cards[j], terms[j], times[j], frauds[j]),
+                         tids[j].encode(), timestamp=times[j] + delay)
+        stats.labels += 1
+        stats.frauds += frauds[j]
+
+    for i in range(len(tids)):
+        if frauds is not None:
+            while released < i and times[released] + delay <= times[i]:
+                send_label(released)
+                released += 1
+        value = transaction_value(tids[i], cards[i], terms[i], amounts[i], times[i])
+        headers = [("sent_ms", str(int(time.time() * 1000)).encode())]
+        while True:
+            try:
+                producer.produce(s.topic_transactions, value, cards[i].encode(),
+                                 timestamp=times[i], headers=headers)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        stats.transactions += 1
+        if i & 1023 == 1023:
+            producer.poll(0)
+            if progress is not None:
+                progress(1024)
+        if rate:
+            ahead = (i + 1) / rate - (time.monotonic() - started)
+            if ahead > 0:
+                producer.poll(0)
+                time.sleep(ahead)
+    if flush_labels and frauds is not None:
+        for j in range(released, len(tids)):
+            send_label(j)
+    producer.flush(60)
+    if progress is not None:
+        progress(len(tids) % 1024)
+    return stats

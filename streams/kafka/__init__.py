@@ -1,0 +1,1 @@
+"""Kafka I/O at the edges: clients, the embedded broker, topics, dead letters."""

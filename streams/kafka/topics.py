@@ -1,0 +1,57 @@
+"""Topic creation (idempotent). Names come from the settings, and only from there."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import NewTopic
+
+from streams.errors import TopicError
+from streams.kafka.clients import admin
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def retry_topic(topic: str, attempt: int) -> str:
+    """Retry topics are named after the topic they retry: ``transactions.flagged.retry.1``."""
+    return f"{topic}.retry.{attempt}"
+
+
+def topic_names(settings: Settings) -> list[str]:
+    names = [
+        settings.topic_transactions,
+        settings.topic_flagged,
+        settings.topic_decisions,
+        settings.topic_labels,
+        settings.topic_dlq,
+        settings.topic_flagged_dlq,
+    ]
+    names += [retry_topic(settings.topic_flagged, a) for a in range(1, settings.stage2_max_attempts)]
+    return names
+
+
+def create_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Create missing topics; returns the names created. Existing topics are left alone."""
+    client = admin(settings)
+    wanted = names or topic_names(settings)
+    existing = set(client.list_topics(timeout=10).topics)
+    missing = [n for n in wanted if n not in existing]
+    if not missing:
+        return []
+    futures = client.create_topics(
+        [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing],
+        operation_timeout=10,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise TopicError(f"cannot create topic {name}: {exc.args[0].str()}") from None
+    log.info("created topics: %s", ", ".join(created))
+    return created

@@ -1,0 +1,109 @@
+"""Online fraud probability: river's StandardScaler | LogisticRegression, learning from labels.
+
+Labels arrive days after their transactions (the labels topic), so the classifier learns from
+the feature vector the transaction had then, kept in a bounded cache keyed by transaction id.
+Learning follows river (``learn_one``); scoring a whole micro-batch uses the same weights in one
+numpy expression, which equals river's ``predict_proba_one`` (tested) at a fraction of the cost.
+Genuine labels are subsampled (``genuine_rate``) and weighted by its inverse, so learning keeps
+up with the stream; every fraud label is learnt.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from array import array
+from collections import OrderedDict
+
+import numpy as np
+import river
+from river import compose, linear_model, optim, preprocessing
+
+from streams.features.names import MODEL_FEATURES
+
+_LOG_FEATURES = {"TX_AMOUNT", "CARD_SECONDS_SINCE_LAST_TX"}
+
+
+def _transform(row: list[float] | np.ndarray) -> dict[str, float]:
+    return {
+        name: (math.log1p(max(v, 0.0)) if name in _LOG_FEATURES else float(v))
+        for name, v in zip(MODEL_FEATURES, row, strict=True)
+    }
+
+
+_LOG_MASK = np.array([name in _LOG_FEATURES for name in MODEL_FEATURES])
+
+
+class OnlineClassifier:
+    def __init__(self, cache_size: int = 500_000, genuine_rate: float = 0.1, lr: float = 0.05):
+        self.model = compose.Pipeline(
+            preprocessing.StandardScaler(),
+            linear_model.LogisticRegression(optimizer=optim.SGD(lr)),
+        )
+        self.cache: OrderedDict[str, bytes] = OrderedDict()
+        self.cache_size = cache_size
+        self.genuine_rate = genuine_rate
+        self.learned = 0
+        self.missed_labels = 0
+        self._weights: np.ndarray | None = None  # cached numpy view of the river model
+
+    # --- scoring -------------------------------------------------------------------------
+    def _vector(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        scaler, lr = self.model.steps["StandardScaler"], self.model.steps["LogisticRegression"]
+        means = np.array([scaler.means.get(n, 0.0) for n in MODEL_FEATURES])
+        var = np.array([scaler.vars.get(n, 0.0) for n in MODEL_FEATURES])
+        inv_std = np.where(var > 0, 1.0 / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
+        weights = np.array([lr.weights.get(n, 0.0) for n in MODEL_FEATURES])
+        return means, inv_std, weights, float(lr.intercept)
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        """Fraud probability of each row of ``X`` (MODEL_FEATURES order)."""
+        if self.learned == 0:
+            return np.zeros(len(X))
+        means, inv_std, weights, intercept = self._vector()
+        Z = np.where(_LOG_MASK, np.log1p(np.maximum(X, 0.0)), X)
+        margin = ((Z - means) * inv_std) @ weights + intercept
+        return 1.0 / (1.0 + np.exp(-np.clip(margin, -30, 30)))
+
+    def predict_one(self, row: list[float]) -> float:
+        """river's own prediction, for tests and single lookups."""
+        return float(self.model.predict_proba_one(_transform(row)).get(True, 0.0))
+
+    # --- learning from delayed labels ----------------------------------------------------
+    def remember(self, transaction_ids: list[str], X: np.ndarray) -> None:
+        cache = self.cache
+        X32 = X.astype(np.float32, copy=False)
+        for tid, row in zip(transaction_ids, X32, strict=True):
+            cache[tid] = row.tobytes()
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
+
+    def learn_label(self, transaction_id: str, fraud: bool) -> bool:
+        """Learn from one label if its features are cached; returns whether it was learnt."""
+        blob = self.cache.pop(transaction_id, None)
+        if blob is None:
+            self.missed_labels += 1
+            return False
+        if fraud:
+            weight = 1.0
+        else:
+            if (zlib.crc32(transaction_id.encode()) % 10_000) >= self.genuine_rate * 10_000:
+                return False
+            weight = 1.0 / self.genuine_rate
+        row = array("f", blob).tolist()
+        self.model.learn_one(_transform(row), bool(fraud), w=weight)
+        self.learned += 1
+        return True
+
+    def snapshot(self) -> dict[str, object]:
+        """JSON-safe state (no pickle) with the river version that produced it."""
+        means, inv_std, weights, intercept = self._vector()
+        return {
+            "river_version": river.__version__,
+            "features": MODEL_FEATURES,
+            "means": means.tolist(),
+            "inv_std": inv_std.tolist(),
+            "weights": weights.tolist(),
+            "intercept": intercept,
+            "learned": self.learned,
+        }
