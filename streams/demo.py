@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,17 @@ from streams.demo_watch import DecisionWatcher, live_view
 from streams.errors import FraudstreamError
 from streams.kafka import clients
 from streams.kafka.clients import broker_for
+from streams.kafka.embedded import free_port
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
 
 MALFORMED: list[bytes] = [
     b"{not json",
     b'{"transaction_id": "bad-1", "card_id": "1"}',
-    b'{"transaction_id": "bad-2", "card_id": "1", "terminal_id": "2", "amount": -5, "timestamp": 0}',
-    b'{"transaction_id": "bad-3", "card_id": "1", "terminal_id": "2", "amount": 10, "timestamp": "yesterday"}',
+    b'{"transaction_id": "bad-2", "card_id": "1", "terminal_id": "2", "amount": -5, '
+    b'"timestamp": 0}',
+    b'{"transaction_id": "bad-3", "card_id": "1", "terminal_id": "2", "amount": 10, '
+    b'"timestamp": "yesterday"}',
     b"\xff\xfe\x00 not utf-8",
     b'["an", "array"]',
 ]
@@ -41,19 +46,63 @@ MALFORMED: list[bytes] = [
 def demo_history(transactions: int, seed: int) -> pl.DataFrame:
     customers = 1000
     days = max(10, math.ceil(transactions / (customers * 2) * 1.1))
-    df = simulate(customers=customers, terminals=2000, days=days, seed=seed,
-                  compromised_terminals_per_day=1, compromised_cards_per_day=1)
+    df = simulate(
+        customers=customers,
+        terminals=2000,
+        days=days,
+        seed=seed,
+        compromised_terminals_per_day=1,
+        compromised_cards_per_day=1,
+    )
     from streams.data.handbook import read_handbook_frame
 
     return read_handbook_frame(df).head(transactions)
 
 
-def spawn(stage: str, settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FRAUD_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
-           "FRAUD_LOG_LEVEL": "WARNING"}
+def spawn(stage: str, settings: Settings, log_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "FRAUD_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
+        "FRAUD_LOG_LEVEL": "WARNING",
+        "FRAUD_METRICS_PORT": str(port),
+    }
     log = (log_dir / f"{stage}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "streams", stage], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams", stage],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def wait_ready(
+    ports: dict[str, int],
+    procs: list[subprocess.Popen[bytes]],
+    log_dir: Path,
+    timeout_s: float = 90.0,
+) -> None:
+    """Poll each worker's /readyz until it has joined its group and holds its partitions."""
+    for stage, port in ports.items():
+        print(f"{stage}: metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr)
+    deadline = time.monotonic() + timeout_s
+    pending = dict(ports)
+    while pending:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise FraudstreamError(
+                    f"a worker exited with code {proc.returncode}; see {log_dir}/"
+                )
+        for stage, port in list(pending.items()):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        del pending[stage]
+            except (OSError, urllib.error.URLError):
+                pass
+        if time.monotonic() > deadline:
+            raise FraudstreamError(f"workers not ready after {timeout_s:.0f}s: {sorted(pending)}")
+        time.sleep(0.2)
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -68,16 +117,19 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def run_demo(settings: Settings, transactions: int, rate: float | None, seed: int,
-             timeout_s: float = 600.0) -> dict[str, Any]:
+def run_demo(
+    settings: Settings, transactions: int, rate: float | None, seed: int, timeout_s: float = 600.0
+) -> dict[str, Any]:
     df = demo_history(transactions, seed)
     log_dir = Path(os.environ.get("FRAUD_DEMO_LOGS", "out/demo"))
     log_dir.mkdir(parents=True, exist_ok=True)
     with broker_for(settings) as s:
         create_topics(s)
         watcher = DecisionWatcher(s)
-        procs = [spawn("stage1", s, log_dir), spawn("stage2", s, log_dir)]
+        ports = {"stage1": free_port(), "stage2": free_port()}
+        procs = [spawn(stage, s, log_dir, port) for stage, port in ports.items()]
         try:
+            wait_ready(ports, procs, log_dir)
             started = time.monotonic()
             producer = clients.producer(s)
             for i, value in enumerate(MALFORMED):
@@ -90,10 +142,12 @@ def run_demo(settings: Settings, transactions: int, rate: float | None, seed: in
                     for proc in procs:
                         if proc.poll() is not None:
                             raise FraudstreamError(
-                                f"a worker exited with code {proc.returncode}; see {log_dir}/")
+                                f"a worker exited with code {proc.returncode}; see {log_dir}/"
+                            )
                     if time.monotonic() - started > timeout_s:
                         raise FraudstreamError(
-                            f"demo timed out: {len(watcher.decisions)}/{len(expected_ids)} decisions")
+                            f"demo timed out: {len(watcher.decisions)}/{len(expected_ids)} decided"
+                        )
                     watcher.poll(0.2)
                     refresh()
             elapsed = time.monotonic() - started
@@ -127,8 +181,10 @@ def summarize(df: pl.DataFrame, watcher: DecisionWatcher, elapsed: float) -> dic
         "frauds": len(frauds),
         "frauds_flagged": caught,
         "frauds_declined_or_reviewed": acted,
-        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 2),
-                       "p99": round(float(np.percentile(lat, 99)), 2)},
+        "latency_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 2),
+            "p99": round(float(np.percentile(lat, 99)), 2),
+        },
         "throughput_tps": round(df.height / elapsed, 1),
         "duplicate_decisions": watcher.duplicates,
     }

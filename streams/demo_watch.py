@@ -12,6 +12,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streams.kafka import clients
+from streams.kafka.dlq import header
 from streams.settings import Settings
 
 
@@ -42,28 +43,33 @@ class DecisionWatcher:
             if msg.topic() == self.settings.topic_dlq:
                 self.dead_letters += 1
                 continue
-            decision = orjson.loads(msg.value())
+            decision = orjson.loads(msg.value() or b"null")
             tid = str(decision["transaction_id"])
             previous = self.decisions.get(tid)
             if previous is not None:
                 self.duplicates += 1
                 self.conflicts += previous != decision
             self.decisions[tid] = decision
-            for name, value in msg.headers() or []:
-                if name == "sent_ms":
-                    self.latencies_ms.append(now_ms - int(value))
+            sent = header(msg, "sent_ms")
+            if sent is not None:
+                self.latencies_ms.append(now_ms - int(sent))
         return len(msgs)
 
     def complete(self, expected: set[str], dead_letters: int) -> bool:
-        return len(self.decisions) >= len(expected) and self.dead_letters >= dead_letters and (
-            expected.issubset(self.decisions.keys()))
+        return (
+            len(self.decisions) >= len(expected)
+            and self.dead_letters >= dead_letters
+            and (expected.issubset(self.decisions.keys()))
+        )
 
     def close(self) -> None:
         self.consumer.close()
 
 
 @contextlib.contextmanager
-def live_view(watcher: DecisionWatcher, expected: int, malformed: int) -> Iterator[Callable[[], None]]:
+def live_view(
+    watcher: DecisionWatcher, expected: int, malformed: int
+) -> Iterator[Callable[[], None]]:
     """A live terminal table (rates, flag rate, decisions, latency, dead letters)."""
     if not sys.stdout.isatty():
         last = [0.0]
@@ -71,8 +77,11 @@ def live_view(watcher: DecisionWatcher, expected: int, malformed: int) -> Iterat
         def log_line() -> None:
             if time.monotonic() - last[0] > 5:
                 last[0] = time.monotonic()
-                print(f"decisions {len(watcher.decisions)}/{expected}, "
-                      f"dead letters {watcher.dead_letters}/{malformed}", file=sys.stderr)
+                print(
+                    f"decisions {len(watcher.decisions)}/{expected}, "
+                    f"dead letters {watcher.dead_letters}/{malformed}",
+                    file=sys.stderr,
+                )
 
         yield log_line
         return
@@ -89,13 +98,27 @@ def live_view(watcher: DecisionWatcher, expected: int, malformed: int) -> Iterat
         lat = sorted(watcher.latencies_ms[-5000:])
         p99 = lat[int(len(lat) * 0.99) - 1] if lat else 0.0
         table = Table(title="fraudstream demo (live)")
-        for col in ("decisions", "rate/s", "flag rate", "approve", "review", "decline",
-                    "p99 ms", "dead letters"):
+        for col in (
+            "decisions",
+            "rate/s",
+            "flag rate",
+            "approve",
+            "review",
+            "decline",
+            "p99 ms",
+            "dead letters",
+        ):
             table.add_column(col, justify="right")
-        table.add_row(f"{len(decisions)}/{expected}", f"{len(decisions) / elapsed:,.0f}",
-                      f"{flagged / max(len(decisions), 1):.2%}", str(actions.get("approve", 0)),
-                      str(actions.get("review", 0)), str(actions.get("decline", 0)),
-                      f"{p99:.1f}", f"{watcher.dead_letters}/{malformed}")
+        table.add_row(
+            f"{len(decisions)}/{expected}",
+            f"{len(decisions) / elapsed:,.0f}",
+            f"{flagged / max(len(decisions), 1):.2%}",
+            str(actions.get("approve", 0)),
+            str(actions.get("review", 0)),
+            str(actions.get("decline", 0)),
+            f"{p99:.1f}",
+            f"{watcher.dead_letters}/{malformed}",
+        )
         return table
 
     with Live(render(), refresh_per_second=4, transient=False) as live:

@@ -44,10 +44,10 @@ def setup_logging(level: str = "INFO", fmt: str = "plain") -> None:
         )
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "librdkafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def where(topic: str, partition: int | None, offset: int | None) -> str:
+def where(topic: str | None, partition: int | None, offset: int | None) -> str:
     """``topic[partition]@offset``, the way every log line names a message."""
     return f"{topic}[{partition}]@{offset}"

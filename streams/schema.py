@@ -55,7 +55,7 @@ def parse_timestamp(value: Any) -> int:
             raise ValidationError(f"timestamp is not ISO 8601: {value[:40]!r}") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
-        ms = int(round(dt.timestamp() * 1000))
+        ms = round(dt.timestamp() * 1000)
     else:
         raise ValidationError(f"timestamp must be ISO 8601 or epoch ms, got {type(value).__name__}")
     if not 0 <= ms < _MAX_TS_MS:

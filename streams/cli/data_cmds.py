@@ -26,7 +26,8 @@ def simulate(
     seed: int = typer.Option(0, help="random seed (same seed, same file)"),
 ) -> None:
     """Write simulated transactions in the handbook's columns, with its three fraud scenarios."""
-    from streams.data.simulate import simulate as run, write_csv
+    from streams.data.simulate import simulate as run
+    from streams.data.simulate import write_csv
 
     df = run(customers=customers, terminals=terminals, days=days, start=start.date(), seed=seed)
     write_csv(df, out)
@@ -36,9 +37,15 @@ def simulate(
 
 def produce(
     data: Path = typer.Option(..., "--data", help="handbook-format CSV (.csv or .csv.gz)"),
-    label_delay_days: float = typer.Option(7.0, help="publish each label this long after its transaction (event time)"),
-    rate: float | None = typer.Option(None, help="transactions per second (default: as fast as possible)"),
-    flush_labels: bool = typer.Option(False, help="at the end, also publish labels whose delay has not passed"),
+    label_delay_days: float = typer.Option(
+        7.0, help="publish each label this long after its transaction (event time)"
+    ),
+    rate: float | None = typer.Option(
+        None, help="transactions per second (default: as fast as possible)"
+    ),
+    flush_labels: bool = typer.Option(
+        False, help="at the end, also publish labels whose delay has not passed"
+    ),
     bootstrap: Bootstrap = None,
     config: ConfigFile = None,
 ) -> None:
@@ -54,8 +61,10 @@ def produce(
         create_topics(s)
         with progress_bar(df.height, "produce") as advance:
             stats = produce_history(df, s, label_delay_days, rate, advance, flush_labels)
-    typer.echo(f"published {stats.transactions} transactions and {stats.labels} labels "
-               f"to {s.topic_transactions} / {s.topic_labels}")
+    typer.echo(
+        f"published {stats.transactions} transactions and {stats.labels} labels "
+        f"to {s.topic_transactions} / {s.topic_labels}"
+    )
 
 
 def features(
@@ -73,8 +82,9 @@ def features(
     with progress_bar(df.height, "features") as advance:
         feats = compute_features(df, progress=advance)
     extras = [c for c in MODEL_FEATURES if c not in HANDBOOK_FEATURES]
-    frame = pl.concat([df.select("TRANSACTION_ID"), feats.select(HANDBOOK_FEATURES + extras)],
-                      how="horizontal")
+    frame = pl.concat(
+        [df.select("TRANSACTION_ID"), feats.select(HANDBOOK_FEATURES + extras)], how="horizontal"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.write_csv(out)
     typer.echo(f"wrote {frame.height} rows × {frame.width - 1} features to {out}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import typer
 
 from streams.cli.options import Bootstrap, ConfigFile, settings_from
@@ -21,10 +23,8 @@ def broker(port: int = typer.Option(9092, "--port", help="port on 127.0.0.1")) -
     """Run the embedded Kafka broker (Tansu) in the foreground until Ctrl-C."""
     with EmbeddedBroker(port=port, quiet=False) as b:
         typer.echo(f"embedded Kafka broker on {b.bootstrap} (Ctrl-C to stop)", err=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             b.wait()
-        except KeyboardInterrupt:
-            pass
 
 
 @topics_app.command("create")

@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
 def train(
     data: Path = typer.Option(..., "--data", help="handbook-format CSV with TX_FRAUD"),
     train_start: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="first training day"),
-    train_end: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="day after the last training day"),
+    train_end: datetime = typer.Option(
+        ..., formats=["%Y-%m-%d"], help="day after the last training day"
+    ),
     out: Path = typer.Option(..., "--out", help="model directory to write"),
     seed: int = typer.Option(0, help="random seed (same seed, same model)"),
     valid_days: int = typer.Option(7, help="validation days, after the label delay"),
@@ -30,11 +32,21 @@ def train(
 
     df = read_handbook(data)
     with progress_bar(df.height, "features") as advance:
-        meta = train_model(df, train_start.date(), train_end.date(), out, seed=seed,
-                           valid_days=valid_days, progress=advance, source=str(data))
+        meta = train_model(
+            df,
+            train_start.date(),
+            train_end.date(),
+            out,
+            seed=seed,
+            valid_days=valid_days,
+            progress=advance,
+            source=str(data),
+        )
     metrics = meta.get("metrics", {})
-    typer.echo(f"model {meta.get('version')} written to {out}: "
-               + ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, int | float)))
+    typer.echo(
+        f"model {meta.get('version')} written to {out}: "
+        + ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, int | float))
+    )
 
 
 def evaluate(
@@ -42,12 +54,16 @@ def evaluate(
     protocol: str = typer.Option("handbook-ch5", help="handbook-ch3 | handbook-ch5"),
     out: Path = typer.Option(..., "--out", help="output directory"),
     rules: RulesDir = None,
-    train_history_days: int | None = typer.Option(None, help="labelled history per fold (default: the protocol's)"),
-    through_kafka: bool = typer.Option(False, "--through-kafka", help="score the test weeks through the broker and both workers"),
+    train_history_days: int | None = typer.Option(
+        None, help="labelled history per fold (default: the protocol's)"
+    ),
+    through_kafka: bool = typer.Option(
+        False, "--through-kafka", help="score the test weeks through the broker and both workers"
+    ),
     bootstrap: Bootstrap = None,
     config: ConfigFile = None,
 ) -> None:
-    """Run the handbook's evaluation protocol through both stages; write metrics, predictions, report."""
+    """Run the handbook's evaluation protocol through both stages; write metrics and report."""
     from streams.evaluation.run import evaluate as run
 
     settings = settings_from(config, bootstrap_servers=bootstrap, rules_dir=rules)
@@ -59,5 +75,7 @@ def evaluate(
     with progress_bar(None, "stage 1") as advance:
         metrics = run(data, protocol, out, rules, settings, train_history_days, advance)
     mean = metrics.get("mean", {})
-    typer.echo(f"wrote {out}/metrics.json: " + ", ".join(
-        f"{k}={v:.4f}" for k, v in mean.items() if isinstance(v, float)))
+    typer.echo(
+        f"wrote {out}/metrics.json: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in mean.items() if isinstance(v, float))
+    )

@@ -12,8 +12,13 @@ from streams.settings import Settings, load_settings
 
 Bootstrap = Annotated[
     str | None,
-    typer.Option("--bootstrap", "-b", help="Kafka bootstrap servers [env FRAUD_BOOTSTRAP_SERVERS]; "
-                 "unset = start the embedded broker", show_default=False),
+    typer.Option(
+        "--bootstrap",
+        "-b",
+        help="Kafka bootstrap servers [env FRAUD_BOOTSTRAP_SERVERS]; "
+        "unset = start the embedded broker",
+        show_default=False,
+    ),
 ]
 ConfigFile = Annotated[
     Path | None,
@@ -21,14 +26,19 @@ ConfigFile = Annotated[
 ]
 MetricsPort = Annotated[
     int | None,
-    typer.Option("--metrics-port", help="serve /metrics, /healthz, /readyz [env FRAUD_METRICS_PORT]",
-                 show_default=False),
+    typer.Option(
+        "--metrics-port",
+        help="serve /metrics, /healthz, /readyz [env FRAUD_METRICS_PORT]",
+        show_default=False,
+    ),
 ]
 RulesDir = Annotated[
-    Path | None, typer.Option("--rules", help="rule directory [env FRAUD_RULES_DIR]", show_default=False)
+    Path | None,
+    typer.Option("--rules", help="rule directory [env FRAUD_RULES_DIR]", show_default=False),
 ]
 ModelDir = Annotated[
-    Path | None, typer.Option("--model", help="model directory [env FRAUD_MODEL_DIR]", show_default=False)
+    Path | None,
+    typer.Option("--model", help="model directory [env FRAUD_MODEL_DIR]", show_default=False),
 ]
 
 

@@ -8,8 +8,9 @@ import typer
 
 from streams.errors import RuleError
 
-app = typer.Typer(help="Rule files: validate, run their examples, backtest on history.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Rule files: validate, run their examples, backtest on history.", no_args_is_help=True
+)
 
 
 @app.command()

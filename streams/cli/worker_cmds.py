@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
-from streams.cli.options import Bootstrap, ConfigFile, MetricsPort, ModelDir, RulesDir, settings_from
+from streams.cli.options import (
+    Bootstrap,
+    ConfigFile,
+    MetricsPort,
+    ModelDir,
+    RulesDir,
+    settings_from,
+)
 from streams.kafka.clients import broker_for
 from streams.kafka.topics import create_topics
 
@@ -30,8 +38,13 @@ def stage1(
     """Stage-1 worker: screen every transaction, forward the suspicious ones."""
     from streams.stage1.worker import Stage1Worker
 
-    settings = settings_from(config, bootstrap_servers=bootstrap, metrics_port=metrics_port,
-                             rules_dir=rules, exactly_once=exactly_once or None)
+    settings = settings_from(
+        config,
+        bootstrap_servers=bootstrap,
+        metrics_port=metrics_port,
+        rules_dir=rules,
+        exactly_once=exactly_once or None,
+    )
     with broker_for(settings) as s:
         create_topics(s)
         worker = Stage1Worker(s)
@@ -42,7 +55,7 @@ def stage1(
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        with _serve_metrics(s.metrics_port, worker):
+        with _serve_metrics(s.metrics_port, lambda: bool(worker.stats.assigned)):
             stats = worker.run()
         log.info("stage 1 stopped: %s", stats)
 
@@ -54,26 +67,24 @@ def stage2(
     model: ModelDir = None,
 ) -> None:
     """Stage-2 worker (faust): score flagged transactions with XGBoost, publish decisions."""
-    from streams.stage2.app import run_worker
+    from streams.stage2.app import build_app, is_ready, run_worker
 
-    settings = settings_from(config, bootstrap_servers=bootstrap, metrics_port=metrics_port,
-                             model_dir=model)
+    settings = settings_from(
+        config, bootstrap_servers=bootstrap, metrics_port=metrics_port, model_dir=model
+    )
     with broker_for(settings) as s:
         create_topics(s)
-        with _serve_metrics(s.metrics_port, None):
-            run_worker(s)
+        app = build_app(s)
+        with _serve_metrics(s.metrics_port, lambda: is_ready(app)):
+            run_worker(app)
 
 
-def _serve_metrics(port: int | None, worker: Any) -> Any:
+def _serve_metrics(port: int | None, ready: Callable[[], bool]) -> Any:
+    """Serve /metrics, /healthz and /readyz when a port is configured."""
     import contextlib
 
     from streams.observability.server import start_http_server
 
     if port is None:
         return contextlib.nullcontext()
-
-    def ready() -> bool:
-        return worker is None or bool(worker.stats.assigned)
-
-    server = start_http_server(port, health=lambda: True, ready=ready)
-    return contextlib.closing(server)
+    return start_http_server(port, health=lambda: True, ready=ready)

@@ -48,8 +48,10 @@ def read_handbook_frame(
         ts.dt.replace_time_zone("UTC").dt.epoch("ms").alias("ts_ms"),
         pl.col("TX_AMOUNT").cast(pl.Float64, strict=False),
     )
-    for column, check in (("ts_ms", pl.col("ts_ms").is_null()),
-                          ("TX_AMOUNT", pl.col("TX_AMOUNT").is_null() | (pl.col("TX_AMOUNT") < 0))):
+    for column, check in (
+        ("ts_ms", pl.col("ts_ms").is_null()),
+        ("TX_AMOUNT", pl.col("TX_AMOUNT").is_null() | (pl.col("TX_AMOUNT") < 0)),
+    ):
         bad = df.with_row_index("_row").filter(check)
         if bad.height:
             row = int(bad["_row"][0]) + 2  # 1-based, after the header line

@@ -29,13 +29,27 @@ class ProduceStats:
 
 
 def transaction_value(tid: str, card: str, terminal: str, amount: float, ts_ms: int) -> bytes:
-    return encode({"transaction_id": tid, "card_id": card, "terminal_id": terminal,
-                   "amount": amount, "timestamp": iso_utc(ts_ms)})
+    return encode(
+        {
+            "transaction_id": tid,
+            "card_id": card,
+            "terminal_id": terminal,
+            "amount": amount,
+            "timestamp": iso_utc(ts_ms),
+        }
+    )
 
 
 def label_value(tid: str, card: str, terminal: str, ts_ms: int, fraud: int) -> bytes:
-    return encode({"transaction_id": tid, "card_id": card, "terminal_id": terminal,
-                   "timestamp": ts_ms, "fraud": fraud})
+    return encode(
+        {
+            "transaction_id": tid,
+            "card_id": card,
+            "terminal_id": terminal,
+            "timestamp": ts_ms,
+            "fraud": fraud,
+        }
+    )
 
 
 def produce_history(
@@ -66,8 +80,12 @@ def produce_history(
 
     def send_label(j: int) -> None:
         assert frauds is not None
-        producer.produce(s.topic_labels, label_value(tids[j], cards[j], terms[j], times[j], frauds[j]),
-                         tids[j].encode(), timestamp=times[j] + delay)
+        producer.produce(
+            s.topic_labels,
+            label_value(tids[j], cards[j], terms[j], times[j], frauds[j]),
+            tids[j].encode(),
+            timestamp=times[j] + delay,
+        )
         stats.labels += 1
         stats.frauds += frauds[j]
 
@@ -77,11 +95,18 @@ def produce_history(
                 send_label(released)
                 released += 1
         value = transaction_value(tids[i], cards[i], terms[i], amounts[i], times[i])
-        headers = [("sent_ms", str(int(time.time() * 1000)).encode())]
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("sent_ms", str(int(time.time() * 1000)).encode())
+        ]
         while True:
             try:
-                producer.produce(s.topic_transactions, value, cards[i].encode(),
-                                 timestamp=times[i], headers=headers)
+                producer.produce(
+                    s.topic_transactions,
+                    value,
+                    cards[i].encode(),
+                    timestamp=times[i],
+                    headers=headers,
+                )
                 break
             except BufferError:
                 producer.poll(0.05)

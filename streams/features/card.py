@@ -9,7 +9,7 @@ an 8-byte reference to a shared terminal id each, so about 16 + 24·30·k bytes 
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_right, insort_right
+from bisect import bisect_right
 
 from streams.features.names import DAY_MS, WINDOWS_DAYS
 
@@ -56,7 +56,9 @@ class CardWindows:
             del self.terms[:lo]
             self.cum = array("d", (c - base for c in self.cum[lo:]))
 
-    def features(self, idx: int, ts_ms: int, amount: float, terminal: str, out: list[float]) -> None:
+    def features(
+        self, idx: int, ts_ms: int, amount: float, terminal: str, out: list[float]
+    ) -> None:
         """Append the card features of the transaction at ``idx`` to ``out``.
 
         Order: for n in (1, 7, 30): count, mean amount; then amount ratio to the previous 30 days'

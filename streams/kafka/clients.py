@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,10 +14,17 @@ from streams.errors import BrokerError
 from streams.kafka.embedded import EmbeddedBroker, wait_until_ready
 from streams.settings import Settings
 
+_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
+
+def _common(settings: Settings) -> dict[str, Any]:
+    """Connection settings, with librdkafka's own log lines routed to Python logging."""
+    return {**settings.kafka_common(), "logger": _LIBRDKAFKA_LOG}
+
 
 def producer(settings: Settings, **extra: Any) -> Producer:
     conf = {
-        **settings.kafka_common(),
+        **_common(settings),
         "linger.ms": 2,
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
@@ -31,7 +39,7 @@ def producer(settings: Settings, **extra: Any) -> Producer:
 
 def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
     conf = {
-        **settings.kafka_common(),
+        **_common(settings),
         "group.id": group,
         "enable.auto.commit": True,
         "enable.auto.offset.store": False,  # offsets stored only after outputs are delivered
@@ -46,7 +54,7 @@ def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka_common())
+    return AdminClient(_common(settings))
 
 
 def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 PREFIX = "dlq."
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, Any]]
 
 
 class MessageLike(Protocol):
@@ -32,11 +32,21 @@ class DeadLetter:
     headers: Headers
 
 
-def header_dict(headers: Headers | None) -> dict[str, str]:
+def header_dict(headers: Any) -> dict[str, str]:
+    """Kafka headers (a list of pairs or a mapping, values bytes or str) as text."""
+    items = headers.items() if isinstance(headers, dict) else (headers or [])
     out: dict[str, str] = {}
-    for name, value in headers or []:
+    for name, value in items:
         out[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return out
+
+
+def header(msg: Any, name: str) -> str | None:
+    """One header of a confluent-kafka message as text, or None."""
+    for key, value in msg.headers() or []:
+        if key == name:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return None
 
 
 def dead_letter(msg: MessageLike, stage: str, kind: str, message: str) -> DeadLetter:

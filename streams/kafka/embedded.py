@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
@@ -44,7 +45,12 @@ def broker_binary() -> str:
 
 def wait_until_ready(bootstrap: str, timeout_s: float = 20.0) -> None:
     """Poll the broker's metadata until it answers; BrokerError after ``timeout_s``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000})
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "socket.connection.setup.timeout.ms": 1000,
+        "logger": logging.getLogger("librdkafka.probe"),
+    }
+    admin = AdminClient(conf)
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -71,7 +77,7 @@ class EmbeddedBroker:
         cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
         out = subprocess.DEVNULL if self.quiet else None
         try:
-            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            self.process = subprocess.Popen(
                 cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
             )
         except OSError as exc:
@@ -103,6 +109,9 @@ class EmbeddedBroker:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -28,7 +28,9 @@ def topic_names(settings: Settings) -> list[str]:
         settings.topic_dlq,
         settings.topic_flagged_dlq,
     ]
-    names += [retry_topic(settings.topic_flagged, a) for a in range(1, settings.stage2_max_attempts)]
+    names += [
+        retry_topic(settings.topic_flagged, a) for a in range(1, settings.stage2_max_attempts)
+    ]
     return names
 
 

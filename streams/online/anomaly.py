@@ -8,6 +8,8 @@ card-behaviour features with fixed limits (so no scaler runs per transaction), l
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from river import anomaly
 
 from streams.features.names import MODEL_FEATURES
@@ -19,13 +21,18 @@ ANOMALY_INPUTS: dict[str, tuple[float, float]] = {
     "CARD_NB_TX_1HOUR_WINDOW": (0.0, 6.0),
     "CUSTOMER_ID_NB_TX_1DAY_WINDOW": (0.0, 12.0),
 }
+LIMITS: dict[Hashable, tuple[float, float]] = {k: v for k, v in ANOMALY_INPUTS.items()}
 _INDEX = [(name, MODEL_FEATURES.index(name)) for name in ANOMALY_INPUTS]
 
 
 class AnomalyScorer:
     def __init__(self, n_trees: int = 3, height: int = 6, learn_every: int = 4, seed: int = 42):
         self.model = anomaly.HalfSpaceTrees(
-            n_trees=n_trees, height=height, window_size=250, limits=dict(ANOMALY_INPUTS), seed=seed
+            n_trees=n_trees,
+            height=height,
+            window_size=250,
+            limits=LIMITS,
+            seed=seed,
         )
         self.learn_every = max(1, learn_every)
         self._seen = 0

@@ -55,7 +55,9 @@ def screen_history(
         if labels is not None:
             horizon = batch[0].ts_ms - _DELAY_MS
             while released < start and txs[released].ts_ms <= horizon:
-                screener.classifier.learn_label(txs[released].transaction_id, bool(labels[released]))
+                screener.classifier.learn_label(
+                    txs[released].transaction_id, bool(labels[released])
+                )
                 released += 1
         out = screener.screen(batch, labels[start : start + size] if labels is not None else None)
         end = start + len(batch)
@@ -67,7 +69,11 @@ def screen_history(
         if progress is not None:
             progress(len(batch))
     result = pl.DataFrame(X, schema=MODEL_FEATURES)
-    keep = [c for c in ("TRANSACTION_ID", "ts_ms", "CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD") if c in df.columns]
+    keep = [
+        c
+        for c in ("TRANSACTION_ID", "ts_ms", "CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD")
+        if c in df.columns
+    ]
     return pl.concat([df.select(keep), result], how="horizontal").with_columns(
         pl.Series("ANOMALY_SCORE", anomaly),
         pl.Series("FRAUD_PROBABILITY", prob),

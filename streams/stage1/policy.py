@@ -18,8 +18,14 @@ class FlagPolicy:
     def from_settings(cls, settings: Settings) -> FlagPolicy:
         return cls(settings.flag_probability_threshold, settings.flag_anomaly_threshold)
 
-    def flag(self, rule_flag: np.ndarray, probability: np.ndarray, anomaly: np.ndarray) -> np.ndarray:
-        return rule_flag | (probability >= self.probability_threshold) | (anomaly >= self.anomaly_threshold)
+    def flag(
+        self, rule_flag: np.ndarray, probability: np.ndarray, anomaly: np.ndarray
+    ) -> np.ndarray:
+        return (
+            rule_flag
+            | (probability >= self.probability_threshold)
+            | (anomaly >= self.anomaly_threshold)
+        )
 
     @staticmethod
     def stage1_score(rule_score: np.ndarray, probability: np.ndarray) -> np.ndarray:

@@ -81,7 +81,9 @@ class ScreenedBatch:
         }
 
 
-def rule_frame(X: np.ndarray, txs_ts: np.ndarray, anomaly: np.ndarray, prob: np.ndarray) -> pl.DataFrame:
+def rule_frame(
+    X: np.ndarray, txs_ts: np.ndarray, anomaly: np.ndarray, prob: np.ndarray
+) -> pl.DataFrame:
     """The frame rules are evaluated on: features, online scores, hour and weekday."""
     frame = pl.DataFrame(X, schema=MODEL_FEATURES, orient="row")
     return frame.with_columns(
@@ -118,7 +120,9 @@ class Screener:
             classifier=OnlineClassifier(cache_size=settings.label_cache_size),
         )
 
-    def screen(self, txs: list[Transaction], terminal_labels: list[int] | None = None) -> ScreenedBatch:
+    def screen(
+        self, txs: list[Transaction], terminal_labels: list[int] | None = None
+    ) -> ScreenedBatch:
         """Screen a micro-batch in order. ``terminal_labels`` (offline replays of labelled
         history only) feeds each transaction's label to the terminal table right after it; the
         table's delay filter keeps it unseen for 7 days, as when it comes from the labels topic."""

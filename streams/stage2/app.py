@@ -41,7 +41,9 @@ def faust_broker_settings(settings: Settings) -> dict[str, Any]:
             username=settings.sasl_username,
             password=settings.sasl_password.get_secret_value(),
             mechanism=settings.sasl_mechanism,
-            ssl_context=_ssl_context(settings) if "SSL" in (settings.security_protocol or "") else None,
+            ssl_context=_ssl_context(settings)
+            if "SSL" in (settings.security_protocol or "")
+            else None,
         )
     elif (settings.security_protocol or "").upper() == "SSL":
         conf["broker_credentials"] = faust.SSLCredentials(_ssl_context(settings))
@@ -81,19 +83,34 @@ def build_app(settings: Settings) -> faust.App:
     )
     holder = ModelHolder(s.model_dir)
     challenger = ModelHolder(s.challenger_dir) if s.challenger_dir else None
-    scorer = Scorer(holder.model, DecisionPolicy.load(s.policy_file),
-                    challenger.model if challenger else None)
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    scorer = Scorer(
+        holder.model, DecisionPolicy.load(s.policy_file), challenger.model if challenger else None
+    )
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     flagged = app.topic(s.topic_flagged, **raw)
-    retries = [app.topic(retry_topic(s.topic_flagged, a), **raw) for a in range(1, s.stage2_max_attempts)]
+    retries = [
+        app.topic(retry_topic(s.topic_flagged, a), **raw) for a in range(1, s.stage2_max_attempts)
+    ]
     decisions = app.topic(s.topic_decisions, **raw)
     dlq = app.topic(s.topic_flagged_dlq, **raw)
     # use_partitioner: table writes happen on batches (outside per-event iteration); producers use
     # Java-compatible murmur2 (clients.producer), so a card's changelog partition is its
     # flagged-topic partition.
-    cards = app.Table("stage2-card-context", default=dict, partitions=s.partitions,
-                      use_partitioner=True)
-    app.conf.stage2_stats = stats = {"scored": 0, "dead_letters": 0, "retried": 0}
+    cards = app.Table(
+        "stage2-card-context", default=dict, partitions=s.partitions, use_partitioner=True
+    )
+    stats: dict[str, Any] = {"scored": 0, "dead_letters": 0, "retried": 0, "ready": False}
+    app.conf.stage2_stats = stats
+
+    async def _ready(sender: Any, **kwargs: Any) -> None:
+        stats["ready"] = True
+
+    app.on_rebalance_complete.connect(_ready)  # type: ignore[arg-type]
 
     async def dead_letter(event: Any, kind: str, message: str) -> None:
         from streams.kafka.dlq import PREFIX
@@ -102,14 +119,23 @@ def build_app(settings: Settings) -> faust.App:
         headers = [h for h in _headers(event) if not h[0].startswith(PREFIX)]
         attempts = int(_header(_headers(event), "retry.attempt") or "0") + 1
         now = str(int(time.time() * 1000)).encode()
-        headers += [(PREFIX + k, v) for k, v in {
-            "source.topic": s.topic_flagged.encode(), "source.partition": str(msg.partition).encode(),
-            "source.offset": str(msg.offset).encode(), "source.timestamp": str(int(msg.timestamp * 1000)).encode(),
-            "stage": STAGE.encode(), "error.kind": kind.encode(), "error.message": message[:1000].encode(),
-            "attempts": str(attempts).encode(),
-            "first.failure.ms": (_header(_headers(event), "retry.first.ms") or now.decode()).encode(),
-            "last.failure.ms": now,
-        }.items()]
+        headers += [
+            (PREFIX + k, v)
+            for k, v in {
+                "source.topic": s.topic_flagged.encode(),
+                "source.partition": str(msg.partition).encode(),
+                "source.offset": str(msg.offset).encode(),
+                "source.timestamp": str(int(msg.timestamp * 1000)).encode(),
+                "stage": STAGE.encode(),
+                "error.kind": kind.encode(),
+                "error.message": message[:1000].encode(),
+                "attempts": str(attempts).encode(),
+                "first.failure.ms": (
+                    _header(_headers(event), "retry.first.ms") or now.decode()
+                ).encode(),
+                "last.failure.ms": now,
+            }.items()
+        ]
         await dlq.send(key=msg.key, value=msg.value, headers=headers)
         stats["dead_letters"] += 1
 
@@ -120,9 +146,14 @@ def build_app(settings: Settings) -> faust.App:
         now = int(time.time() * 1000)
         headers = [h for h in _headers(event) if not h[0].startswith("retry.")]
         first = _header(_headers(event), "retry.first.ms") or str(now)
-        headers += [("retry.attempt", str(attempt).encode()), ("retry.first.ms", first.encode()),
-                    ("retry.at.ms", str(now + int(RETRY_BASE_S * 1000 * 2 ** (attempt - 1))).encode())]
-        await retries[attempt - 1].send(key=event.message.key, value=event.message.value, headers=headers)
+        headers += [
+            ("retry.attempt", str(attempt).encode()),
+            ("retry.first.ms", first.encode()),
+            ("retry.at.ms", str(now + int(RETRY_BASE_S * 1000 * 2 ** (attempt - 1))).encode()),
+        ]
+        await retries[attempt - 1].send(
+            key=event.message.key, value=event.message.value, headers=headers
+        )
         stats["retried"] += 1
 
     async def handle(events: list[Any], attempt: int) -> None:
@@ -152,9 +183,9 @@ def build_app(settings: Settings) -> faust.App:
                     decided += scorer.score_batch([record])
                 except ModelError as exc:
                     await dead_letter(event, "validation", str(exc))
-                except Exception as exc:  # noqa: BLE001 - a transient model failure
+                except Exception as exc:
                     await retry_or_dead(event, attempt + 1, repr(exc))
-        except Exception as exc:  # noqa: BLE001 - a transient model failure: retry the batch
+        except Exception as exc:
             log.warning("scoring failed (%s); sending %d records to retry", exc, len(good))
             for event in good:
                 await retry_or_dead(event, attempt + 1, repr(exc))
@@ -165,22 +196,31 @@ def build_app(settings: Settings) -> faust.App:
             ctx["flags"] = ctx.get("flags", 0) + 1
             if decision["action"] == "decline":
                 ctx["declines"] = ctx.get("declines", 0) + 1
-            decision["card_context"] = {"flags": ctx["flags"], "declines": ctx.get("declines", 0),
-                                        "previous_action": ctx.get("last_action")}
+            decision["card_context"] = {
+                "flags": ctx["flags"],
+                "declines": ctx.get("declines", 0),
+                "previous_action": ctx.get("last_action"),
+            }
             ctx["last_action"] = decision["action"]
             cards[card] = ctx
             sent = decision.pop("sent_ms", None)
             headers = [("sent_ms", str(sent).encode())] if sent is not None else []
-            await decisions.send(key=str(decision["transaction_id"]).encode(),
-                                 value=orjson.dumps(decision), headers=headers)
+            await decisions.send(
+                key=str(decision["transaction_id"]).encode(),
+                value=orjson.dumps(decision),
+                headers=headers,
+            )
         stats["scored"] += len(decided)
 
     @app.agent(flagged, concurrency=1)
     async def score(stream: Any) -> None:
-        async for events in stream.take_events(s.stage2_batch_size, within=s.stage2_batch_wait_ms / 1000):
+        async for events in stream.take_events(
+            s.stage2_batch_size, within=s.stage2_batch_wait_ms / 1000
+        ):
             await handle(events, attempt=0)
 
     for attempt, topic in enumerate(retries, start=1):
+
         async def retry_agent(stream: Any, attempt: int = attempt) -> None:
             async for event in stream.events():
                 due = int(_header(_headers(event), "retry.at.ms") or "0")
@@ -193,8 +233,12 @@ def build_app(settings: Settings) -> faust.App:
     return app
 
 
-def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
+def is_ready(app: faust.App) -> bool:
+    """Assigned its partitions (the first rebalance completed)."""
+    return bool(app.conf.stage2_stats["ready"])
+
+
+def run_worker(app: faust.App, loglevel: str = "WARNING") -> None:
     """Run the faust worker in the foreground until SIGTERM/SIGINT."""
-    app = build_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()

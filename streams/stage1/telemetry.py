@@ -1,0 +1,83 @@
+"""What the stage-1 worker reports about each batch: Prometheus metrics and drift."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from streams.observability import metrics as m
+from streams.rules.model import RuleSet
+from streams.stage1.screen import ScreenedBatch
+
+STAGE = m.STAGE1
+
+
+class Stage1Telemetry:
+    def __init__(self, rules: RuleSet) -> None:
+        m.init_stage(STAGE)
+        self.drift = m.DriftTracker(STAGE)
+        self.rules_changed(rules)
+        self._lag_at = 0.0
+
+    def rules_changed(self, rules: RuleSet) -> None:
+        self._shadow = {r.id for r in rules.rules if r.shadow}
+        m.set_rules_version(rules.version)
+        self.drift.reset()
+
+    def batch(
+        self, consumed: int, out: ScreenedBatch | None, sent_ms: list[int], seconds: float
+    ) -> None:
+        m.record_consumed(STAGE, consumed)
+        m.observe_batch(STAGE, consumed, seconds)
+        m.set_broker_up(STAGE, True)
+        if out is None:
+            return
+        n = len(out.txs)
+        flagged = int(out.flagged.sum())
+        m.record_flagged(flagged)
+        m.record_decision(STAGE, "approve", n - flagged)
+        hits = out.hits
+        if hits:
+            m.record_rule_hits({k: v for k, v in hits.items() if k not in self._shadow})
+            shadow = {k: v for k, v in hits.items() if k in self._shadow}
+            if shadow:
+                m.record_rule_hits(shadow, shadow=True)
+        m.observe_scores(STAGE, "stage1", out.stage1_score)
+        self.drift.observe_scores(out.stage1_score)
+        self.drift.observe_flags(flagged, n)
+        if sent_ms:
+            m.observe_end_to_end_since(STAGE, np.asarray(sent_ms, dtype=np.float64))
+
+    def dead_letter(self, kind: str) -> None:
+        m.record_dead_letter(STAGE, kind)
+
+    def labels(self, n: int, learned: int) -> None:
+        if n:
+            m.record_labels_consumed(n)
+        if learned:
+            m.record_online_model_update("classifier", learned)
+
+    def reload(self, ok: bool) -> None:
+        m.record_rule_reload(ok)
+
+    def broker_error(self, err: Any) -> None:
+        m.set_broker_up(STAGE, False)
+
+    def lag(self, consumer: Any, topic: str, partitions: list[int]) -> None:
+        """Consumer lag per assigned partition, at most every 5 s (a broker round trip each)."""
+        now = time.monotonic()
+        if now - self._lag_at < 5.0:
+            return
+        self._lag_at = now
+        from confluent_kafka import TopicPartition
+
+        try:
+            positions = consumer.position([TopicPartition(topic, p) for p in partitions])
+            for tp in positions:
+                _, high = consumer.get_watermark_offsets(tp, timeout=0.5)
+                if tp.offset >= 0:
+                    m.set_consumer_lag(STAGE, topic, tp.partition, high - tp.offset)
+        except Exception:  # lag is best effort; never stop the loop for it
+            return
