@@ -1,0 +1,185 @@
+"""Stage-2 batch scoring: flagged transactions in, decisions out. Pure logic, no Kafka.
+
+One feature matrix per batch, one booster call (scores and reason codes together), one vectorised
+policy call. A challenger model, when set, is scored on the same rows and recorded beside the
+champion's decision; it never changes the action. Models are swapped by replacing one reference,
+so a batch always sees one consistent (champion, challenger, policy) triple.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streams.errors import ModelError
+from streams.features.names import MODEL_FEATURES
+from streams.stage2.model import METADATA_FILE, MODEL_FILE, RiskModel
+from streams.stage2.policy import DecisionPolicy
+
+log = logging.getLogger(__name__)
+
+_State = tuple[RiskModel, RiskModel | None, DecisionPolicy]
+
+
+def feature_matrix(records: list[dict[str, Any]], names: list[str]) -> np.ndarray:
+    """(rows, features) float64 matrix in ``names`` order; null values become NaN (missing)."""
+    try:
+        rows = [[r["features"][n] for n in names] for r in records]
+    except (KeyError, TypeError):
+        for i, r in enumerate(records):
+            feats = r.get("features") if isinstance(r, dict) else None
+            tx = r.get("transaction_id") if isinstance(r, dict) else None
+            if not isinstance(feats, dict):
+                raise ModelError(f"record {i} (transaction {tx}) has no features object") from None
+            missing = [n for n in names if n not in feats]
+            if missing:
+                raise ModelError(
+                    f"record {i} (transaction {tx}) misses feature(s) {missing}"
+                ) from None
+        raise
+    try:
+        return np.array(rows, dtype=np.float64).reshape(len(records), len(names))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"non-numeric feature value in batch: {exc}") from None
+
+
+class Scorer:
+    def __init__(
+        self,
+        champion: RiskModel,
+        policy: DecisionPolicy,
+        challenger: RiskModel | None = None,
+    ):
+        self._state: _State = (champion, challenger, policy)
+
+    @property
+    def champion(self) -> RiskModel:
+        return self._state[0]
+
+    @property
+    def challenger(self) -> RiskModel | None:
+        return self._state[1]
+
+    @property
+    def policy(self) -> DecisionPolicy:
+        return self._state[2]
+
+    def swap(
+        self,
+        champion: RiskModel | None = None,
+        challenger: RiskModel | None = None,
+        *,
+        policy: DecisionPolicy | None = None,
+        drop_challenger: bool = False,
+    ) -> None:
+        """Replace any of the models or the policy; arguments left None keep the current one."""
+        old_champion, old_challenger, old_policy = self._state
+        new_challenger = None if drop_challenger else (challenger or old_challenger)
+        self._state = (champion or old_champion, new_challenger, policy or old_policy)
+
+    def score_batch(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One decision per flagged record, in input order."""
+        champion, challenger, policy = self._state  # one consistent snapshot for the batch
+        if not records:
+            return []
+        X = feature_matrix(records, champion.feature_names)
+        scores, contribs = champion.predict(X)
+        actions = policy.decide_many(scores)
+        reasons = champion.reasons_many(X, contribs, policy.top_reasons)
+        if challenger is not None:
+            Xc = (
+                X
+                if challenger.feature_names == champion.feature_names
+                else feature_matrix(records, challenger.feature_names)
+            )
+            c_scores = challenger.score(Xc)  # no contributions: the challenger gives no reasons
+            c_actions = policy.decide_many(c_scores)
+        out: list[dict[str, Any]] = []
+        rows = zip(records, scores.tolist(), actions, strict=True)
+        for i, (rec, score, action) in enumerate(rows):
+            stage1 = rec.get("stage1") or {}
+            decision: dict[str, Any] = {
+                "transaction_id": rec.get("transaction_id"),
+                "card_id": rec.get("card_id"),
+                "action": action,
+                "score": round(score, 6),
+                "stage": 2,
+                "rules_version": stage1.get("rules_version"),
+                "model_version": champion.version,
+                "rules": list(stage1.get("rules_fired") or []),
+                "rule_reasons": list(stage1.get("reasons") or []),
+                "reasons": reasons[i],
+            }
+            if challenger is not None:
+                decision["challenger"] = {
+                    "model_version": challenger.version,
+                    "score": round(float(c_scores[i]), 6),
+                    "action": c_actions[i],
+                }
+            if "sent_ms" in rec:
+                decision["sent_ms"] = rec["sent_ms"]
+            out.append(decision)
+        return out
+
+
+class ModelHolder:
+    """A model directory watched by a cheap stat check; call ``maybe_reload`` between batches.
+
+    A new model is loaded when ``metadata.json`` or ``model.ubj`` changes (mtime, size, inode).
+    It replaces the current one only if it loads, its digest matches its metadata and its
+    features equal ``expected_features`` (what stage 1 sends); otherwise the error is logged,
+    kept in ``last_error``, and the current model stays. Publish a model by writing
+    ``model.ubj`` first and replacing ``metadata.json`` last (``save_model_dir`` does).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        expected_features: list[str] | None = None,
+        *,
+        approx_contribs: bool = False,
+    ):
+        self.path = Path(path)
+        self.expected_features = list(expected_features or MODEL_FEATURES)
+        self.approx_contribs = approx_contribs
+        self._signature = self._stat()
+        model = RiskModel.load(self.path, approx_contribs=approx_contribs)
+        model.check_features(self.expected_features)
+        self.model: RiskModel = model
+        self.last_error: str | None = None
+
+    def _stat(self) -> tuple[tuple[int, int, int] | None, ...]:
+        sig: list[tuple[int, int, int] | None] = []
+        for name in (METADATA_FILE, MODEL_FILE):
+            try:
+                st = os.stat(self.path / name)
+                sig.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                sig.append(None)
+        return tuple(sig)
+
+    def maybe_reload(self) -> bool:
+        """True when a new model version was loaded and is now ``self.model``."""
+        signature = self._stat()
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        try:
+            new = RiskModel.load(self.path, approx_contribs=self.approx_contribs)
+            new.check_features(self.expected_features)
+        except ModelError as exc:
+            self.last_error = str(exc)
+            log.error(
+                "refusing new model in %s: %s; keeping %s", self.path, exc, self.model.version
+            )
+            return False
+        self.last_error = None
+        if new.version == self.model.version:
+            return False
+        log.info("model %s replaced by %s", self.model.version, new.version)
+        self.model = new
+        return True

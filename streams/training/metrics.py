@@ -1,0 +1,82 @@
+"""Validation metrics of the handbook's protocol (DATA.md): AUC ROC, average precision, CP@k."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
+
+
+def known_card_mask(
+    ts_ms: np.ndarray,
+    cards: np.ndarray,
+    fraud: np.ndarray,
+    eval_mask: np.ndarray,
+    since_ms: int,
+    delay_days: int = LABEL_DELAY_DAYS,
+) -> np.ndarray:
+    """True for evaluation rows whose card had a fraud already known on that day.
+
+    On evaluation day T a fraud is known if it happened from ``since_ms`` (the start of the
+    training window) through day T − (delay + 1), i.e. before the start of day T − delay.
+    """
+    day = ts_ms // DAY_MS
+    known = np.zeros(len(ts_ms), dtype=bool)
+    fraud_rows = (fraud == 1) & (ts_ms >= since_ms)
+    for t in np.unique(day[eval_mask]):
+        before = fraud_rows & (day < t - delay_days)
+        known_cards = np.unique(cards[before])
+        today = eval_mask & (day == t)
+        known[today] = np.isin(cards[today], known_cards)
+    return known
+
+
+def card_precision_at_k(
+    day: np.ndarray, cards: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int = 100
+) -> float | None:
+    """Mean over days of the precision of the top-k cards (each card's best score that day).
+
+    Cards detected (fraudulent and in the top k) on an earlier day are dropped; the precision is
+    always divided by k. None when there are no rows.
+    """
+    if len(day) == 0:
+        return None
+    detected: set[object] = set()
+    daily = []
+    for t in np.unique(day):
+        sel = day == t
+        best: dict[object, tuple[float, int]] = {}
+        for card, score, label in zip(
+            cards[sel].tolist(), scores[sel].tolist(), y[sel].tolist(), strict=True
+        ):
+            if card in detected:
+                continue
+            old = best.get(card)
+            if old is None:
+                best[card] = (score, int(label))
+            else:
+                best[card] = (max(old[0], score), max(old[1], int(label)))
+        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+        hits = [card for card, (_, label) in ranked if label == 1]
+        detected.update(hits)
+        daily.append(len(hits) / k)
+    return float(np.mean(daily))
+
+
+def validation_metrics(
+    y: np.ndarray, scores: np.ndarray, day: np.ndarray, cards: np.ndarray
+) -> dict[str, float | int | None]:
+    """AUC ROC, average precision and CP@100 (None when a metric is undefined)."""
+    both = len(np.unique(y)) == 2
+    return {
+        "rows": len(y),
+        "frauds": int(np.sum(y)),
+        "auc_roc": round(float(roc_auc_score(y, scores)), 6) if both else None,
+        "average_precision": round(float(average_precision_score(y, scores)), 6) if both else None,
+        "card_precision_at_100": _round(card_precision_at_k(day, cards, y, scores, 100)),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)

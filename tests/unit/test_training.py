@@ -1,0 +1,132 @@
+import json
+from datetime import date
+
+import numpy as np
+import polars as pl
+import pytest
+
+from streams.data.handbook import read_handbook
+from streams.data.simulate import simulate, write_csv
+from streams.errors import DataError
+from streams.features.names import DAY_MS, MODEL_FEATURES
+from streams.features.offline import compute_features
+from streams.stage2.model import RiskModel
+from streams.training.metrics import card_precision_at_k, known_card_mask
+from streams.training.train import train_model
+
+START, END = date(2018, 4, 15), date(2018, 5, 1)  # validation 2018-05-08 .. 05-15
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    frame = simulate(customers=150, terminals=300, days=45, seed=3)
+    return read_handbook(write_csv(frame, tmp_path_factory.mktemp("sim") / "tiny.csv"))
+
+
+@pytest.fixture(scope="module")
+def features(history):
+    return compute_features(history)
+
+
+@pytest.fixture(scope="module")
+def trained(history, features, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model_a")
+    meta = train_model(history, START, END, out, seed=11, features=features, max_rounds=60)
+    return out, meta
+
+
+def test_training_is_deterministic(history, features, trained, tmp_path):
+    out_a, meta_a = trained
+    # the second run featurises on its own: precomputed features change nothing
+    meta_b = train_model(history, START, END, tmp_path / "b", seed=11, max_rounds=60)
+    assert (out_a / "model.ubj").read_bytes() == (tmp_path / "b" / "model.ubj").read_bytes()
+    assert meta_a["version"] == meta_b["version"]
+    assert meta_a["metrics"] == meta_b["metrics"]
+    X = features.to_numpy()[:300]
+    np.testing.assert_array_equal(
+        RiskModel.load(out_a).predict(X)[0], RiskModel.load(tmp_path / "b").predict(X)[0]
+    )
+    meta_c = train_model(history, START, END, tmp_path / "c", seed=12, features=features,
+                         max_rounds=60)
+    assert meta_c["version"] != meta_a["version"]
+
+
+def test_model_directory_contents(trained):
+    out, meta = trained
+    for name in ("model.ubj", "metadata.json", "MODEL_CARD.md", "pr_curve.png",
+                 "feature_importance.png"):
+        assert (out / name).is_file(), name
+    on_disk = json.loads((out / "metadata.json").read_text())
+    assert on_disk == json.loads(json.dumps(meta))
+    assert meta["feature_names"] == MODEL_FEATURES
+    assert meta["training_window"] == {"start": "2018-04-15", "end": "2018-05-01"}
+    assert meta["validation_window"]["start"] == "2018-05-08"
+    assert meta["validation_window"]["end"] == "2018-05-15"
+    assert meta["label_delay_days"] == 7
+    assert meta["seed"] == 11 and meta["params"]["seed"] == 11
+    assert meta["params"]["tree_method"] == "hist"
+    for key in ("auc_roc", "average_precision", "card_precision_at_100"):
+        assert 0.0 <= meta["metrics"][key] <= 1.0
+    balance = meta["class_balance"]
+    assert balance["train"]["rows"] > balance["train"]["frauds"] > 0
+    assert balance["validation"]["rows"] > balance["validation"]["frauds"] > 0
+    assert {"xgboost", "numpy", "polars", "python"} <= set(meta["libraries"])
+    assert meta["created_at"]
+    assert meta["training"]["num_trees"] == meta["training"]["best_iteration"] + 1
+    model = RiskModel.load(out)
+    assert model.version == meta["version"]
+    assert model.booster.num_boosted_rounds() == meta["training"]["num_trees"]
+    model.check_features(MODEL_FEATURES)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert meta["version"] in card
+    assert "(pr_curve.png)" in card and "(feature_importance.png)" in card
+    assert "## Limitations" in card and "## Intended use" in card
+
+
+def test_validation_metrics_match_scoring_path(history, features, trained):
+    out, meta = trained
+    ts = history["ts_ms"].to_numpy()
+    model = RiskModel.load(out)
+    day0 = int(pl.Series([date(2018, 5, 8)]).cast(pl.Datetime("ms")).cast(pl.Int64)[0])
+    in_valid = (ts >= day0) & (ts < day0 + 7 * DAY_MS)
+    assert meta["class_balance"]["validation"]["rows"] + meta["class_balance"][
+        "validation_known_cards_removed_rows"
+    ] == int(in_valid.sum())
+    scores, _ = model.predict(features.to_numpy()[in_valid])
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_bad_inputs(history, tmp_path):
+    with pytest.raises(DataError, match="TX_FRAUD"):
+        train_model(history.drop("TX_FRAUD"), START, END, tmp_path)
+    with pytest.raises(DataError, match="empty training window"):
+        train_model(history, END, START, tmp_path)
+    with pytest.raises(DataError, match="validation window"):
+        train_model(history, date(2018, 5, 1), date(2018, 5, 10), tmp_path,
+                    features=compute_features(history))
+    with pytest.raises(DataError, match="precomputed"):
+        train_model(history, START, END, tmp_path, features=pl.DataFrame({"x": [1.0]}))
+
+
+def test_card_precision_at_k():
+    day = np.array([0, 0, 0, 0, 1, 1, 1])
+    cards = np.array(["a", "a", "b", "c", "a", "b", "c"])
+    y = np.array([0, 1, 0, 1, 1, 0, 1])
+    scores = np.array([0.9, 0.1, 0.8, 0.3, 0.99, 0.5, 0.4])
+    # day 0, top 2 cards by best score: a (0.9, fraud), b (0.8, genuine) -> 1/2; a detected
+    # day 1, a dropped: b (0.5, genuine), c (0.4, fraud) -> 1/2
+    assert card_precision_at_k(day, cards, y, scores, k=2) == pytest.approx(0.5)
+    assert card_precision_at_k(day, cards, y, scores, k=1) == pytest.approx(0.5)
+    assert card_precision_at_k(day[:0], cards[:0], y[:0], scores[:0]) is None
+
+
+def test_known_card_mask_respects_the_delay():
+    ts = np.array([0, 1, 9, 10, 10]) * DAY_MS
+    cards = np.array(["a", "b", "c", "a", "b"])
+    fraud = np.array([1, 0, 1, 0, 0])
+    evaluate = np.array([False, False, False, True, True])
+    # day 10: a's fraud on day 0 is known (0 < 10 − 7); c's fraud on day 9 is not yet
+    assert known_card_mask(ts, cards, fraud, evaluate, since_ms=0).tolist() == [
+        False, False, False, True, False
+    ]
+    assert not known_card_mask(ts, cards, fraud, evaluate, since_ms=DAY_MS).any()
