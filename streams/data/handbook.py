@@ -61,13 +61,14 @@ def read_handbook_frame(
         df = df.with_columns(pl.col("TX_FRAUD").cast(pl.Int8))
     df = df.sort(["ts_ms", "TRANSACTION_ID"], maintain_order=True)
     if start is not None:
-        df = df.filter(pl.col("ts_ms") >= _ms(start))
+        df = df.filter(pl.col("ts_ms") >= to_epoch_ms(start))
     if end is not None:
-        df = df.filter(pl.col("ts_ms") < _ms(end))
+        df = df.filter(pl.col("ts_ms") < to_epoch_ms(end))
     return df
 
 
-def _ms(value: date | datetime) -> int:
+def to_epoch_ms(value: date | datetime) -> int:
+    """UTC epoch milliseconds of a naive date or datetime."""
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
     return int(pl.Series([value]).dt.replace_time_zone("UTC").dt.epoch("ms")[0])

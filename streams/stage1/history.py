@@ -49,6 +49,7 @@ def screen_history(
     anomaly, prob, rule_score, score = (np.empty(n) for _ in range(4))
     flagged = np.zeros(n, dtype=bool)
     fired: list[list[str]] = []
+    shadow: list[list[str]] = []
     released = 0  # labels handed to the online classifier so far
     for start in range(0, n, size):
         batch = txs[start : start + size]
@@ -66,6 +67,7 @@ def screen_history(
         rule_score[start:end], score[start:end] = out.rule_score, out.stage1_score
         flagged[start:end] = out.flagged
         fired.extend(out.fired)
+        shadow.extend(out.shadow_fired)
         if progress is not None:
             progress(len(batch))
     result = pl.DataFrame(X, schema=MODEL_FEATURES)
@@ -81,4 +83,5 @@ def screen_history(
         pl.Series("STAGE1_SCORE", score),
         pl.Series("FLAGGED", flagged),
         pl.Series("RULES_FIRED", fired, dtype=pl.List(pl.Utf8)),
+        pl.Series("SHADOW_RULES_FIRED", shadow, dtype=pl.List(pl.Utf8)),
     )

@@ -1,0 +1,85 @@
+"""The files ``evaluate`` writes: ``metrics.json``, ``predictions.csv`` and (via ``report``)
+``report.md`` with its plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from streams.evaluation.report import write_report
+
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+
+DEFINITIONS = {
+    "metrics": "over each fold's test transactions after known-card removal (DATA.md)",
+    "score": "two-stage: forwarded 0.5 + 0.5*stage2, others 0.25*stage1",
+    "single_stage": "stage 2 scoring every test transaction",
+    "predictions_csv": "every test transaction of every fold, before known-card removal",
+    "fold": "0-based index; mean is over folds",
+}
+
+
+def clean(value: Any) -> Any:
+    """JSON-ready: NaN becomes null, floats rounded to 6 decimals, numpy scalars unwrapped."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else round(float(value), 6)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def fold_mean(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over folds of every float metric (NaN skipped), nested dicts too; lists skipped."""
+    out: dict[str, Any] = {}
+    for key, first in results[0].items():
+        if isinstance(first, dict):
+            out[key] = fold_mean([r[key] for r in results])
+        elif isinstance(first, float):
+            vals = [r[key] for r in results if not math.isnan(r[key])]
+            out[key] = float(np.mean(vals)) if vals else math.nan
+    return out
+
+
+def assemble(
+    protocol: str,
+    data: Path,
+    results: list[dict[str, Any]],
+    options: dict[str, Any],
+    rows: int,
+) -> dict[str, Any]:
+    """The ``metrics.json`` document: per fold (``folds``, a list) and ``mean``."""
+    mean = fold_mean(results)
+    mean["evaluated_rows"] = sum(r["evaluated_rows"] for r in results)
+    mean["evaluated_frauds"] = sum(r["evaluated_frauds"] for r in results)
+    document = {
+        "protocol": protocol,
+        "data": str(data),
+        "history_rows": rows,
+        "folds": results,
+        "mean": mean,
+        "options": options,
+        "definitions": DEFINITIONS,
+    }
+    return dict(clean(document))
+
+
+def write_outputs(out_dir: Path, metrics: dict[str, Any], scored: pl.DataFrame) -> None:
+    """``scored``: every test row of every fold (``fold``, ``score``, ``FLAGGED``, ...)."""
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    scored.select(
+        "TRANSACTION_ID",
+        "fold",
+        "score",
+        pl.col("FLAGGED").cast(pl.Int8).alias("stage1_flagged"),
+    ).write_csv(out_dir / PREDICTIONS_FILE)
+    write_report(out_dir, metrics, scored)

@@ -1,0 +1,254 @@
+"""``fraudstream evaluate``: the handbook's protocol through the two-stage pipeline, offline.
+
+1. Read the data and lay out the folds (``protocol.folds``).
+2. Run stage 1 once over the history in stream order, up to the end of the last test week
+   (``streams.stage1.history.screen_history``: features, rules, online models, flags).
+3. Per fold, train the stage-2 model on the labelled window (``fit``) and score the test week:
+   forwarded transactions get the stage-2 score, the others keep their stage-1 score below them
+   (``metrics.two_stage_scores``); stage 2 scoring every transaction gives the single-stage figure.
+4. Remove the known compromised cards, measure, and write ``metrics.json``, ``predictions.csv``
+   (every test transaction, before the removal) and ``report.md`` with its plots.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from streams.data.handbook import read_handbook
+from streams.errors import DataError
+from streams.evaluation.fit import DEFAULT_ROUNDS, fit_model, validated_rounds
+from streams.evaluation.metrics import (
+    auc_roc,
+    average_precision,
+    card_precision_at_k,
+    day_number,
+    remove_known_cards,
+    two_stage_scores,
+)
+from streams.evaluation.outputs import assemble, write_outputs
+from streams.evaluation.protocol import Fold, folds
+from streams.evaluation.stage1_stats import forward_rate_recall
+from streams.features.names import DAY_MS, MODEL_FEATURES
+from streams.settings import Settings
+from streams.stage2.model import RiskModel
+
+log = logging.getLogger(__name__)
+
+STAGE1_COLUMNS = ("TRANSACTION_ID", "CUSTOMER_ID", "TX_FRAUD", "STAGE1_SCORE", "FLAGGED")
+KEEP_COLUMNS = (*STAGE1_COLUMNS, "RULES_FIRED")
+PREDICT_CHUNK = 50_000
+
+
+@dataclass
+class Options:
+    """What one evaluation run does besides the protocol."""
+
+    train_history_days: int | None = None  # None: the fold's 7-day training week (handbook)
+    rounds: int | None = DEFAULT_ROUNDS  # None: chosen by chapter-5 validation per fold
+    seed: int = 0
+
+
+def _screen(
+    df: pl.DataFrame,
+    settings: Settings,
+    rules_dir: Path | None,
+    progress: Callable[[int], None] | None,
+) -> pl.DataFrame:
+    from streams.stage1.history import screen_history  # the real stage-1 code
+
+    return screen_history(df, settings, rules_dir=rules_dir, progress=progress)
+
+
+def evaluate(
+    data: Path,
+    protocol: str,
+    out_dir: Path,
+    rules_dir: Path | None,
+    settings: Settings,
+    train_history_days: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    rounds: int | None = DEFAULT_ROUNDS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the protocol, write the output files into ``out_dir``, return the metrics.
+
+    ``progress(n)`` is told of every ``n`` rows stage 1 has screened. ``train_history_days``
+    widens each fold's training window backwards to that many days ending with its training
+    week (all their labels are known before the test week).
+    """
+    if train_history_days is not None and train_history_days < 1:
+        raise DataError(f"train_history_days must be at least 1, not {train_history_days}")
+    opts = Options(train_history_days, rounds, seed)
+    df = read_handbook(data)
+    if "TX_FRAUD" not in df.columns:
+        raise DataError(f"{data}: evaluation needs labels; the data has no TX_FRAUD column")
+    if df.height == 0:
+        raise DataError(f"{data}: no transactions")
+    first_day = _date(int(df["ts_ms"].min()))  # type: ignore[arg-type]
+    last_day = _date(int(df["ts_ms"].max()))  # type: ignore[arg-type]
+    fold_list = folds(protocol, first_day, last_day)
+    end_ms = (day_number(fold_list[-1].test_end) + 1) * DAY_MS
+    df = df.filter(pl.col("ts_ms") < end_ms)
+
+    log.info(
+        "stage 1 over %d transactions (%s to %s)", df.height, first_day, fold_list[-1].test_end
+    )
+    screened = _check_screened(_screen(df, settings, rules_dir, progress), df)
+    screened = screened.with_columns((pl.col("ts_ms") // DAY_MS).cast(pl.Int64).alias("day"))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, scored_all = [], []
+    for fold in fold_list:
+        log.info(
+            "fold %d: train %s to %s, test %s to %s",
+            fold.index,
+            fold.train_start,
+            fold.train_end,
+            fold.test_start,
+            fold.test_end,
+        )
+        result, scored = _run_fold(fold, df, screened, out_dir, opts, first_day)
+        results.append(result)
+        scored_all.append(scored)
+    scored = pl.concat(scored_all)
+    options = {
+        "train_history_days": opts.train_history_days or 7,
+        "rounds": opts.rounds if opts.rounds is not None else "validated per fold",
+        "seed": opts.seed,
+    }
+    metrics = assemble(protocol, data, results, options, df.height)
+    write_outputs(out_dir, metrics, scored)
+    return metrics
+
+
+def _run_fold(
+    fold: Fold,
+    df: pl.DataFrame,
+    screened: pl.DataFrame,
+    out_dir: Path,
+    opts: Options,
+    first_day: date,
+) -> tuple[dict[str, Any], pl.DataFrame]:
+    days = opts.train_history_days or 7
+    lo = max(fold.train_end - timedelta(days=days - 1), first_day)
+    train = _days(screened, lo, fold.train_end)
+    rounds = opts.rounds
+    if rounds is None:
+        if fold.train_start - timedelta(days=14) < first_day:
+            raise DataError(
+                f"choosing the rounds by validation needs 14 days of data before fold "
+                f"{fold.index}'s training week ({fold.train_start}); the data starts "
+                f"{first_day}: give a fixed number of rounds"
+            )
+        rounds = validated_rounds(
+            df, screened.select(MODEL_FEATURES), fold.train_start, seed=opts.seed
+        )
+    model = fit_model(
+        train,
+        out_dir / "models" / f"fold-{fold.index}",
+        rounds=rounds,
+        seed=opts.seed,
+        metadata={
+            "training_window": {
+                "start": lo.isoformat(),
+                "end": fold.train_end.isoformat(),
+                "end_inclusive": True,
+            },
+            "fold": fold.as_dict(),
+        },
+    )
+    test = _days(screened, fold.test_start, fold.test_end)
+    flagged = test["FLAGGED"].to_numpy().astype(bool)
+    single = _score_all(model, test)
+    stage2 = np.full(test.height, np.nan)
+    if flagged.any():  # the stage-2 path: RiskModel.predict on the forwarded rows only
+        stage2[flagged] = _predict(model, test.filter(pl.Series(flagged)))
+    final = two_stage_scores(test["STAGE1_SCORE"].to_numpy(), flagged, stage2)
+    scored = test.select(*KEEP_COLUMNS, "day").with_columns(
+        pl.lit(fold.index).alias("fold"),
+        pl.Series("score", final),
+        pl.Series("single_stage_score", single),
+    )
+    history = _days(screened, fold.train_start, fold.test_end).select(
+        "CUSTOMER_ID", "day", "TX_FRAUD"
+    )
+    kept = remove_known_cards(scored, history, day_number(fold.train_start))
+    scored = scored.join(
+        kept.select("TRANSACTION_ID", pl.lit(True).alias("evaluated")),
+        on="TRANSACTION_ID",
+        how="left",
+        maintain_order="left",
+    ).with_columns(pl.col("evaluated").fill_null(False))
+    result: dict[str, Any] = {
+        **fold.as_dict(),
+        **_measure(kept, "score"),
+        "single_stage": _measure(kept, "single_stage_score", stage1=False),
+        "rounds": rounds,
+        "model_version": model.version,
+        "test_rows": test.height,
+        "test_frauds": int(test["TX_FRAUD"].sum()),
+        "evaluated_rows": kept.height,
+        "evaluated_frauds": int(kept["TX_FRAUD"].sum()),
+        "train_rows": train.height,
+        "train_frauds": int(train["TX_FRAUD"].sum()),
+    }
+    rate, recall = forward_rate_recall(flagged, test["TX_FRAUD"].to_numpy())
+    result["before_known_card_removal"] = {"stage1_forward_rate": rate, "stage1_recall": recall}
+    return result, scored
+
+
+def _measure(frame: pl.DataFrame, column: str, stage1: bool = True) -> dict[str, Any]:
+    y, s = frame["TX_FRAUD"].to_numpy(), frame[column].to_numpy()
+    cp_frame = frame.select("CUSTOMER_ID", "day", pl.col(column).alias("score"), "TX_FRAUD")
+    cp, daily = card_precision_at_k(cp_frame, k=100)
+    out: dict[str, Any] = {
+        "auc_roc": auc_roc(y, s),
+        "average_precision": average_precision(y, s),
+        "card_precision_at_100": cp,
+        "card_precision_at_100_daily": daily,
+    }
+    if stage1:
+        rate, recall = forward_rate_recall(frame["FLAGGED"].to_numpy(), y)
+        out["stage1_forward_rate"], out["stage1_recall"] = rate, recall
+    return out
+
+
+def _predict(model: RiskModel, frame: pl.DataFrame) -> np.ndarray:
+    X = frame.select(model.feature_names).to_numpy()
+    parts = [model.predict(X[i : i + PREDICT_CHUNK])[0] for i in range(0, len(X), PREDICT_CHUNK)]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def _score_all(model: RiskModel, frame: pl.DataFrame) -> np.ndarray:
+    """Stage 2 on every row: the booster's probability (what ``predict`` returns, without
+    computing the per-feature contributions nobody reads here)."""
+    if frame.height == 0:
+        return np.empty(0)
+    X = frame.select(model.feature_names).to_numpy().astype(np.float32)
+    return np.asarray(model.booster.inplace_predict(X), dtype=np.float64)
+
+
+def _days(frame: pl.DataFrame, first: date, last: date) -> pl.DataFrame:
+    return frame.filter(pl.col("day").is_between(day_number(first), day_number(last)))
+
+
+def _date(ts_ms: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=ts_ms // DAY_MS)
+
+
+def _check_screened(screened: pl.DataFrame, df: pl.DataFrame) -> pl.DataFrame:
+    missing = [c for c in (*KEEP_COLUMNS, "ts_ms", *MODEL_FEATURES) if c not in screened.columns]
+    if missing:
+        raise DataError(f"stage-1 history output lacks column(s) {', '.join(missing)}")
+    if screened.height != df.height:
+        raise DataError(f"stage 1 returned {screened.height} rows for {df.height} transactions")
+    return screened
