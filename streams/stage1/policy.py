@@ -28,6 +28,10 @@ class FlagPolicy:
         )
 
     @staticmethod
-    def stage1_score(rule_score: np.ndarray, probability: np.ndarray) -> np.ndarray:
-        """One number per transaction to rank what stage 1 did not forward."""
-        return np.maximum(rule_score, probability)
+    def stage1_score(
+        rule_score: np.ndarray, probability: np.ndarray, flagged: np.ndarray
+    ) -> np.ndarray:
+        """One number per transaction, consistent with the flag: forwarded transactions score
+        in [0.5, 1], the others in [0, 0.5), each ranked by its strongest rule or model signal."""
+        strength = np.maximum(rule_score, probability)
+        return np.where(flagged, 0.5 + 0.5 * strength, 0.5 * np.minimum(strength, 0.999999))

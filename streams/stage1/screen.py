@@ -145,7 +145,7 @@ class Screener:
             anomaly=anomaly,
             probability=prob,
             rule_score=result.score,
-            stage1_score=self.policy.stage1_score(result.score, prob),
+            stage1_score=self.policy.stage1_score(result.score, prob, flagged),
             flagged=flagged,
             fired=result.fired,
             reasons=result.reasons,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from streams.evaluation.metrics import card_precision_at_k as evaluation_cp_at_k
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
 
 
@@ -35,33 +37,12 @@ def known_card_mask(
 def card_precision_at_k(
     day: np.ndarray, cards: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int = 100
 ) -> float | None:
-    """Mean over days of the precision of the top-k cards (each card's best score that day).
-
-    Cards detected (fraudulent and in the top k) on an earlier day are dropped; the precision is
-    always divided by k. None when there are no rows.
-    """
+    """Card Precision@k as the evaluation computes it (``streams.evaluation.metrics``);
+    None when there are no rows."""
     if len(day) == 0:
         return None
-    detected: set[object] = set()
-    daily = []
-    for t in np.unique(day):
-        sel = day == t
-        best: dict[object, tuple[float, int]] = {}
-        for card, score, label in zip(
-            cards[sel].tolist(), scores[sel].tolist(), y[sel].tolist(), strict=True
-        ):
-            if card in detected:
-                continue
-            old = best.get(card)
-            if old is None:
-                best[card] = (score, int(label))
-            else:
-                best[card] = (max(old[0], score), max(old[1], int(label)))
-        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
-        hits = [card for card, (_, label) in ranked if label == 1]
-        detected.update(hits)
-        daily.append(len(hits) / k)
-    return float(np.mean(daily))
+    frame = pl.DataFrame({"CUSTOMER_ID": cards, "day": day, "score": scores, "TX_FRAUD": y})
+    return evaluation_cp_at_k(frame, k)[0]
 
 
 def validation_metrics(
