@@ -55,8 +55,12 @@ class Settings(BaseSettings):
     flag_probability_threshold: float = Field(
         default=0.5, description="forward when the online fraud probability reaches this"
     )
+    flag_budget: float = Field(
+        default=0.05,
+        description="also forward the top share of recent traffic by online fraud probability",
+    )
     flag_anomaly_threshold: float = Field(
-        default=0.995, description="forward when the anomaly score reaches this"
+        default=0.999, description="forward when the anomaly percentile reaches this"
     )
     label_cache_size: int = Field(
         default=500_000, description="feature vectors kept to learn from delayed labels"

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+import numpy as np
 from river import anomaly
 
 from streams.features.names import MODEL_FEATURES
+from streams.online.window import RecentValues
 
 # feature -> (low, high) limits for the trees; values outside are clipped by river's splits.
 ANOMALY_INPUTS: dict[str, tuple[float, float]] = {
@@ -26,7 +28,14 @@ _INDEX = [(name, MODEL_FEATURES.index(name)) for name in ANOMALY_INPUTS]
 
 
 class AnomalyScorer:
-    def __init__(self, n_trees: int = 3, height: int = 6, learn_every: int = 4, seed: int = 42):
+    def __init__(
+        self,
+        n_trees: int = 3,
+        height: int = 6,
+        learn_every: int = 4,
+        seed: int = 42,
+        calibration_window: int = 50_000,
+    ):
         self.model = anomaly.HalfSpaceTrees(
             n_trees=n_trees,
             height=height,
@@ -36,6 +45,15 @@ class AnomalyScorer:
         )
         self.learn_every = max(1, learn_every)
         self._seen = 0
+        self._recent = RecentValues(calibration_window)
+
+    def percentile(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrate raw HalfSpaceTrees scores (whose scale depends on the data and the tree
+        size) into their rank among the last ``calibration_window`` scores: 0.999 means more
+        anomalous than 99.9 % of recent traffic, whatever the trees' raw range."""
+        ranks = self._recent.rank(raw)
+        self._recent.add(raw)
+        return ranks
 
     def score_and_learn(self, rows: list[list[float]]) -> list[float]:
         """Score each row (MODEL_FEATURES order) before learning from it; 0 = normal, 1 = odd."""

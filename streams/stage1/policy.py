@@ -1,31 +1,55 @@
-"""The stage-1 flag policy: forward when a flag rule fires or an online score is high."""
+"""The stage-1 flag policy: what is forwarded to stage 2.
+
+A transaction is forwarded when an acting ``flag`` rule fires, when the online fraud
+probability reaches an absolute threshold, when the anomaly score reaches its threshold, or —
+the budget — when its online probability is among the top ``budget`` share of recent traffic.
+The budget turns spare stage-2 capacity into recall without a hand-set probability cut-off,
+which would drift as the online model learns. It is measured over a sliding window of the last
+``window`` transactions, so a replay of the same stream gives the same decisions.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from streams.online.window import RecentValues
 from streams.settings import Settings
 
 
-@dataclass(frozen=True)
 class FlagPolicy:
-    probability_threshold: float = 0.5
-    anomaly_threshold: float = 0.995
+    def __init__(
+        self,
+        probability_threshold: float = 0.5,
+        anomaly_threshold: float = 0.995,
+        budget: float = 0.0,
+        window: int = 50_000,
+    ):
+        self.probability_threshold = probability_threshold
+        self.anomaly_threshold = anomaly_threshold
+        self.budget = budget
+        self._recent = RecentValues(window)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlagPolicy:
-        return cls(settings.flag_probability_threshold, settings.flag_anomaly_threshold)
+        return cls(
+            settings.flag_probability_threshold,
+            settings.flag_anomaly_threshold,
+            settings.flag_budget,
+        )
+
+    def budget_threshold(self, probability: np.ndarray) -> float:
+        """The probability that the top ``budget`` share of the window reaches (after adding
+        this batch to the window); +inf while the window holds fewer than 1,000 values."""
+        self._recent.add(probability)
+        if self.budget <= 0 or len(self._recent) < 1000:
+            return float("inf")
+        return self._recent.quantile(1.0 - self.budget)
 
     def flag(
         self, rule_flag: np.ndarray, probability: np.ndarray, anomaly: np.ndarray
     ) -> np.ndarray:
-        return (
-            rule_flag
-            | (probability >= self.probability_threshold)
-            | (anomaly >= self.anomaly_threshold)
-        )
+        threshold = min(self.probability_threshold, self.budget_threshold(probability))
+        return rule_flag | (probability >= threshold) | (anomaly >= self.anomaly_threshold)
 
     @staticmethod
     def stage1_score(

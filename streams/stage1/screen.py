@@ -133,7 +133,7 @@ class Screener:
             if terminal_labels is not None:
                 add_label(tx.terminal_id, tx.ts_ms, terminal_labels[i])
         X = np.array(rows, dtype=np.float64).reshape(len(rows), len(MODEL_FEATURES))
-        anomaly = np.array(self.anomaly.score_and_learn(rows))
+        anomaly = self.anomaly.percentile(np.array(self.anomaly.score_and_learn(rows)))
         prob = self.classifier.predict_batch(X)
         self.classifier.remember([tx.transaction_id for tx in txs], X)
         ts = np.fromiter((tx.ts_ms for tx in txs), dtype=np.int64, count=len(txs))
