@@ -1,0 +1,340 @@
+"""The stream feature code on small hand-made sequences: window edges, label delay, late events,
+compaction, calendar."""
+
+from __future__ import annotations
+
+import doctest
+import random
+from bisect import bisect_right
+from datetime import UTC, datetime
+
+import pytest
+
+import streams.features.engine as engine_module
+from streams.features.card import CardWindows
+from streams.features.engine import N_FEATURES, FeatureEngine, calendar
+from streams.features.names import MODEL_FEATURES
+from streams.features.terminal import TerminalLabels, TerminalTable
+
+D = 86_400_000
+H = 3_600_000
+T0 = 1_522_540_800_000  # 2018-04-01 00:00:00 UTC, a Sunday
+COL = {name: i for i, name in enumerate(MODEL_FEATURES)}
+
+
+def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp() * 1000)
+
+
+def feature(row: list[float], name: str) -> float:
+    return row[COL[name]]
+
+
+def naive_card(
+    history: list[tuple[int, float, str]], t: int, amount: float, terminal: str
+) -> dict[str, float]:
+    """DATA.md's card definitions by brute force; ``history`` = the card's earlier transactions."""
+    rows = [*history, (t, amount, terminal)]
+    out: dict[str, float] = {}
+    for n in (1, 7, 30):
+        window = [a for tj, a, _ in rows if t - n * D < tj <= t]
+        out[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = len(window)
+        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = sum(window) / len(window)
+    previous = [(tj, a, term) for tj, a, term in history if t - 30 * D < tj <= t]
+    total = sum(a for _, a, _ in previous)
+    out["CARD_AMOUNT_RATIO_30DAY"] = amount / (total / len(previous)) if total > 0 else 1.0
+    out["CARD_SECONDS_SINCE_LAST_TX"] = (t - previous[-1][0]) / 1000 if previous else 30 * 86400.0
+    out["CARD_NB_TX_1HOUR_WINDOW"] = sum(1 for tj, _, _ in rows if t - H < tj <= t)
+    out["CARD_NEW_TERMINAL"] = 0.0 if any(term == terminal for _, _, term in previous) else 1.0
+    return out
+
+
+def assert_card_features(row: list[float], expected: dict[str, float]) -> None:
+    for name, value in expected.items():
+        assert feature(row, name) == pytest.approx(value, rel=1e-12, abs=1e-9), name
+
+
+# --- calendar -------------------------------------------------------------------------------
+
+
+def test_calendar_doctest() -> None:
+    assert doctest.testmod(engine_module).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("when", "weekend", "night", "hour", "weekday"),
+    [
+        (ms(2018, 4, 1, 0, 0, 31), 1.0, 1.0, 0, 6),  # Sunday just after midnight
+        (ms(2018, 4, 1, 23, 59, 59), 1.0, 0.0, 23, 6),  # Sunday's last second
+        (ms(2018, 4, 2, 0, 0, 0), 0.0, 1.0, 0, 0),  # Monday midnight
+        (ms(2018, 4, 2, 6, 59, 59), 0.0, 1.0, 6, 0),  # hour 6 is night (≤ 6, as the data)
+        (ms(2018, 4, 2, 7, 0, 0), 0.0, 0.0, 7, 0),  # hour 7 is not
+        (ms(2018, 4, 6, 23, 59, 59), 0.0, 0.0, 23, 4),  # Friday's last second
+        (ms(2018, 4, 7, 0, 0, 0), 1.0, 1.0, 0, 5),  # Saturday midnight
+        (ms(2018, 4, 7, 12, 0, 0), 1.0, 0.0, 12, 5),
+        (ms(2018, 9, 30, 23, 59, 57), 1.0, 0.0, 23, 6),  # the data's last transaction
+        (ms(1970, 1, 1, 0, 0, 0), 0.0, 1.0, 0, 3),  # the epoch, a Thursday
+    ],
+)
+def test_calendar(when: int, weekend: float, night: float, hour: int, weekday: int) -> None:
+    assert calendar(when) == (weekend, night, hour, weekday)
+
+
+def test_calendar_every_hour_of_a_week() -> None:
+    for h in range(7 * 24):
+        when = T0 + 1 * D + h * H + 59 * 60_000  # from Monday 2018-04-02 00:59
+        dt = datetime.fromtimestamp(when / 1000, tz=UTC)
+        weekend, night, hour, weekday = calendar(when)
+        assert (hour, weekday) == (dt.hour, dt.weekday())
+        assert weekend == float(dt.weekday() >= 5)
+        assert night == float(dt.hour <= 6)
+
+
+# --- card windows ---------------------------------------------------------------------------
+
+
+def test_feature_vector_layout() -> None:
+    engine = FeatureEngine()
+    row = engine.transform("c", "t", 12.5, T0 + 8 * H)
+    assert len(row) == N_FEATURES == len(MODEL_FEATURES)
+    assert feature(row, "TX_AMOUNT") == 12.5
+    assert feature(row, "TX_DURING_WEEKEND") == 1.0  # Sunday
+    assert feature(row, "TX_DURING_NIGHT") == 0.0  # 08:00
+    assert_card_features(row, naive_card([], T0 + 8 * H, 12.5, "t"))
+    assert all(feature(row, n) == 0.0 for n in MODEL_FEATURES if n.startswith("TERMINAL"))
+
+
+@pytest.mark.parametrize("n", [1, 7, 30])
+def test_card_window_excludes_exactly_n_days_earlier(n: int) -> None:
+    engine = FeatureEngine()
+    engine.transform("c", "t", 10.0, T0)
+    on_edge = engine.transform("c", "t", 30.0, T0 + n * D)
+    assert feature(on_edge, f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW") == 1.0
+    assert feature(on_edge, f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW") == 30.0
+    other = FeatureEngine()
+    other.transform("c", "t", 10.0, T0)
+    inside = other.transform("c", "t", 30.0, T0 + n * D - 1)  # one millisecond later
+    assert feature(inside, f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW") == 2.0
+    assert feature(inside, f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW") == 20.0
+
+
+def test_card_windows_sequence() -> None:
+    engine = FeatureEngine()
+    history: list[tuple[int, float, str]] = []
+    events = [
+        (0, 10.0, "a"),
+        (H - 1, 20.0, "b"),
+        (H, 30.0, "a"),
+        (2 * H, 0.0, "c"),
+        (D + H, 40.0, "b"),
+        (7 * D, 50.0, "a"),
+        (7 * D, 60.0, "a"),
+        (30 * D + H, 70.0, "b"),
+        (30 * D + H + 1, 80.0, "d"),
+        (70 * D, 5.0, "a"),
+    ]
+    for offset, amount, terminal in events:
+        t = T0 + offset
+        row = engine.transform("c", terminal, amount, t)
+        assert_card_features(row, naive_card(history, t, amount, terminal))
+        history.append((t, amount, terminal))
+    assert feature(row, "CARD_NEW_TERMINAL") == 1.0  # "a" last seen more than 30 days before
+    assert feature(row, "CARD_SECONDS_SINCE_LAST_TX") == 30 * 86400.0
+
+
+def test_same_millisecond_transactions_count_in_stream_order() -> None:
+    engine = FeatureEngine()
+    first = engine.transform("c", "t", 10.0, T0)
+    second = engine.transform("c", "t", 30.0, T0)
+    assert feature(first, "CUSTOMER_ID_NB_TX_1DAY_WINDOW") == 1.0
+    assert feature(second, "CUSTOMER_ID_NB_TX_1DAY_WINDOW") == 2.0
+    assert feature(second, "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW") == 20.0
+    assert feature(second, "CARD_SECONDS_SINCE_LAST_TX") == 0.0
+    assert feature(second, "CARD_NEW_TERMINAL") == 0.0
+    assert feature(second, "CARD_AMOUNT_RATIO_30DAY") == 3.0
+
+
+def test_new_terminal_edge_is_thirty_days() -> None:
+    engine = FeatureEngine()
+    engine.transform("c", "t", 10.0, T0)
+    assert feature(engine.transform("c", "t", 10.0, T0 + 30 * D - 1), "CARD_NEW_TERMINAL") == 0.0
+    engine = FeatureEngine()
+    engine.transform("c", "t", 10.0, T0)
+    assert feature(engine.transform("c", "t", 10.0, T0 + 30 * D), "CARD_NEW_TERMINAL") == 1.0
+
+
+def test_cards_are_independent() -> None:
+    engine = FeatureEngine()
+    engine.transform("c1", "t", 100.0, T0)
+    row = engine.transform("c2", "t", 10.0, T0 + 1)
+    assert feature(row, "CUSTOMER_ID_NB_TX_30DAY_WINDOW") == 1.0
+    assert feature(row, "CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW") == 10.0
+    engine.forget_cards(keep={"c2"})
+    assert set(engine.cards) == {"c2"}
+    engine.forget_cards()
+    assert engine.cards == {}
+
+
+def test_out_of_order_card_event() -> None:
+    engine = FeatureEngine()
+    engine.transform("c", "a", 10.0, T0 + 10 * D)
+    engine.transform("c", "b", 20.0, T0 + 12 * D)
+    late = engine.transform("c", "c", 40.0, T0 + 5 * D)  # arrives after later ones
+    # Its own windows end at its own time: it sees nothing later.
+    assert_card_features(late, naive_card([], T0 + 5 * D, 40.0, "c"))
+    state = engine.cards["c"]
+    assert list(state.ts) == [T0 + 5 * D, T0 + 10 * D, T0 + 12 * D]
+    # A later event sees the late one in place, as if it had come in order.
+    history = [(T0 + 5 * D, 40.0, "c"), (T0 + 10 * D, 10.0, "a"), (T0 + 12 * D, 20.0, "b")]
+    row = engine.transform("c", "c", 5.0, T0 + 13 * D)
+    assert_card_features(row, naive_card(history, T0 + 13 * D, 5.0, "c"))
+
+
+def test_shuffled_events_then_in_order_event_match_sorted_stream() -> None:
+    rng = random.Random(7)
+    events = [
+        (T0 + rng.randrange(20 * D), round(rng.uniform(1, 200), 2), f"t{rng.randrange(5)}")
+        for _ in range(60)
+    ]
+    shuffled, ordered = FeatureEngine(), FeatureEngine()
+    for t, amount, terminal in rng.sample(events, len(events)):
+        shuffled.transform("c", terminal, amount, t)
+    for t, amount, terminal in sorted(events, key=lambda e: e[0]):
+        ordered.transform("c", terminal, amount, t)
+    assert list(shuffled.cards["c"].ts) == list(ordered.cards["c"].ts)
+    a = shuffled.transform("c", "t0", 50.0, T0 + 21 * D)
+    b = ordered.transform("c", "t0", 50.0, T0 + 21 * D)
+    assert a == pytest.approx(b, rel=1e-12)
+
+
+# --- compaction -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("per_day", [0.5, 3, 12])
+def test_compaction_keeps_features_and_bounds_memory(per_day: float) -> None:
+    rng = random.Random(int(per_day * 10))
+    engine = FeatureEngine()
+    history: list[tuple[int, float, str]] = []
+    times: list[int] = []
+    t = T0
+    days = 240 if per_day < 5 else 90  # long enough for many compactions
+    largest = 0
+    while t < T0 + days * D:
+        t += int(rng.expovariate(per_day) * D) + 1
+        amount, terminal = round(rng.uniform(0, 150), 2), f"t{rng.randrange(8)}"
+        row = engine.transform("card", terminal, amount, t)
+        recent = history[bisect_right(times, t - 31 * D) :]
+        assert_card_features(row, naive_card(recent, t, amount, terminal))
+        history.append((t, amount, terminal))
+        times.append(t)
+        state = engine.cards["card"]
+        in_window = len(times) - bisect_right(times, t - 30 * D)
+        # Compaction is tried every 32 adds from 128 entries on, and drops the stale entries
+        # when more than 64: so at most 64 stale + those aged out since the last try (about
+        # as many as the 32 adds for a regular card) beside the 30-day window.
+        assert len(state.ts) <= max(128 + 32, in_window + 64 + 64)
+        assert len(state.ts) == len(state.cum) - 1
+        largest = max(largest, len(state.ts))
+    assert len(history) > largest + 100 or per_day < 1  # compaction really happened
+
+
+def test_card_compact_rebases_prefix_sums() -> None:
+    state = CardWindows()
+    for i in range(200):
+        state.add(T0 + i * H, float(i), "t")
+    state.compact(T0 + 199 * H + 30 * D - 1)  # all but the last entry are 30 days old
+    assert list(state.ts) == [T0 + 199 * H]
+    assert list(state.cum) == [0.0, 199.0]
+    out: list[float] = []
+    state.features(0, T0 + 199 * H, 199.0, "t", out)
+    assert out[:6] == [1.0, 199.0, 1.0, 199.0, 1.0, 199.0]
+
+
+# --- terminal label delay -------------------------------------------------------------------
+
+
+def test_label_younger_than_seven_days_is_not_used() -> None:
+    engine = FeatureEngine()
+    engine.add_label("T", T0, 1)
+    row = engine.transform("c", "T", 10.0, T0 + 7 * D - 1)
+    assert all(feature(row, n) == 0.0 for n in MODEL_FEATURES if n.startswith("TERMINAL"))
+
+
+def test_label_exactly_seven_days_old_is_used() -> None:
+    engine = FeatureEngine()
+    engine.add_label("T", T0, 1)
+    row = engine.transform("c", "T", 10.0, T0 + 7 * D)
+    for n in (1, 7, 30):
+        assert feature(row, f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW") == 1.0
+        assert feature(row, f"TERMINAL_ID_RISK_{n}DAY_WINDOW") == 1.0
+    assert feature(row, "TERMINAL_NB_FRAUD_30DAY_WINDOW") == 1.0
+
+
+@pytest.mark.parametrize("n", [1, 7, 30])
+def test_terminal_window_excludes_exactly_n_plus_seven_days_earlier(n: int) -> None:
+    table = TerminalTable()
+    table.add_label("T", T0, 1)
+    table.add_label("T", T0 + 1, 0)
+    out: list[float] = []
+    table.features("T", T0 + (n + 7) * D, out)  # the label at T0 falls out, T0 + 1 ms stays
+    assert out[[1, 7, 30].index(n) * 2] == 1.0
+    assert out[[1, 7, 30].index(n) * 2 + 1] == 0.0
+
+
+def test_terminal_features_sequence() -> None:
+    table = TerminalTable()
+    labels = [(0, 1), (H, 0), (D, 0), (3 * D, 1), (10 * D, 0), (29 * D, 1), (36 * D, 0)]
+    for offset, fraud in labels:
+        table.add_label("T", T0 + offset, fraud)
+    for query in (7 * D, 8 * D, 8 * D + H, 14 * D, 20 * D, 37 * D, 43 * D + 1, 80 * D):
+        t = T0 + query
+        out: list[float] = []
+        table.features("T", t, out)
+        expected: list[float] = []
+        for n in (1, 7, 30):
+            seen = [f for off, f in labels if t - (n + 7) * D < T0 + off <= t - 7 * D]
+            expected += [float(len(seen)), sum(seen) / len(seen) if seen else 0.0]
+        expected.append(float(sum(seen)))
+        assert out == expected, query
+    out = []
+    table.features("unknown", T0 + 80 * D, out)
+    assert out == [0.0] * 7
+
+
+def test_out_of_order_labels_match_in_order() -> None:
+    rng = random.Random(3)
+    labels = [(T0 + rng.randrange(40 * D), int(rng.random() < 0.3)) for _ in range(300)]
+    shuffled, ordered = TerminalLabels(), TerminalLabels()
+    for t, fraud in labels:
+        shuffled.add(t, fraud)
+    for t, fraud in sorted(labels, key=lambda x: x[0]):
+        ordered.add(t, fraud)
+    assert list(shuffled.ts) == list(ordered.ts)
+    assert list(shuffled.frauds) == list(ordered.frauds)
+
+
+def test_terminal_compact_keeps_recent_labels() -> None:
+    state = TerminalLabels()
+    for i in range(2000):
+        state.add(T0 + i * H, i % 2)
+    before = TerminalTable()
+    before.terminals["T"] = state
+    out_before: list[float] = []
+    now = T0 + 2000 * H + 7 * D
+    before.features("T", now, out_before)
+    state.compact(now)
+    # kept: labels after now − 37 days = hour 2000 − 720, i.e. hours 1281 .. 1999
+    assert len(state.ts) == 719 and len(state.frauds) == len(state.ts) + 1
+    out_after: list[float] = []
+    before.features("T", now, out_after)
+    assert out_after == out_before
+
+
+@pytest.mark.xfail(strict=True, reason="TerminalTable compacts one terminal per 16384 labels")
+def test_terminal_memory_is_bounded() -> None:
+    engine = FeatureEngine()
+    terminals = [f"T{i}" for i in range(50)]
+    for i in range(200_000):  # 1,000 labels a day for 200 days: 20 a day per terminal
+        engine.add_label(terminals[i % 50], T0 + i * 86_400, 0)
+    longest = max(len(s.ts) for s in engine.terminals.terminals.values())
+    assert longest <= 37 * 20 + 256 + 64  # the 37-day horizon + slack
