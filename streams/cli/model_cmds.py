@@ -54,8 +54,10 @@ def evaluate(
     protocol: str = typer.Option("handbook-ch5", help="handbook-ch3 | handbook-ch5"),
     out: Path = typer.Option(..., "--out", help="output directory"),
     rules: RulesDir = None,
-    train_history_days: int | None = typer.Option(
-        None, help="labelled history per fold (default: the protocol's)"
+    train_history_days: int = typer.Option(
+        28,
+        help="days of labelled history each fold trains on, ending with its training week "
+        "(the handbook used 7; all labels are known before the test week)",
     ),
     through_kafka: bool = typer.Option(
         False, "--through-kafka", help="score the test weeks through the broker and both workers"

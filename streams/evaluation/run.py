@@ -24,6 +24,7 @@ import polars as pl
 
 from streams.data.handbook import read_handbook
 from streams.errors import DataError
+from streams.evaluation.ceiling import delay_ceiling
 from streams.evaluation.fit import DEFAULT_ROUNDS, fit_model, validated_rounds
 from streams.evaluation.metrics import (
     auc_roc,
@@ -43,7 +44,7 @@ from streams.stage2.model import RiskModel
 log = logging.getLogger(__name__)
 
 STAGE1_COLUMNS = ("TRANSACTION_ID", "CUSTOMER_ID", "TX_FRAUD", "STAGE1_SCORE", "FLAGGED")
-KEEP_COLUMNS = (*STAGE1_COLUMNS, "RULES_FIRED")
+KEEP_COLUMNS = (*STAGE1_COLUMNS, "RULES_FIRED", "TERMINAL_NB_FRAUD_30DAY_WINDOW")
 PREDICT_CHUNK = 50_000
 
 
@@ -192,6 +193,7 @@ def _run_fold(
         **fold.as_dict(),
         **_measure(kept, "score"),
         "single_stage": _measure(kept, "single_stage_score", stage1=False),
+        "delay_ceiling": delay_ceiling(_with_scenario(kept, df)),
         "rounds": rounds,
         "model_version": model.version,
         "test_rows": test.height,
@@ -220,6 +222,19 @@ def _measure(frame: pl.DataFrame, column: str, stage1: bool = True) -> dict[str,
         rate, recall = forward_rate_recall(frame["FLAGGED"].to_numpy(), y)
         out["stage1_forward_rate"], out["stage1_recall"] = rate, recall
     return out
+
+
+def _with_scenario(kept: pl.DataFrame, df: pl.DataFrame) -> pl.DataFrame:
+    if "TX_FRAUD_SCENARIO" not in df.columns:
+        return kept
+    scenario = df.select("TRANSACTION_ID", "TX_FRAUD_SCENARIO")
+    keys = kept["TRANSACTION_ID"].dtype
+    return kept.join(
+        scenario.with_columns(pl.col("TRANSACTION_ID").cast(keys)),
+        on="TRANSACTION_ID",
+        how="left",
+        maintain_order="left",
+    )
 
 
 def _predict(model: RiskModel, frame: pl.DataFrame) -> np.ndarray:
