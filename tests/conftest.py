@@ -77,9 +77,7 @@ def isolated_settings(bootstrap: str, **overrides: object) -> Settings:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as FRAUD_* environment variables, for worker subprocesses."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    for name, value in settings.masked().items():
-        if value is not None and name != "config_file":
-            env[f"FRAUD_{name.upper()}"] = str(value)
+    env.update(settings.as_env())
     return env
 
 

@@ -15,6 +15,7 @@ from streams.cli.options import (
     MetricsPort,
     ModelDir,
     RulesDir,
+    check_model_dir,
     settings_from,
 )
 from streams.kafka.clients import broker_for
@@ -72,6 +73,7 @@ def stage2(
     settings = settings_from(
         config, bootstrap_servers=bootstrap, metrics_port=metrics_port, model_dir=model
     )
+    check_model_dir(settings.model_dir)  # a bad FRAUD_MODEL_DIR fails before any broker work
     with broker_for(settings) as s:
         create_topics(s)
         app = build_app(s)

@@ -174,6 +174,17 @@ def render(metrics: dict[str, Any], rules: pl.DataFrame, plots: dict[str, bool])
         *[f"| {name} | {a:.3f} | {p:.3f} | {c:.3f} |" for name, a, p, c in PUBLISHED],
         "",
     ]
+    ceiling = metrics["mean"].get("delay_ceiling")
+    if ceiling:
+        lines += [
+            "**Label-delay ceiling** (no model can do better): a fraud at a terminal whose "
+            "compromise is not yet known under the 7-day delay looks genuine at decision time "
+            f"({ceiling['invisible_fraud_share']:.1%} of the evaluated frauds). Scoring every "
+            f"other fraud perfectly gives AUC ROC {ceiling['auc_roc']:.3f}, average precision "
+            f"{ceiling['average_precision']:.3f}, CP@100 {ceiling['card_precision_at_100']:.3f} "
+            "(`delay_ceiling` in `metrics.json`; see streams/evaluation/ceiling.py).",
+            "",
+        ]
     if plots.get(PR_PLOT):
         lines += [f"![precision-recall curves]({PR_PLOT})", ""]
     lines += ["## Stage 1", ""]
