@@ -163,6 +163,11 @@ class Settings(BaseSettings):
         default=None, description="HMAC key: card ids in outputs and logs become keyed hashes"
     )
     exactly_once: bool = False
+    transactional_id: str | None = Field(
+        default=None,
+        description="stage-1 --exactly-once transactional id; default <group>-<hostname>. Keep "
+        "it stable across restarts so a restarted worker fences its predecessor",
+    )
 
     config_file: Path | None = Field(
         default=None,

@@ -14,10 +14,12 @@ import typer
 
 from streams import __version__
 from streams.cli import (
+    bench_cmds,
     data_cmds,
     kafka_cmds,
     model_cmds,
     ops_cmds,
+    recovery_cmds,
     rules_cmds,
     worker_cmds,
 )
@@ -57,10 +59,18 @@ def root(
     """fraudstream: see README.md for the flow, topics and configuration."""
 
 
-for module in (kafka_cmds, worker_cmds, data_cmds, model_cmds, ops_cmds):
+for module in (
+    kafka_cmds,
+    worker_cmds,
+    data_cmds,
+    model_cmds,
+    ops_cmds,
+    recovery_cmds,
+    bench_cmds,
+):
     module.register(app)
 app.add_typer(rules_cmds.app, name="rules")
-app.add_typer(ops_cmds.dlq_app, name="dlq")
+app.add_typer(recovery_cmds.dlq_app, name="dlq")
 app.add_typer(ops_cmds.config_app, name="config")
 
 

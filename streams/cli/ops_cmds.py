@@ -1,4 +1,4 @@
-"""``config show``, ``demo`` and the operations commands (``dlq``, ``replay``, ``bench``)."""
+"""``config show`` and ``demo`` (``replay`` and ``dlq`` live in ``recovery_cmds``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import typer
 from streams.cli.options import Bootstrap, ConfigFile, settings_from
 
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Dead letters: inspect and redrive.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:

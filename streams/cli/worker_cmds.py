@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
@@ -20,6 +21,7 @@ from streams.cli.options import (
 )
 from streams.kafka.clients import broker_for
 from streams.kafka.topics import create_topics
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def stage1(
         rules_dir=rules,
         exactly_once=exactly_once or None,
     )
-    with broker_for(settings) as s:
+    with _worker_broker(settings, "stage1") as s:
         create_topics(s)
         worker = Stage1Worker(s)
 
@@ -74,17 +76,29 @@ def stage2(
         config, bootstrap_servers=bootstrap, metrics_port=metrics_port, model_dir=model
     )
     check_model_dir(settings.model_dir)  # a bad FRAUD_MODEL_DIR fails before any broker work
-    with broker_for(settings) as s:
+    with _worker_broker(settings, "stage2") as s:
         create_topics(s)
         app = build_app(s)
         with _serve_metrics(s.metrics_port, lambda: is_ready(app)):
-            run_worker(app)
+            run_worker(app, settings=s)
+
+
+@contextlib.contextmanager
+def _worker_broker(settings: Settings, stage: str) -> Iterator[Settings]:
+    """A configured broker is waited for (backoff, logged, ``broker_up`` metric) rather than
+    failing at once: a worker started before Kafka, or during an outage, comes up with it."""
+    if not settings.bootstrap_servers:
+        with broker_for(settings) as s:
+            yield s
+        return
+    from streams.recovery.broker import wait_for_broker
+
+    wait_for_broker(settings, stage)
+    yield settings
 
 
 def _serve_metrics(port: int | None, ready: Callable[[], bool]) -> Any:
     """Serve /metrics, /healthz and /readyz when a port is configured."""
-    import contextlib
-
     from streams.observability.server import start_http_server
 
     if port is None:

@@ -7,13 +7,26 @@ from its changelog topic after a restart. A record that cannot be decoded goes t
 dead-letter topic; a transient scoring failure goes to the retry topics
 (``<flagged>.retry.N``) with growing delays, then to the dead-letter topic.
 The app is built by ``build_app`` (no global app at import time).
+
+Idempotence: a flagged record seen twice (stage 1 is at-least-once) gets the same decision bytes
+both times: the card context is an event-time window over the card's flagged transactions, kept
+by transaction id (``apply_card_context``), and the decision value holds no wall-clock time
+(``sent_ms`` travels as a header).
+
+Test hook: ``FRAUD_FAULT_INJECT=stage2-transient[:N]`` makes scoring fail as a transient error on
+attempts below N (every attempt without N), to exercise the retry topics and the dead-letter
+path. Only tests set it; it is read once, when the app is built.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
+from bisect import bisect_left
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -28,6 +41,53 @@ from streams.stage2.scoring import ModelHolder, Scorer
 log = logging.getLogger(__name__)
 STAGE = "stage2"
 RETRY_BASE_S = 1.0
+DAY_MS = 86_400_000
+CONTEXT_WINDOW_MS = 30 * DAY_MS
+CONTEXT_KEEP_MS = 60 * DAY_MS
+FAULT_ENV = "FRAUD_FAULT_INJECT"
+_RETRY_SOURCE = ("retry.source.partition", "retry.source.offset", "retry.source.timestamp")
+
+
+def injected_fault_attempts(value: str | None = None) -> int | None:
+    """Attempts that fail under ``FRAUD_FAULT_INJECT=stage2-transient[:N]``; None = no fault.
+
+    >>> injected_fault_attempts("stage2-transient:1"), injected_fault_attempts("")
+    (1, None)
+    """
+    text = os.environ.get(FAULT_ENV, "") if value is None else value
+    for item in text.split(","):
+        name, _, count = item.strip().partition(":")
+        if name == "stage2-transient":
+            return int(count) if count else 1_000_000
+    return None
+
+
+def apply_card_context(ctx: dict[str, Any], decision: dict[str, Any], ts_ms: int) -> dict[str, Any]:
+    """Set ``decision["card_context"]`` and return the card's new context.
+
+    The context is an event-time window over the card's flagged transactions, like the stage-1
+    features: ``flags_30d`` and ``declines_30d`` count the card's decisions in the 30 days up to
+    this transaction (itself included), ``previous_action`` is the action of the card's
+    flagged transaction just before it. Transactions are kept by id, so a redelivered record
+    (stage 1 is at-least-once) is not counted twice and gets the same context, however many
+    other records came in between. Entries older than ``CONTEXT_KEEP_MS`` before the card's
+    latest one are dropped, so exactness holds for redeliveries within that much event time.
+    """
+    tid = str(decision.get("transaction_id"))
+    history: list[list[Any]] = [list(e) for e in ctx.get("history") or []]  # [ts, tid, action]
+    key = (ts_ms, tid)
+    pos = bisect_left([(e[0], e[1]) for e in history], key)
+    if pos == len(history) or (history[pos][0], history[pos][1]) != key:
+        history.insert(pos, [ts_ms, tid, decision["action"]])
+    since = ts_ms - CONTEXT_WINDOW_MS
+    window = [e for e in history[: pos + 1] if e[0] > since]
+    decision["card_context"] = {
+        "flags_30d": len(window),
+        "declines_30d": sum(1 for e in window if e[2] == "decline"),
+        "previous_action": history[pos - 1][2] if pos else None,
+    }
+    horizon = history[-1][0] - CONTEXT_KEEP_MS
+    return {"history": [e for e in history if e[0] >= horizon]}
 
 
 def faust_broker_settings(settings: Settings) -> dict[str, Any]:
@@ -74,6 +134,9 @@ def build_app(settings: Settings) -> faust.App:
     app = faust.App(
         s.stage2_app_id,
         store="memory://",
+        # tables live in memory (recovered from their changelog); keep faust's data directory out
+        # of the working directory
+        datadir=str(Path(tempfile.gettempdir()) / "fraudstream" / f"{s.stage2_app_id}-data"),
         topic_partitions=s.partitions,
         topic_replication_factor=s.replication_factor,
         web_enabled=False,
@@ -105,6 +168,19 @@ def build_app(settings: Settings) -> faust.App:
         "stage2-card-context", default=dict, partitions=s.partitions, use_partitioner=True
     )
     stats: dict[str, Any] = {"scored": 0, "dead_letters": 0, "retried": 0, "ready": False}
+    fault = injected_fault_attempts()
+    if fault is not None:
+        log.warning("%s: scoring fails on attempts below %d (test hook)", FAULT_ENV, fault)
+
+    def _source(event: Any) -> tuple[str, str, str]:
+        """(partition, offset, timestamp ms) of the record on the flagged topic, also when
+        ``event`` comes from a retry topic."""
+        msg, original = event.message, _headers(event)
+        values = [_header(original, name) for name in _RETRY_SOURCE]
+        if all(v is not None for v in values):
+            return str(values[0]), str(values[1]), str(values[2])
+        return str(msg.partition), str(msg.offset), str(int(msg.timestamp * 1000))
+
     app.conf.stage2_stats = stats
 
     async def _ready(sender: Any, **kwargs: Any) -> None:
@@ -116,23 +192,25 @@ def build_app(settings: Settings) -> faust.App:
         from streams.kafka.dlq import PREFIX
 
         msg = event.message
-        headers = [h for h in _headers(event) if not h[0].startswith(PREFIX)]
-        attempts = int(_header(_headers(event), "retry.attempt") or "0") + 1
+        original = _headers(event)
+        headers = [
+            h for h in original if not h[0].startswith(PREFIX) and not h[0].startswith("retry.")
+        ]
+        attempts = int(_header(original, "retry.attempt") or "0") + 1
         now = str(int(time.time() * 1000)).encode()
+        partition, offset, timestamp = _source(event)
         headers += [
             (PREFIX + k, v)
             for k, v in {
                 "source.topic": s.topic_flagged.encode(),
-                "source.partition": str(msg.partition).encode(),
-                "source.offset": str(msg.offset).encode(),
-                "source.timestamp": str(int(msg.timestamp * 1000)).encode(),
+                "source.partition": partition.encode(),
+                "source.offset": offset.encode(),
+                "source.timestamp": timestamp.encode(),
                 "stage": STAGE.encode(),
                 "error.kind": kind.encode(),
                 "error.message": message[:1000].encode(),
                 "attempts": str(attempts).encode(),
-                "first.failure.ms": (
-                    _header(_headers(event), "retry.first.ms") or now.decode()
-                ).encode(),
+                "first.failure.ms": (_header(original, "retry.first.ms") or now.decode()).encode(),
                 "last.failure.ms": now,
             }.items()
         ]
@@ -144,15 +222,23 @@ def build_app(settings: Settings) -> faust.App:
             await dead_letter(event, "transient", error)
             return
         now = int(time.time() * 1000)
-        headers = [h for h in _headers(event) if not h[0].startswith("retry.")]
-        first = _header(_headers(event), "retry.first.ms") or str(now)
+        original = _headers(event)
+        headers = [h for h in original if not h[0].startswith("retry.")]
+        first = _header(original, "retry.first.ms") or str(now)
+        partition, offset, timestamp = _source(event)
         headers += [
             ("retry.attempt", str(attempt).encode()),
             ("retry.first.ms", first.encode()),
             ("retry.at.ms", str(now + int(RETRY_BASE_S * 1000 * 2 ** (attempt - 1))).encode()),
+            ("retry.source.partition", partition.encode()),
+            ("retry.source.offset", offset.encode()),
+            ("retry.source.timestamp", timestamp.encode()),
         ]
         await retries[attempt - 1].send(
-            key=event.message.key, value=event.message.value, headers=headers
+            key=event.message.key,
+            value=event.message.value,
+            headers=headers,
+            timestamp=int(timestamp) / 1000,  # event time, as on the flagged topic
         )
         stats["retried"] += 1
 
@@ -175,6 +261,8 @@ def build_app(settings: Settings) -> faust.App:
             except (orjson.JSONDecodeError, ValueError) as exc:
                 await dead_letter(event, "decode", str(exc))
         try:
+            if fault is not None and attempt < fault:
+                raise RuntimeError(f"injected transient fault ({FAULT_ENV}), attempt {attempt}")
             decided = scorer.score_batch(records)
         except ModelError:
             decided = []
@@ -190,19 +278,11 @@ def build_app(settings: Settings) -> faust.App:
             for event in good:
                 await retry_or_dead(event, attempt + 1, repr(exc))
             return
+        times = {str(r.get("transaction_id")): int(r.get("ts_ms") or 0) for r in records}
         for decision in decided:
             card = str(decision.get("card_id"))
-            ctx = dict(cards[card])
-            ctx["flags"] = ctx.get("flags", 0) + 1
-            if decision["action"] == "decline":
-                ctx["declines"] = ctx.get("declines", 0) + 1
-            decision["card_context"] = {
-                "flags": ctx["flags"],
-                "declines": ctx.get("declines", 0),
-                "previous_action": ctx.get("last_action"),
-            }
-            ctx["last_action"] = decision["action"]
-            cards[card] = ctx
+            ts_ms = times.get(str(decision.get("transaction_id")), 0)
+            cards[card] = apply_card_context(cards[card], decision, ts_ms)
             sent = decision.pop("sent_ms", None)
             headers = [("sent_ms", str(sent).encode())] if sent is not None else []
             await decisions.send(
@@ -222,12 +302,16 @@ def build_app(settings: Settings) -> faust.App:
     for attempt, topic in enumerate(retries, start=1):
 
         async def retry_agent(stream: Any, attempt: int = attempt) -> None:
-            async for event in stream.events():
-                due = int(_header(_headers(event), "retry.at.ms") or "0")
+            # micro-batches, like the main flow: wait until the latest record of the batch is
+            # due (records arrive in the order they failed, so that is at most a batch late)
+            async for events in stream.take_events(
+                s.stage2_batch_size, within=s.stage2_batch_wait_ms / 1000
+            ):
+                due = max(int(_header(_headers(e), "retry.at.ms") or "0") for e in events)
                 delay = due / 1000 - time.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await handle([event], attempt=attempt)
+                await handle(events, attempt=attempt)
 
         app.agent(topic, name=f"retry-{attempt}", concurrency=1)(retry_agent)
     return app
@@ -238,7 +322,13 @@ def is_ready(app: faust.App) -> bool:
     return bool(app.conf.stage2_stats["ready"])
 
 
-def run_worker(app: faust.App, loglevel: str = "WARNING") -> None:
-    """Run the faust worker in the foreground until SIGTERM/SIGINT."""
+def run_worker(app: faust.App, loglevel: str = "WARNING", settings: Settings | None = None) -> None:
+    """Run the faust worker in the foreground until SIGTERM/SIGINT (faust then stops its agents,
+    commits and leaves the group). With ``settings``, first wait for the broker (backoff, logged,
+    ``broker_up`` metric) instead of failing when it is not there yet."""
+    if settings is not None:
+        from streams.recovery.broker import wait_for_broker
+
+        wait_for_broker(settings, STAGE)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()

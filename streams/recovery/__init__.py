@@ -1,0 +1,1 @@
+"""Error recovery: per-partition state and its rebuild, replay, dead-letter inspect and redrive."""

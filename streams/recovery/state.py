@@ -1,0 +1,169 @@
+"""Stage-1 state per partition, and rebuilding it from the source topic.
+
+Cards are keyed to partitions (the producer partitions by card), so each partition a worker owns
+gets its own ``Screener``: its own feature engine (card windows) and its own anomaly model. What
+comes from the labels topic is shared by every partition of a worker: the terminal label table
+and the online classifier. Per-partition state depends only on that partition's records in offset
+order, so it can be rebuilt exactly by reading the partition again from the beginning (a worker
+that takes over a partition does this up to the committed offset before processing it), and it
+does not depend on how many workers share the topic or how the records were batched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+from streams.errors import MessageError, ValidationError
+from streams.kafka import clients
+from streams.rules.model import RuleSet
+from streams.schema import Transaction, decode
+from streams.settings import Settings
+from streams.stage1.screen import ScreenedBatch, Screener
+
+log = logging.getLogger(__name__)
+
+MAX_TRANSACTION_BYTES = 64 * 1024
+"""A transaction message larger than this is a dead letter of kind ``too_large``."""
+
+
+class TooLargeError(ValidationError):
+    kind = "too_large"
+
+
+def decode_transaction(value: bytes | None) -> Transaction:
+    """Stage 1's one gate: size, then UTF-8 JSON, then fields (``MessageError`` subclasses)."""
+    if value is not None and len(value) > MAX_TRANSACTION_BYTES:
+        raise TooLargeError(
+            f"message of {len(value)} bytes exceeds the {MAX_TRANSACTION_BYTES}-byte limit"
+        )
+    return decode(value)
+
+
+class PartitionedScreener:
+    """One ``Screener`` per partition; terminal labels and the online classifier shared."""
+
+    def __init__(self, settings: Settings, rules: RuleSet):
+        self.settings = settings
+        self.rules = rules
+        shared = Screener.from_settings(settings, rules)
+        self.terminals = shared.engine.terminals
+        self.classifier = shared.classifier
+        self.parts: dict[int, Screener] = {}
+
+    def _new(self) -> Screener:
+        screener = Screener.from_settings(self.settings, self.rules)
+        screener.engine.terminals = self.terminals
+        screener.classifier = self.classifier
+        return screener
+
+    def partition(self, partition: int) -> Screener:
+        screener = self.parts.get(partition)
+        if screener is None:
+            screener = self.parts[partition] = self._new()
+        return screener
+
+    def reset(self, partition: int) -> Screener:
+        """Fresh (empty) state for a partition."""
+        screener = self.parts[partition] = self._new()
+        return screener
+
+    def drop(self, partition: int) -> None:
+        self.parts.pop(partition, None)
+
+    def set_rules(self, rules: RuleSet) -> None:
+        self.rules = rules
+        for screener in self.parts.values():
+            screener.rules = rules
+
+    def screen(self, partition: int, txs: list[Transaction]) -> ScreenedBatch:
+        return self.partition(partition).screen(txs)
+
+    def learn_label(self, transaction_id: str, terminal: str, ts_ms: int, fraud: int) -> None:
+        """A label from the labels topic (shared by all partitions)."""
+        self.terminals.add_label(terminal, ts_ms, fraud)
+        self.classifier.learn_label(transaction_id, bool(fraud))
+
+
+def merge_batches(outs: list[ScreenedBatch]) -> ScreenedBatch:
+    """Several screened batches as one (for telemetry): arrays and lists concatenated."""
+    if len(outs) == 1:
+        return outs[0]
+    merged: dict[str, Any] = {}
+    for f in dataclasses.fields(ScreenedBatch):
+        if not f.init:
+            continue
+        values = [getattr(o, f.name) for o in outs]
+        first = values[0]
+        if isinstance(first, np.ndarray):
+            merged[f.name] = np.concatenate(values)
+        elif isinstance(first, list):
+            merged[f.name] = [x for v in values for x in v]
+        elif isinstance(first, dict):
+            total: dict[Any, Any] = {}
+            for v in values:
+                for k, n in v.items():
+                    total[k] = total.get(k, 0) + n
+            merged[f.name] = total
+        else:
+            merged[f.name] = first
+    return ScreenedBatch(**merged)
+
+
+def rebuild_partitions(
+    settings: Settings,
+    screeners: dict[int, Screener],
+    topic: str,
+    ends: dict[int, int],
+    stop: threading.Event | None = None,
+    chunk: int = 5000,
+) -> dict[int, int]:
+    """Feed records ``[0, ends[p])`` of each partition ``p`` through ``screeners[p]`` without
+    emitting; all partitions with one consumer, each in offset order.
+
+    Reads from the beginning (the log start, after retention) until the end offset or the end
+    of the partition; messages that fail ``decode_transaction`` are skipped, as the worker sent
+    them to the dead-letter topic. Returns the transactions replayed per partition.
+    """
+    rebuilt = dict.fromkeys(ends, 0)
+    pending = {p for p, end in ends.items() if end > 0}
+    if not pending:
+        return rebuilt
+    consumer = clients.consumer(
+        settings,
+        f"{settings.stage1_group}-rebuild",
+        **{"enable.auto.commit": False, "enable.partition.eof": True},
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
+    try:
+        while pending and not (stop is not None and stop.is_set()):
+            groups: dict[int, list[Transaction]] = {}
+            for msg in consumer.consume(num_messages=chunk, timeout=0.5):
+                p = msg.partition() or 0
+                if p not in pending:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(p)  # the log ends before the offset (a recreated topic)
+                    continue
+                offset = msg.offset() or 0
+                if offset >= ends[p]:
+                    pending.discard(p)
+                    continue
+                with contextlib.suppress(MessageError):  # a dead letter, not state
+                    groups.setdefault(p, []).append(decode_transaction(msg.value()))
+                if offset >= ends[p] - 1:
+                    pending.discard(p)
+            for p, txs in groups.items():
+                screeners[p].screen(txs)
+                rebuilt[p] += len(txs)
+    finally:
+        consumer.close()
+    return rebuilt
