@@ -63,6 +63,48 @@ def parse_timestamp(value: Any) -> int:
     return ms
 
 
+_DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> epoch ms of its midnight, by parse_timestamp
+
+
+def _canonical_ms(text: str) -> int | None:
+    """Epoch ms of ``YYYY-MM-DDTHH:MM:SS.fffZ`` (what producers here write), or None for any
+    other shape. The date is parsed once by ``parse_timestamp`` and cached; the time of day is
+    added exactly, which is what ``parse_timestamp`` computes for this shape."""
+    if (
+        len(text) != 24
+        or text[10] != "T"
+        or text[13] != ":"
+        or text[16] != ":"
+        or text[19] != "."
+        or text[23] != "Z"
+        or not text.isascii()
+    ):
+        return None
+    hour, minute, second, milli = text[11:13], text[14:16], text[17:19], text[20:23]
+    if not (
+        hour.isdigit()
+        and minute.isdigit()
+        and second.isdigit()
+        and milli.isdigit()
+        and hour < "24"
+        and minute < "60"
+        and second < "60"
+    ):
+        return None
+    day = text[:10]
+    base = _DAYS.get(day)
+    if base is None:
+        try:
+            base = parse_timestamp(day + "T00:00:00Z")
+        except ValidationError:
+            return None  # let parse_timestamp report it
+        if len(_DAYS) >= 4096:
+            _DAYS.clear()
+        _DAYS[day] = base
+    ms = base + ((int(hour) * 60 + int(minute)) * 60 + int(second)) * 1000 + int(milli)
+    return ms if ms < _MAX_TS_MS else None
+
+
 def _ident(obj: dict[str, Any], name: str) -> str:
     value = obj[name]
     if isinstance(value, bool) or not isinstance(value, str | int):
@@ -75,6 +117,27 @@ def _ident(obj: dict[str, Any], name: str) -> str:
 
 def validate(obj: Any) -> Transaction:
     """A decoded JSON value to a Transaction, or ValidationError naming what is wrong."""
+    if type(obj) is dict:  # fast path: a well-formed transaction with string ids, float amount
+        tid, card, terminal = obj.get("transaction_id"), obj.get("card_id"), obj.get("terminal_id")
+        amount, when = obj.get("amount"), obj.get("timestamp")
+        if (
+            type(tid) is str
+            and type(card) is str
+            and type(terminal) is str
+            and type(amount) is float
+            and type(when) is str
+            and 0 < len(tid) <= 128
+            and 0 < len(card) <= 128
+            and 0 < len(terminal) <= 128
+            and 0.0 <= amount <= MAX_AMOUNT  # False for NaN and infinities too
+        ):
+            ts_ms = _canonical_ms(when)
+            if ts_ms is not None:
+                return Transaction(tid, card, terminal, amount, ts_ms, obj)
+    return _validate(obj)
+
+
+def _validate(obj: Any) -> Transaction:
     if not isinstance(obj, dict):
         raise ValidationError(f"transaction must be a JSON object, got {type(obj).__name__}")
     missing = [name for name in REQUIRED_FIELDS if name not in obj]

@@ -3,7 +3,8 @@
 State per card: the timestamps (ms), prefix sums of amounts and terminal ids of the card's
 transactions in the last 30 days (plus at most ``_SLACK`` stale entries awaiting compaction).
 A card making k transactions a day holds about 30·k entries: 8 + 8 bytes in two ``array``s plus
-an 8-byte reference to a shared terminal id each, so about 16 + 24·30·k bytes of payload.
+an 8-byte reference to a shared terminal id each (``FeatureEngine`` interns terminal ids), so
+about 16 + 24·30·k bytes of payload.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from bisect import bisect_right
 from streams.features.names import DAY_MS, WINDOWS_DAYS
 
 _HORIZON_MS = max(WINDOWS_DAYS) * DAY_MS
+_HORIZON_S = _HORIZON_MS / 1000.0
 _HOUR_MS = 3_600_000
 _SLACK = 64
+# ``features`` is unrolled for these windows (a loop over them costs a tenth of its time).
+if WINDOWS_DAYS != (1, 7, 30):  # pragma: no cover - a guard for whoever changes the windows
+    raise ImportError("CardWindows.features is written for windows of 1, 7 and 30 days")
+_D1_MS, _D7_MS, _D30_MS = (n * DAY_MS for n in WINDOWS_DAYS)
 
 
 class CardWindows:
@@ -63,18 +69,26 @@ class CardWindows:
 
         Order: for n in (1, 7, 30): count, mean amount; then amount ratio to the previous 30 days'
         mean, seconds since the previous transaction, count in the last hour, new terminal.
+        The windows nest (30 days ⊇ 7 ⊇ 1 ⊇ 1 hour), so each search starts where the wider one
+        ended: the same positions as searching from 0, with fewer probes.
         """
         ts, cum = self.ts, self.cum
         hi = idx + 1
-        lo = hi
-        for n in WINDOWS_DAYS:
-            lo = bisect_right(ts, ts_ms - n * DAY_MS, 0, hi)
-            count = hi - lo
-            out.append(float(count))
-            out.append((cum[hi] - cum[lo]) / count)
-        # lo is now the start of the 30-day window
-        prev = idx - lo
-        out.append(amount / ((cum[idx] - cum[lo]) / prev) if prev and cum[idx] > cum[lo] else 1.0)
-        out.append((ts_ms - ts[idx - 1]) / 1000.0 if idx > lo else _HORIZON_MS / 1000.0)
-        out.append(float(hi - bisect_right(ts, ts_ms - _HOUR_MS, lo, hi)))
-        out.append(0.0 if terminal in self.terms[lo:idx] else 1.0)
+        lo30 = bisect_right(ts, ts_ms - _D30_MS, 0, hi)
+        lo7 = bisect_right(ts, ts_ms - _D7_MS, lo30, hi)
+        lo1 = bisect_right(ts, ts_ms - _D1_MS, lo7, hi)
+        top = cum[hi]
+        n1, n7, n30 = hi - lo1, hi - lo7, hi - lo30
+        prev = idx - lo30
+        out += (
+            float(n1),
+            (top - cum[lo1]) / n1,
+            float(n7),
+            (top - cum[lo7]) / n7,
+            float(n30),
+            (top - cum[lo30]) / n30,
+            amount / ((cum[idx] - cum[lo30]) / prev) if prev and cum[idx] > cum[lo30] else 1.0,
+            (ts_ms - ts[idx - 1]) / 1000.0 if idx > lo30 else _HORIZON_S,
+            float(hi - bisect_right(ts, ts_ms - _HOUR_MS, lo1, hi)),
+            0.0 if terminal in self.terms[lo30:idx] else 1.0,
+        )

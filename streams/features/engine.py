@@ -6,6 +6,8 @@ The same object serves the stream workers, ``features``, ``train``, ``evaluate``
 
 from __future__ import annotations
 
+import numpy as np
+
 from streams.features.card import CardWindows
 from streams.features.names import DAY_MS, MODEL_FEATURES
 from streams.features.terminal import TerminalTable
@@ -31,20 +33,61 @@ class FeatureEngine:
     def __init__(self) -> None:
         self.cards: dict[str, CardWindows] = {}
         self.terminals = TerminalTable()
+        # One str object per terminal id: card windows keep a reference per transaction, and a
+        # decoded message brings a fresh copy of the id each time (about 50 bytes an entry).
+        self._terminal_ids: dict[str, str] = {}
 
     def transform(self, card: str, terminal: str, amount: float, ts_ms: int) -> list[float]:
         """Update the card's state with this transaction and return its feature vector."""
+        row: list[float] = []
+        self.transform_into(card, terminal, amount, ts_ms, row)
+        return row
+
+    def transform_into(
+        self, card: str, terminal: str, amount: float, ts_ms: int, out: list[float]
+    ) -> None:
+        """``transform``, appending the vector to ``out`` (a batch fills one flat list)."""
         state = self.cards.get(card)
         if state is None:
             state = self.cards[card] = CardWindows()
+        terminal = self._terminal_ids.setdefault(terminal, terminal)
         idx = state.add(ts_ms, amount, terminal)
-        weekend, night, _, _ = calendar(ts_ms)
-        row = [amount, weekend, night]
-        state.features(idx, ts_ms, amount, terminal, row)
-        self.terminals.features(terminal, ts_ms, row)
+        day, in_day = divmod(ts_ms, DAY_MS)  # calendar(ts_ms), inlined: weekend, night
+        out += (
+            amount,
+            1.0 if (day + 3) % 7 >= 5 else 0.0,
+            1.0 if in_day // _HOUR_MS <= 6 else 0.0,
+        )
+        state.features(idx, ts_ms, amount, terminal, out)
+        self.terminals.features(terminal, ts_ms, out)
         if idx >= 128 and idx & 31 == 0:
             state.compact(ts_ms)
-        return row
+
+    def transform_many(
+        self,
+        cards: list[str],
+        terminals: list[str],
+        amounts: list[float],
+        times: list[int],
+        labels: list[int] | None = None,
+    ) -> np.ndarray:
+        """``transform`` of each transaction in order: a (rows, N_FEATURES) float64 matrix.
+
+        ``labels`` (offline replays of labelled history only) hands each transaction's label to
+        the terminal table right after it; the table's delay filter keeps it unseen for 7 days.
+        """
+        flat: list[float] = []
+        into, add_label = self.transform_into, self.terminals.add_label
+        if labels is None:
+            for args in zip(cards, terminals, amounts, times, strict=True):
+                into(*args, flat)
+        else:
+            for card, terminal, amount, ts_ms, fraud in zip(
+                cards, terminals, amounts, times, labels, strict=True
+            ):
+                into(card, terminal, amount, ts_ms, flat)
+                add_label(terminal, ts_ms, fraud)
+        return np.array(flat, dtype=np.float64).reshape(len(cards), N_FEATURES)
 
     def add_label(self, terminal: str, ts_ms: int, fraud: int) -> None:
         self.terminals.add_label(terminal, ts_ms, fraud)

@@ -10,6 +10,8 @@ import polars as pl
 from streams.features.engine import FeatureEngine
 from streams.features.names import MODEL_FEATURES
 
+_CHUNK = 65_536  # rows per engine call (and per progress step)
+
 
 def compute_features(
     df: pl.DataFrame,
@@ -30,13 +32,15 @@ def compute_features(
     times = df["ts_ms"].cast(pl.Int64).to_list()
     frauds = df["TX_FRAUD"].cast(pl.Int64).to_list() if "TX_FRAUD" in df.columns else None
     out = np.empty((len(cards), len(MODEL_FEATURES)), dtype=np.float64)
-    transform, add_label = engine.transform, engine.add_label
-    for i in range(len(cards)):
-        out[i] = transform(cards[i], terms[i], amounts[i], times[i])
-        if frauds is not None:
-            add_label(terms[i], times[i], frauds[i])
-        if progress is not None and i & 0xFFFF == 0xFFFF:
-            progress(0x10000)
-    if progress is not None:
-        progress(len(cards) & 0xFFFF)
+    for start in range(0, len(cards), _CHUNK):
+        end = min(len(cards), start + _CHUNK)
+        out[start:end] = engine.transform_many(
+            cards[start:end],
+            terms[start:end],
+            amounts[start:end],
+            times[start:end],
+            frauds[start:end] if frauds is not None else None,
+        )
+        if progress is not None:
+            progress(end - start)
     return pl.DataFrame(out, schema=MODEL_FEATURES)

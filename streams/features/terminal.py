@@ -17,6 +17,11 @@ from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, WINDOWS_DAYS
 _DELAY_MS = LABEL_DELAY_DAYS * DAY_MS
 _HORIZON_MS = (max(WINDOWS_DAYS) + LABEL_DELAY_DAYS) * DAY_MS
 _SLACK = 256
+_NO_LABELS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+# ``features`` is unrolled for these windows.
+if WINDOWS_DAYS != (1, 7, 30):  # pragma: no cover - a guard for whoever changes the windows
+    raise ImportError("TerminalTable.features is written for windows of 1, 7 and 30 days")
+_D1_MS, _D7_MS, _D30_MS = (n * DAY_MS for n in WINDOWS_DAYS)
 
 
 class TerminalLabels:
@@ -66,18 +71,27 @@ class TerminalTable:
         """Append, for n in (1, 7, 30): count, risk; then the 30-day fraud count."""
         state = self.terminals.get(terminal)
         if state is None:
-            out.extend((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+            out += _NO_LABELS
             return
         ts, frauds = state.ts, state.frauds
-        hi = bisect_right(ts, ts_ms - _DELAY_MS)
-        nf = 0
-        for n in WINDOWS_DAYS:
-            lo = bisect_right(ts, ts_ms - _DELAY_MS - n * DAY_MS, 0, hi)
-            count = hi - lo
-            nf = frauds[hi] - frauds[lo]
-            out.append(float(count))
-            out.append(nf / count if count else 0.0)
-        out.append(float(nf))
+        end = ts_ms - _DELAY_MS
+        hi = bisect_right(ts, end)
+        # nested windows: each search starts where the wider one ended (same positions)
+        lo30 = bisect_right(ts, end - _D30_MS, 0, hi)
+        lo7 = bisect_right(ts, end - _D7_MS, lo30, hi)
+        lo1 = bisect_right(ts, end - _D1_MS, lo7, hi)
+        top = frauds[hi]
+        n1, n7, n30 = hi - lo1, hi - lo7, hi - lo30
+        f1, f7, f30 = top - frauds[lo1], top - frauds[lo7], top - frauds[lo30]
+        out += (
+            float(n1),
+            f1 / n1 if n1 else 0.0,
+            float(n7),
+            f7 / n7 if n7 else 0.0,
+            float(n30),
+            f30 / n30 if n30 else 0.0,
+            float(f30),
+        )
 
     def compact_all(self, now_ms: int) -> None:
         for state in self.terminals.values():

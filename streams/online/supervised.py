@@ -4,6 +4,8 @@ Labels arrive days after their transactions (the labels topic), so the classifie
 the feature vector the transaction had then, kept in a bounded cache keyed by transaction id.
 Learning follows river (``learn_one``); scoring a whole micro-batch uses the same weights in one
 numpy expression, which equals river's ``predict_proba_one`` (tested) at a fraction of the cost.
+The cache is a ring of ``cache_size`` float32 rows plus a dict from transaction id to its slot:
+a batch is stored with one array copy, and the oldest rows are overwritten first.
 Genuine labels are subsampled (``genuine_rate``) and weighted by its inverse, so learning keeps
 up with the stream; every fraud label is learnt.
 """
@@ -12,8 +14,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from array import array
-from collections import OrderedDict
 
 import numpy as np
 import river
@@ -40,12 +40,19 @@ class OnlineClassifier:
             preprocessing.StandardScaler(),
             linear_model.LogisticRegression(optimizer=optim.SGD(lr)),
         )
-        self.cache: OrderedDict[str, bytes] = OrderedDict()
-        self.cache_size = cache_size
+        self.cache_size = max(1, cache_size)
+        # the label cache: feature rows in a ring (allocated on first use), and where each
+        # remembered transaction is
+        self._rows = np.zeros((0, len(MODEL_FEATURES)), dtype=np.float32)
+        self._ids: list[str | None] = []
+        self._slot_of: dict[str, int] = {}
+        self._next = 0
         self.genuine_rate = genuine_rate
         self.learned = 0
         self.missed_labels = 0
-        self._weights: np.ndarray | None = None  # cached numpy view of the river model
+        # numpy view of the river model, rebuilt when it has learnt since (``learned``)
+        self._vectors: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
+        self._vectors_at = -1
 
     # --- scoring -------------------------------------------------------------------------
     def _vector(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -60,7 +67,9 @@ class OnlineClassifier:
         """Fraud probability of each row of ``X`` (MODEL_FEATURES order)."""
         if self.learned == 0:
             return np.zeros(len(X))
-        means, inv_std, weights, intercept = self._vector()
+        if self._vectors is None or self._vectors_at != self.learned:
+            self._vectors, self._vectors_at = self._vector(), self.learned
+        means, inv_std, weights, intercept = self._vectors
         Z = np.where(_LOG_MASK, np.log1p(np.maximum(X, 0.0)), X)
         margin = ((Z - means) * inv_std) @ weights + intercept
         return 1.0 / (1.0 + np.exp(-np.clip(margin, -30, 30)))
@@ -71,17 +80,38 @@ class OnlineClassifier:
 
     # --- learning from delayed labels ----------------------------------------------------
     def remember(self, transaction_ids: list[str], X: np.ndarray) -> None:
-        cache = self.cache
-        X32 = X.astype(np.float32, copy=False)
-        for tid, row in zip(transaction_ids, X32, strict=True):
-            cache[tid] = row.tobytes()
-        while len(cache) > self.cache_size:
-            cache.popitem(last=False)
+        """Keep each row of ``X`` until its label arrives (the oldest go first when full)."""
+        n, size = len(transaction_ids), self.cache_size
+        if not self._ids:
+            self._rows = np.zeros((size, len(MODEL_FEATURES)), dtype=np.float32)
+            self._ids = [None] * size
+        if n > size:
+            transaction_ids, X, n = transaction_ids[-size:], X[-size:], size
+        first = min(n, size - self._next)
+        self._store(self._next, transaction_ids[:first], X[:first])
+        if first < n:
+            self._store(0, transaction_ids[first:], X[first:n])
+        self._next = (self._next + n) % size
+
+    def _store(self, at: int, transaction_ids: list[str], X: np.ndarray) -> None:
+        end = at + len(transaction_ids)
+        slot_of = self._slot_of
+        for slot, old in enumerate(self._ids[at:end], start=at):
+            # evict; a transaction remembered again since (redelivered) keeps its newer slot
+            if old is not None and slot_of.get(old) == slot:
+                del slot_of[old]
+        self._ids[at:end] = transaction_ids
+        self._rows[at:end] = X
+        slot_of.update(zip(transaction_ids, range(at, end), strict=True))
+
+    def cached(self) -> int:
+        """Transactions whose features wait for their label."""
+        return len(self._slot_of)
 
     def learn_label(self, transaction_id: str, fraud: bool) -> bool:
         """Learn from one label if its features are cached; returns whether it was learnt."""
-        blob = self.cache.pop(transaction_id, None)
-        if blob is None:
+        slot = self._slot_of.pop(transaction_id, None)
+        if slot is None:
             self.missed_labels += 1
             return False
         if fraud:
@@ -90,7 +120,7 @@ class OnlineClassifier:
             if (zlib.crc32(transaction_id.encode()) % 10_000) >= self.genuine_rate * 10_000:
                 return False
             weight = 1.0 / self.genuine_rate
-        row = array("f", blob).tolist()
+        row = self._rows[slot].tolist()  # float32 values, as stored
         self.model.learn_one(_transform(row), bool(fraud), w=weight)
         self.learned += 1
         return True

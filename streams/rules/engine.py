@@ -80,15 +80,42 @@ def build_plan(rules: Sequence[Rule]) -> Plan:
 
 
 def _per_row(
-    matrix: npt.NDArray[np.bool_], ids: Sequence[str], n: int
-) -> tuple[list[list[str]], list[tuple[int, int]]]:
-    """Per-row id lists (empty where nothing fired) and the (row, column) pairs that fired."""
-    out: list[list[str]] = [[] for _ in range(n)]
-    rows, cols = np.nonzero(matrix)
-    pairs = list(zip(rows.tolist(), cols.tolist(), strict=True))
-    for row, col in pairs:
-        out[row].append(ids[col])
-    return out, pairs
+    matrix: npt.NDArray[np.bool_], ids: Sequence[str], reasons: Sequence[str] | None, n: int
+) -> tuple[list[list[str]], list[list[str]]]:
+    """Per-row id lists and reason lists (repeats dropped), empty where nothing fired.
+
+    Rows that fired the same set of rules share one template, built once per distinct set
+    (a batch has a handful); each row still gets its own list.
+    """
+    fired: list[list[str]] = [[] for _ in range(n)]
+    codes_of: list[list[str]] = [[] for _ in range(n)] if reasons is not None else []
+    width = matrix.shape[1]
+    rows = np.flatnonzero(matrix.any(axis=1)) if width else np.empty(0, dtype=np.intp)
+    if not len(rows):
+        return fired, codes_of
+    hit = matrix[rows]
+    if width <= 62:  # one integer per set of fired rules
+        patterns, which = np.unique(
+            hit @ (np.int64(1) << np.arange(width, dtype=np.int64)), return_inverse=True
+        )
+        columns = [[j for j in range(width) if p >> j & 1] for p in patterns.tolist()]
+    else:
+        patterns, which = np.unique(hit, axis=0, return_inverse=True)
+        columns = [np.flatnonzero(p).tolist() for p in patterns]
+    id_templates = [[ids[j] for j in cols] for cols in columns]
+    reason_templates: list[list[str]] = []
+    if reasons is not None:
+        for cols in columns:
+            unique: list[str] = []
+            for j in cols:
+                if reasons[j] not in unique:
+                    unique.append(reasons[j])
+            reason_templates.append(unique)
+    for row, k in zip(rows.tolist(), which.reshape(-1).tolist(), strict=True):
+        fired[row] += id_templates[k]
+        if reasons is not None:
+            codes_of[row] += reason_templates[k]
+    return fired, codes_of
 
 
 def evaluate_plan(plan: Plan, frame: pl.DataFrame, version: str) -> RuleResult:
@@ -108,13 +135,8 @@ def evaluate_plan(plan: Plan, frame: pl.DataFrame, version: str) -> RuleResult:
         score = np.where(live, plan.live_scores, 0.0).max(axis=1)
     else:
         score = np.zeros(n, dtype=np.float64)
-    fired, pairs = _per_row(live, plan.live_ids, n)
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    for row, col in pairs:
-        codes = reasons[row]
-        if plan.live_reasons[col] not in codes:
-            codes.append(plan.live_reasons[col])
-    shadow_fired, _ = _per_row(matrix[:, plan.shadow_cols], plan.shadow_ids, n)
+    fired, reasons = _per_row(live, plan.live_ids, plan.live_reasons, n)
+    shadow_fired, _ = _per_row(matrix[:, plan.shadow_cols], plan.shadow_ids, None, n)
     counts = matrix.sum(axis=0).tolist()
     return RuleResult(
         flag=np.asarray(matrix[:, plan.flag_cols].any(axis=1), dtype=np.bool_),

@@ -48,8 +48,13 @@ class FlagPolicy:
     def flag(
         self, rule_flag: np.ndarray, probability: np.ndarray, anomaly: np.ndarray
     ) -> np.ndarray:
-        threshold = min(self.probability_threshold, self.budget_threshold(probability))
-        return rule_flag | (probability >= threshold) | (anomaly >= self.anomaly_threshold)
+        budget = self.budget_threshold(probability)
+        return (
+            rule_flag
+            | (probability >= self.probability_threshold)
+            | (probability > budget)  # strict: ties (e.g. an unlearned model's zeros) never flood
+            | (anomaly >= self.anomaly_threshold)
+        )
 
     @staticmethod
     def stage1_score(

@@ -35,8 +35,9 @@ def small() -> pl.DataFrame:
 def staged() -> Staged:
     """(genuine transactions, with frauds, the compromise schedule add_frauds used)."""
     customers, terminals = 500, 1000
-    genuine = generate_transactions(customers, terminals, 60, date(2018, 4, 1),
-                                    np.random.default_rng(11))
+    genuine = generate_transactions(
+        customers, terminals, 60, date(2018, 4, 1), np.random.default_rng(11)
+    )
     labelled = add_frauds(genuine, customers, terminals, np.random.default_rng(12))
     n_days = genuine.select(pl.col("TX_TIME_DAYS").max()).item() + 1
     schedule = draw_compromises(np.random.default_rng(12), n_days, terminals, customers)
@@ -55,11 +56,19 @@ def test_different_seeds_differ(small: pl.DataFrame) -> None:
 
 def test_columns_and_types(small: pl.DataFrame) -> None:
     assert small.columns == COLUMNS
-    assert small.schema == pl.Schema({
-        "TRANSACTION_ID": pl.Int64, "TX_DATETIME": pl.Utf8, "CUSTOMER_ID": pl.Int64,
-        "TERMINAL_ID": pl.Int64, "TX_AMOUNT": pl.Float64, "TX_TIME_SECONDS": pl.Int64,
-        "TX_TIME_DAYS": pl.Int64, "TX_FRAUD": pl.Int8, "TX_FRAUD_SCENARIO": pl.Int8,
-    })
+    assert small.schema == pl.Schema(
+        {
+            "TRANSACTION_ID": pl.Int64,
+            "TX_DATETIME": pl.Utf8,
+            "CUSTOMER_ID": pl.Int64,
+            "TERMINAL_ID": pl.Int64,
+            "TX_AMOUNT": pl.Float64,
+            "TX_TIME_SECONDS": pl.Int64,
+            "TX_TIME_DAYS": pl.Int64,
+            "TX_FRAUD": pl.Int8,
+            "TX_FRAUD_SCENARIO": pl.Int8,
+        }
+    )
 
 
 def test_rows_sorted_numbered_and_consistent(small: pl.DataFrame) -> None:
@@ -145,13 +154,16 @@ def test_scenario_2_is_compromised_terminals_in_window(staged: Staged) -> None:
     genuine, labelled, (terminal_hits, _) = staged
     windows = pl.DataFrame(
         [(t, d) for d, hits in enumerate(terminal_hits.tolist()) for t in hits],
-        schema={"TERMINAL_ID": pl.Int64, "FROM_DAY": pl.Int64}, orient="row",
+        schema={"TERMINAL_ID": pl.Int64, "FROM_DAY": pl.Int64},
+        orient="row",
     )
     inside = (
         labelled.with_row_index("row")
         .join(windows, on="TERMINAL_ID")
-        .filter(pl.col("TX_TIME_DAYS").is_between(pl.col("FROM_DAY"), pl.col("FROM_DAY") + 27))
-        ["row"].unique()
+        .filter(pl.col("TX_TIME_DAYS").is_between(pl.col("FROM_DAY"), pl.col("FROM_DAY") + 27))[
+            "row"
+        ]
+        .unique()
     )
     in_window = pl.Series(np.isin(np.arange(labelled.height), inside.to_numpy()))
     scenario = labelled["TX_FRAUD_SCENARIO"]
@@ -180,7 +192,7 @@ def test_scenario_3_multiplies_a_third_by_five(staged: Staged) -> None:
     zero_amount = genuine["TX_AMOUNT"].to_numpy() == 0
     powers = np.round(np.log(ratio[hit & ~zero_amount]) / np.log(5)).astype(int)
     assert (powers >= 1).all()
-    np.testing.assert_allclose(ratio[hit & ~zero_amount], 5.0 ** powers, rtol=1e-12)
+    np.testing.assert_allclose(ratio[hit & ~zero_amount], 5.0**powers, rtol=1e-12)
     assert (powers <= times[hit & ~zero_amount]).all()
     # Every pick multiplies by 5: the powers add up to the picks (zero amounts aside).
     assert powers.sum() <= expected_picks <= powers.sum() + zero_amount.sum()

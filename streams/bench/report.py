@@ -1,0 +1,131 @@
+"""The benchmark's record: machine, library versions, ratios, and a readable table."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+TARGETS = {
+    "stage1.tps": ("≥ 50,000 tx/s", lambda r: r["stage1"]["tps"] >= 50_000),
+    "ratios.stage1_vs_faust": ("≥ 6", lambda r: r["ratios"]["stage1_vs_faust"] >= 6),
+    "ratios.stage1_vs_confluent_passthrough": (
+        "≥ 0.3",
+        lambda r: r["ratios"]["stage1_vs_confluent_passthrough"] >= 0.3,
+    ),
+    "stage2.tps": ("≥ 5,000 tx/s", lambda r: r["stage2"]["tps"] >= 5_000),
+    "latency_ms.stage1_p99": ("≤ 20 ms", lambda r: r["latency_ms"]["stage1_p99"] <= 20),
+    "latency_ms.end_to_end_p99": ("≤ 50 ms", lambda r: r["latency_ms"]["end_to_end_p99"] <= 50),
+    "memory.bytes_per_card": ("≤ 1,024", lambda r: r["memory"]["bytes_per_card"] <= 1024),
+}
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu_model": model,
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in load],
+    }
+
+
+def versions(broker_kind: str) -> dict[str, str]:
+    import confluent_kafka
+    import faust
+    import polars
+    import river
+    import xgboost
+
+    return {
+        "python": platform.python_version(),
+        "confluent_kafka": confluent_kafka.version()[0],
+        "librdkafka": confluent_kafka.libversion()[0],
+        "faust": str(faust.__version__),
+        "river": str(river.__version__),
+        "xgboost": str(xgboost.__version__),
+        "polars": str(polars.__version__),
+        "broker": broker_kind,
+    }
+
+
+def ratios(result: dict[str, Any]) -> dict[str, float]:
+    s1, s2, peers = result["stage1"]["tps"], result["stage2"]["tps"], result["peers"]
+    return {
+        "stage1_vs_faust": round(s1 / peers["faust_passthrough_tps"], 2),
+        "stage1_vs_confluent_passthrough": round(s1 / peers["confluent_passthrough_tps"], 3),
+        "stage2_vs_faust": round(s2 / peers["faust_passthrough_tps"], 2),
+    }
+
+
+def targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for key, (target, check) in TARGETS.items():
+        out[key] = {"target": target, "met": bool(check(result))}
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    met = result.get("targets", {})
+    table = Table(title=f"fraudstream bench ({result['transactions']:,} transactions)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target")
+    rows = [
+        ("peers.confluent_passthrough_tps", result["peers"]["confluent_passthrough_tps"]),
+        ("peers.faust_passthrough_tps", result["peers"]["faust_passthrough_tps"]),
+        ("stage1.tps", result["stage1"]["tps"]),
+        ("stage2.tps", result["stage2"]["tps"]),
+        ("ratios.stage1_vs_faust", result["ratios"]["stage1_vs_faust"]),
+        (
+            "ratios.stage1_vs_confluent_passthrough",
+            result["ratios"]["stage1_vs_confluent_passthrough"],
+        ),
+        ("ratios.stage2_vs_faust", result["ratios"]["stage2_vs_faust"]),
+        ("latency_ms.offered_tps", result["latency_ms"]["offered_tps"]),
+        ("latency_ms.stage1_p50", result["latency_ms"]["stage1_p50"]),
+        ("latency_ms.stage1_p99", result["latency_ms"]["stage1_p99"]),
+        ("latency_ms.end_to_end_p50", result["latency_ms"]["end_to_end_p50"]),
+        ("latency_ms.end_to_end_p99", result["latency_ms"]["end_to_end_p99"]),
+        ("memory.cards", result["memory"]["cards"]),
+        ("memory.rss_mb", result["memory"]["rss_mb"]),
+        ("memory.bytes_per_card", result["memory"]["bytes_per_card"]),
+    ]
+    for workers, entry in sorted(result.get("scale", {}).get("workers", {}).items()):
+        rows.append((f"scale: stage1 tps, {workers} worker(s)", entry["tps"]))
+    for key, value in rows:
+        target = met.get(key)
+        mark = ""
+        if target is not None:
+            mark = f"{target['target']} {'[green]met[/]' if target['met'] else '[red]not met[/]'}"
+        table.add_row(key, _fmt(value), mark)
+    m = result["machine"]
+    table.caption = (
+        f"{m['cores']} cores, {m['memory_gb']} GB, {m['cpu_model']}; "
+        f"broker {result['versions']['broker']}; load at start {m['load_average_at_start']}"
+    )
+    console.print(table)

@@ -1,0 +1,134 @@
+"""``fraudstream bench``: every measurement of the performance issue in one run.
+
+Order: one simulated history of ``transactions`` + warm-up rows → a transactions backlog on fresh
+topics → the two passthrough peers, stage 1 with 1 and 2 workers (same backlog, own groups and
+outputs) → stage 2 over a flagged backlog of the same size → latency at a steady offered rate
+through both workers → memory per card. Every measured consumer runs in its own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams.bench import backlog, peers
+from streams.bench.latency import measure_latency
+from streams.bench.memory import measure_memory
+from streams.bench.report import machine, ratios, targets, versions
+from streams.bench.stage1 import measure_stage1
+from streams.bench.stage2 import measure_stage2
+from streams.kafka.clients import broker_for
+from streams.settings import Settings
+
+DEFAULT_TRANSACTIONS = 200_000
+DEFAULT_OFFERED_TPS = 5_000.0
+DEFAULT_MEMORY_CARDS = 1_000_000
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    transactions: int = DEFAULT_TRANSACTIONS
+    offered_tps: float = DEFAULT_OFFERED_TPS
+    latency_seconds: float = 30.0  # steady traffic measured (after a 3-second warm-up)
+    memory_cards: int = DEFAULT_MEMORY_CARDS
+    workers: tuple[int, ...] = (1, 2)
+    seed: int = 7
+    log_dir: Path = field(default_factory=lambda: Path("out/bench"))
+
+
+Say = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def _step(say: Say, what: str, timings: dict[str, float]) -> Iterator[None]:
+    say(what)
+    started = time.monotonic()
+    yield
+    timings[what] = round(time.monotonic() - started, 1)
+
+
+def run_bench(
+    settings: Settings, options: BenchOptions, say: Say = lambda _: None
+) -> dict[str, Any]:
+    settings = backlog.absolute(settings)
+    kind = (
+        f"external ({settings.bootstrap_servers})"
+        if settings.bootstrap_servers
+        else ("embedded (Tansu)")
+    )
+    result: dict[str, Any] = {"machine": machine(), "versions": versions(kind)}
+    n = options.transactions
+    warmup = backlog.warmup_for(n)
+    total = n + warmup
+    timings: dict[str, float] = {}
+    logging.getLogger("streams.kafka.topics").setLevel(logging.WARNING)  # one line per topic set
+    with broker_for(settings) as s:
+        tag = backlog.run_tag()
+        with _step(say, f"simulating {total:,} transactions", timings):
+            df = backlog.history(total, options.seed)
+        source = backlog.scoped(s, tag, "source")
+        forward = {name: f"bench-{tag}.{name}.forward" for name in ("confluent", "faust")}
+        backlog.make_topics(source, *forward.values())
+        with _step(say, "filling the transactions backlog", timings):
+            backlog.transaction_backlog(source, df)
+        with _step(say, "confluent-kafka passthrough", timings):
+            confluent = peers.confluent_passthrough(source, forward["confluent"], total, warmup)
+        with _step(say, "faust passthrough", timings):
+            faust = peers.faust_passthrough(source, forward["faust"], total, warmup)
+        scale: dict[str, Any] = {}
+        for workers in options.workers:
+            scoped = backlog.scoped(
+                s, tag, f"stage1-{workers}w", shared_source=source.topic_transactions
+            )
+            backlog.make_topics(scoped)
+            with _step(say, f"stage 1, {workers} worker process(es)", timings):
+                scale[str(workers)] = measure_stage1(scoped, total, warmup, workers)
+        s2 = backlog.scoped(s, tag, "stage2")
+        backlog.make_topics(s2)
+        with _step(say, "stage 2", timings):
+            stage2 = measure_stage2(s2, df, warmup, options.log_dir)
+        lat_warmup = max(1, int(options.offered_tps * 3))
+        lat_total = min(total, lat_warmup + int(options.offered_tps * options.latency_seconds))
+        lat = backlog.scoped(s, tag, "latency")
+        backlog.make_topics(lat)
+        with _step(say, f"latency at {options.offered_tps:,.0f} tx/s offered", timings):
+            latency = measure_latency(
+                lat,
+                df.head(lat_total),
+                options.offered_tps,
+                min(lat_warmup, lat_total // 5),
+                options.log_dir,
+            )
+    with _step(say, f"memory of {options.memory_cards:,} cards", timings):
+        memory = measure_memory(settings, options.memory_cards)
+    first = scale[str(min(options.workers))]
+    result.update(
+        {
+            "transactions": n,
+            "warmup": warmup,
+            "partitions": settings.partitions,
+            "peers": {
+                "confluent_passthrough_tps": round(confluent.tps, 1),
+                "faust_passthrough_tps": round(faust.tps, 1),
+                "confluent_passthrough": confluent.as_dict(),
+                "faust_passthrough": faust.as_dict(),
+            },
+            "stage1": first,
+            "stage2": stage2,
+            "latency_ms": latency,
+            "memory": memory,
+            "scale": {
+                "workers": scale,
+                "speedup": {k: round(v["tps"] / first["tps"], 2) for k, v in scale.items()},
+            },
+            "seconds": timings,
+        }
+    )
+    result["ratios"] = ratios(result)
+    result["targets"] = targets(result)
+    return result

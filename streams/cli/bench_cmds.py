@@ -1,0 +1,68 @@
+"""``bench``: the performance benchmark (streams.bench), a table on stdout and a JSON record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from streams.cli.options import Bootstrap, ConfigFile, settings_from
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)
+
+
+def bench(
+    transactions: int = typer.Option(
+        200_000, "--transactions", "-n", min=1, help="transactions per throughput measurement"
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help="also write the results here"),
+    offered_tps: float = typer.Option(
+        5_000.0, "--offered-tps", min=1.0, help="steady rate for the latency measurement"
+    ),
+    latency_seconds: float = typer.Option(
+        30.0, "--latency-seconds", min=0.1, help="measured seconds of steady traffic"
+    ),
+    memory_cards: int = typer.Option(
+        1_000_000, "--memory-cards", min=1, help="distinct cards for the memory measurement"
+    ),
+    workers: str = typer.Option("1,2", help="stage-1 worker processes to measure, e.g. 1,2"),
+    logs: Path = typer.Option(Path("out/bench"), help="directory for the workers' logs"),
+    bootstrap: Bootstrap = None,
+    config: ConfigFile = None,
+) -> None:
+    """Measure stage 1, stage 2, the passthrough peers, latency and memory in one run."""
+    import sys
+
+    import orjson
+    from rich.console import Console
+
+    from streams.bench.report import print_table
+    from streams.bench.run import BenchOptions, run_bench
+    from streams.errors import ConfigError
+
+    try:
+        counts = tuple(sorted({int(w) for w in workers.split(",") if w.strip()}))
+    except ValueError:
+        raise ConfigError(
+            f"--workers must be numbers separated by commas, got {workers!r}"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise ConfigError("--workers needs at least one positive count")
+    settings = settings_from(config, bootstrap_servers=bootstrap)
+    err = Console(stderr=True)
+    options = BenchOptions(
+        transactions=transactions,
+        offered_tps=offered_tps,
+        latency_seconds=latency_seconds,
+        memory_cards=memory_cards,
+        workers=counts,
+        log_dir=logs,
+    )
+    say = (lambda what: err.log(what)) if sys.stderr.isatty() else (lambda what: None)
+    result = run_bench(settings, options, say)
+    print_table(result)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

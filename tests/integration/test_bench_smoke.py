@@ -1,0 +1,72 @@
+"""``fraudstream bench`` end to end with a tiny run: the JSON has every key, each a positive
+number. No timing thresholds here: the benchmark's figures are for ``make bench``."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REQUIRED = [
+    "peers.confluent_passthrough_tps",
+    "peers.faust_passthrough_tps",
+    "stage1.tps",
+    "stage2.tps",
+    "latency_ms.offered_tps",
+    "latency_ms.stage1_p50",
+    "latency_ms.stage1_p99",
+    "latency_ms.end_to_end_p50",
+    "latency_ms.end_to_end_p99",
+    "memory.cards",
+    "memory.rss_mb",
+    "memory.bytes_per_card",
+    "ratios.stage1_vs_faust",
+    "ratios.stage1_vs_confluent_passthrough",
+    "ratios.stage2_vs_faust",
+]
+
+
+def lookup(record: dict, dotted: str) -> object:
+    value: object = record
+    for part in dotted.split("."):
+        assert isinstance(value, dict) and part in value, f"missing {dotted}"
+        value = value[part]
+    return value
+
+
+def test_tiny_bench_writes_every_key(kafka_broker, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
+    repo = Path(__file__).resolve().parents[2]
+    cmd = [
+        sys.executable, "-m", "streams", "bench",
+        "--transactions", "3000",
+        "--memory-cards", "5000",
+        "--offered-tps", "1000",
+        "--latency-seconds", "2",
+        "--json", str(out),
+        "--logs", str(tmp_path / "logs"),
+        "--bootstrap", kafka_broker.bootstrap,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, timeout=280)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    assert b"stage1.tps" in done.stdout  # the table
+    record = orjson.loads(out.read_bytes())
+    for key in REQUIRED:
+        value = lookup(record, key)
+        assert isinstance(value, int | float) and not isinstance(value, bool), key
+        assert math.isfinite(value) and value > 0, f"{key} = {value}"
+    assert record["memory"]["cards"] == 5000
+    assert set(record["scale"]["workers"]) == {"1", "2"}
+    for key in ("cores", "memory_gb", "cpu_model"):
+        assert record["machine"][key]
+    for key in ("python", "confluent_kafka", "librdkafka", "faust", "river", "xgboost", "polars"):
+        assert record["versions"][key]
+    assert record["versions"]["broker"]
