@@ -16,7 +16,6 @@ from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, WINDOWS_DAYS
 
 _DELAY_MS = LABEL_DELAY_DAYS * DAY_MS
 _HORIZON_MS = (max(WINDOWS_DAYS) + LABEL_DELAY_DAYS) * DAY_MS
-_SLACK = 256
 _NO_LABELS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 # ``features`` is unrolled for these windows.
 if WINDOWS_DAYS != (1, 7, 30):  # pragma: no cover - a guard for whoever changes the windows
@@ -45,7 +44,7 @@ class TerminalLabels:
 
     def compact(self, now_ms: int) -> None:
         lo = bisect_right(self.ts, now_ms - _HORIZON_MS)
-        if lo > _SLACK:
+        if lo > max(16, len(self.ts) // 4):  # amortised: drop stale labels in chunks
             base = self.frauds[lo]
             del self.ts[:lo]
             self.frauds = array("l", (f - base for f in self.frauds[lo:]))
@@ -64,7 +63,7 @@ class TerminalTable:
             state = self.terminals[terminal] = TerminalLabels()
         state.add(ts_ms, fraud)
         self.labels_seen += 1
-        if self.labels_seen & 0x3FFF == 0:
+        if len(state.ts) & 31 == 0:  # every 32 labels of this terminal
             state.compact(ts_ms)
 
     def features(self, terminal: str, ts_ms: int, out: list[float]) -> None:

@@ -330,7 +330,6 @@ def test_terminal_compact_keeps_recent_labels() -> None:
     assert out_after == out_before
 
 
-@pytest.mark.xfail(strict=True, reason="TerminalTable compacts one terminal per 16384 labels")
 def test_terminal_memory_is_bounded() -> None:
     engine = FeatureEngine()
     terminals = [f"T{i}" for i in range(50)]
