@@ -6,7 +6,7 @@ The Kafka worker, ``replay``, ``rules backtest``, ``train`` and ``evaluate`` all
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,8 @@ class ScreenedBatch:
     shadow_fired: list[list[str]]
     hits: dict[str, int]
     rules_version: str
+    # card ids in outputs: a keyed pseudonym when FRAUD_PSEUDONYMIZE_KEY is set (streams.privacy)
+    card_out: Callable[[str], str] = str
     # per-row Python values of the score arrays, rounded as they are published (built once)
     _published: tuple[list[float], list[float], list[float], list[float]] | None = field(
         default=None, init=False, repr=False, compare=False
@@ -58,7 +60,7 @@ class ScreenedBatch:
         tx = self.txs[i]
         return {
             "transaction_id": tx.transaction_id,
-            "card_id": tx.card_id,
+            "card_id": self.card_out(tx.card_id),
             "terminal_id": tx.terminal_id,
             "amount": tx.amount,
             "ts_ms": tx.ts_ms,
@@ -87,7 +89,7 @@ class ScreenedBatch:
         fired, reasons = self.fired[i], self.reasons[i]
         return {
             "transaction_id": tx.transaction_id,
-            "card_id": tx.card_id,
+            "card_id": self.card_out(tx.card_id),
             "action": "approve",
             "score": score[i],
             "stage": 1,
@@ -149,14 +151,17 @@ class Screener:
         self.engine = engine or FeatureEngine()
         self.anomaly = anomaly or AnomalyScorer()
         self.classifier = classifier or OnlineClassifier()
+        self.card_out: Callable[[str], str] = str
 
     @classmethod
     def from_settings(cls, settings: Settings, rules: RuleSet) -> Screener:
         """The configured screener, with batch-independent calibrations (every path, live or
         offline, gets the same scores whatever its batch boundaries)."""
+        from streams.privacy import Pseudonymizer
         from streams.recovery.calibration import make_batch_independent
 
-        return make_batch_independent(
+        pseudonymizer = Pseudonymizer(settings.pseudonymize_key)
+        screener = make_batch_independent(
             cls(
                 rules,
                 FlagPolicy.from_settings(settings),
@@ -166,6 +171,9 @@ class Screener:
                 classifier=OnlineClassifier(cache_size=settings.label_cache_size),
             )
         )
+        if pseudonymizer.enabled:
+            screener.card_out = pseudonymizer
+        return screener
 
     def screen(
         self, txs: list[Transaction], terminal_labels: list[int] | None = None
@@ -193,6 +201,7 @@ class Screener:
         result = rules.evaluate(rule_frame(X, ts, anomaly, prob, rules.plan.fields))
         flagged = self.policy.flag(result.flag, prob, anomaly)
         return ScreenedBatch(
+            card_out=self.card_out,
             txs=txs,
             X=X,
             anomaly=anomaly,
