@@ -70,10 +70,12 @@ def evaluate(
 
     settings = settings_from(config, bootstrap_servers=bootstrap, rules_dir=rules)
     if through_kafka:
-        from streams.evaluation.kafka_check import evaluate_through_kafka
+        from streams.errors import ConfigError
 
-        evaluate_through_kafka(data, protocol, out, settings)
-        return
+        raise ConfigError(
+            "--through-kafka is not implemented yet: evaluate runs the worker code in-process; "
+            "to check a range through the broker, produce it and use `fraudstream replay`"
+        )
     with progress_bar(None, "stage 1") as advance:
         metrics = run(data, protocol, out, rules, settings, train_history_days, advance)
     mean = metrics.get("mean", {})
