@@ -34,6 +34,7 @@ import orjson
 
 from streams.errors import ModelError
 from streams.kafka.topics import retry_topic
+from streams.observability import metrics
 from streams.settings import Settings
 from streams.stage2.policy import DecisionPolicy
 from streams.stage2.scoring import ModelHolder, Scorer
@@ -216,6 +217,12 @@ def build_app(settings: Settings) -> faust.App:
         ]
         await dlq.send(key=msg.key, value=msg.value, headers=headers)
         stats["dead_letters"] += 1
+        metrics.record_dead_letter(STAGE, kind)
+
+    metrics.init_stage(STAGE)
+    versions: list[str | None] = [None, None]
+    drift = metrics.DriftTracker(STAGE)
+    sent_times: list[int] = []
 
     async def retry_or_dead(event: Any, attempt: int, error: str) -> None:
         if attempt >= s.stage2_max_attempts:
@@ -241,12 +248,20 @@ def build_app(settings: Settings) -> faust.App:
             timestamp=int(timestamp) / 1000,  # event time, as on the flagged topic
         )
         stats["retried"] += 1
+        metrics.record_retry(STAGE, "transient")
 
     async def handle(events: list[Any], attempt: int) -> None:
+        started = time.perf_counter()
         if holder.maybe_reload():
             scorer.swap(champion=holder.model)
         if challenger is not None and challenger.maybe_reload():
             scorer.swap(challenger=challenger.model)
+        if holder.model.version != versions[0] or (
+            challenger is not None and challenger.model.version != versions[1]
+        ):
+            versions[:] = [holder.model.version, challenger.model.version if challenger else None]
+            metrics.set_model_version(versions[0] or "", versions[1])
+            drift.reset()
         records, good = [], []
         for event in events:
             try:
@@ -285,12 +300,34 @@ def build_app(settings: Settings) -> faust.App:
             cards[card] = apply_card_context(cards[card], decision, ts_ms)
             sent = decision.pop("sent_ms", None)
             headers = [("sent_ms", str(sent).encode())] if sent is not None else []
+            if sent is not None:
+                sent_times.append(int(sent))
             await decisions.send(
                 key=str(decision["transaction_id"]).encode(),
                 value=orjson.dumps(decision),
                 headers=headers,
             )
         stats["scored"] += len(decided)
+        _report(len(events), decided, started)
+
+    def _report(consumed: int, decided: list[dict[str, Any]], started: float) -> None:
+        """Stage-2 metrics of one batch: counts, actions, scores, latency, drift."""
+        metrics.record_consumed(STAGE, consumed)
+        metrics.observe_batch(STAGE, consumed, time.perf_counter() - started)
+        if not decided:
+            return
+        actions: dict[str, int] = {}
+        for d in decided:
+            actions[d["action"]] = actions.get(d["action"], 0) + 1
+        metrics.record_decisions(STAGE, actions)
+        scores = [float(d["score"]) for d in decided]
+        metrics.observe_scores(STAGE, versions[0] or "", scores)
+        drift.observe_scores(scores)
+        drift.observe_actions(actions)
+        sent = [float(v) for v in sent_times]
+        sent_times.clear()
+        if sent:
+            metrics.observe_end_to_end_since(STAGE, sent)
 
     @app.agent(flagged, concurrency=1)
     async def score(stream: Any) -> None:
