@@ -104,10 +104,24 @@ class AnomalyScorer:
     def percentile(self, raw: np.ndarray) -> np.ndarray:
         """Calibrate raw HalfSpaceTrees scores (whose scale depends on the data and the tree
         size) into their rank among the last ``calibration_window`` scores: 0.999 means more
-        anomalous than 99.9 % of recent traffic, whatever the trees' raw range."""
-        ranks = self._recent.rank(raw)
-        self._recent.add(raw)
+        anomalous than 99.9 % of recent traffic, whatever the trees' raw range.
+
+        Call it right after ``score_and_learn`` on the same rows. Until the trees have learnt
+        two full windows (``warmup`` rows) their scores move with every window, so those rows
+        get 0 and stay out of the reference: otherwise the first real scores would all rank at
+        the top and flood stage 2 after every start or partition rebuild."""
+        n = len(raw)
+        first = self._seen - n  # stream position of raw[0], 0-based
+        skip = min(n, max(0, self.warmup - first))
+        ranks = np.zeros(n)
+        if skip < n:
+            ranks[skip:] = self._recent.rank(raw[skip:])
+            self._recent.add(raw[skip:])
         return ranks
+
+    @property
+    def warmup(self) -> int:
+        return 2 * self.window_size * self.learn_every
 
     def _paths(self, Z: np.ndarray) -> np.ndarray:
         """(trees, height + 1, rows) node index at each depth; ``Z`` is (inputs, rows).

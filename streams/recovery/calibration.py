@@ -67,11 +67,16 @@ class CheckpointedValues(RecentValues):
                 out[a:b] = np.searchsorted(ref, values[a:b], side="left") / len(ref)
         return out
 
-    def quantiles(self, values: np.ndarray, q: float, min_size: int) -> np.ndarray:
+    def quantiles(
+        self, values: np.ndarray, q: float, min_size: int, positive_only: bool = False
+    ) -> np.ndarray:
         """For each value's position, the ``q`` quantile of its reference (inf while the
-        reference holds fewer than ``min_size`` values)."""
+        reference holds fewer than ``min_size`` values). ``positive_only`` leaves zeros out of
+        the reference (an unlearned model's output)."""
         out = np.full(len(values), np.inf)
         for a, b, ref in self._segments(values):
+            if positive_only:
+                ref = ref[ref > 0]
             if len(ref) >= min_size:
                 out[a:b] = np.quantile(ref, q)
         return out
@@ -101,7 +106,12 @@ class StreamFlagPolicy(FlagPolicy):
         self, rule_flag: np.ndarray, probability: np.ndarray, anomaly: np.ndarray
     ) -> np.ndarray:
         if self.budget > 0:
-            budget = self._stream.quantiles(probability, 1.0 - self.budget, MIN_BUDGET_WINDOW)
+            # The online classifier outputs exactly 0 until it has learned from a label; those
+            # zeros say nothing about the scale of its later scores, so they are left out of the
+            # reference (otherwise every first positive score would look like the top share).
+            budget = self._stream.quantiles(
+                probability, 1.0 - self.budget, MIN_BUDGET_WINDOW, positive_only=True
+            )
         else:
             budget = np.full(len(probability), np.inf)
         self._stream.add(probability)
