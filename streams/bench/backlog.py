@@ -24,9 +24,15 @@ import polars as pl
 
 from streams.data.handbook import read_handbook_frame
 from streams.data.simulate import simulate
+from streams.errors import FraudstreamError
 from streams.kafka import clients
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
+
+
+class BenchError(FraudstreamError):
+    """A measurement could not be made (a worker failed, stalled or timed out)."""
+
 
 Sample = tuple[float, int]  # (time.monotonic() after a batch, records in that batch)
 SPAWN = mp.get_context("spawn")  # children start clean: no inherited heap, threads or clients
@@ -61,7 +67,7 @@ def measured_rate(samples: Iterable[Sample], warmup: int) -> Rate:
             continue
         counted += n
     if start is None or counted == 0:
-        raise RuntimeError(f"too few records measured ({done}) after a warm-up of {warmup}")
+        raise BenchError(f"too few records measured ({done}) after a warm-up of {warmup}")
     seconds = ordered[-1][0] - start
     return Rate(counted / seconds, seconds, counted)
 
@@ -142,7 +148,7 @@ def produce_values(
                 producer.poll(0.05)
     remaining = producer.flush(120)
     if remaining:
-        raise RuntimeError(f"{remaining} backlog records undelivered to {topic}")
+        raise BenchError(f"{remaining} backlog records undelivered to {topic}")
 
 
 def transaction_backlog(settings: Settings, df: pl.DataFrame) -> None:

@@ -26,7 +26,7 @@ import orjson
 import polars as pl
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from streams.bench.backlog import SPAWN, percentiles, stop_children
+from streams.bench.backlog import SPAWN, BenchError, percentiles, stop_children
 from streams.bench.stage2 import spawn_worker, stop_worker
 from streams.data.produce import produce_history
 from streams.kafka.embedded import free_port
@@ -79,7 +79,7 @@ def _wait_ready(ports: dict[str, int], procs: list[Any]) -> None:
     while pending:
         for proc in procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"a worker exited with code {proc.returncode}")
+                raise BenchError(f"a worker exited with code {proc.returncode}")
         for stage, port in list(pending.items()):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
@@ -88,7 +88,7 @@ def _wait_ready(ports: dict[str, int], procs: list[Any]) -> None:
             except (OSError, urllib.error.URLError):
                 pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"workers not ready after {READY_TIMEOUT_S:.0f}s: {sorted(pending)}")
+            raise BenchError(f"workers not ready after {READY_TIMEOUT_S:.0f}s: {sorted(pending)}")
         time.sleep(0.2)
 
 

@@ -15,7 +15,7 @@ import queue
 import random
 from typing import Any
 
-from streams.bench.backlog import SPAWN, stop_children
+from streams.bench.backlog import SPAWN, BenchError, stop_children
 from streams.settings import Settings
 
 T0_MS = 1_522_540_800_000  # 2018-04-01
@@ -77,7 +77,7 @@ def measure_memory(settings: Settings, cards: int) -> dict[str, Any]:
                 break
             except queue.Empty:
                 if not proc.is_alive():
-                    raise RuntimeError(f"memory probe exited with code {proc.exitcode}") from None
+                    raise BenchError(f"memory probe exited with code {proc.exitcode}") from None
     finally:
         stop_children([proc])
     return {

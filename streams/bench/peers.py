@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from streams.bench.backlog import SPAWN, Rate, Sample, measured_rate, stop_children
+from streams.bench.backlog import SPAWN, BenchError, Rate, Sample, measured_rate, stop_children
 from streams.settings import Settings
 
 FORWARD_EVERY = 10
@@ -133,9 +133,9 @@ def _run(target: Any, args: tuple[Any, ...], timeout_s: float) -> list[Sample]:
                 return samples
             except queue.Empty:
                 if not proc.is_alive():
-                    raise RuntimeError(f"peer exited with code {proc.exitcode}") from None
+                    raise BenchError(f"peer exited with code {proc.exitcode}") from None
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"peer did not finish within {timeout_s:.0f}s") from None
+                    raise BenchError(f"peer did not finish within {timeout_s:.0f}s") from None
     finally:
         if proc.is_alive():
             proc.terminate()  # faust runs until stopped; SIGTERM stops it cleanly

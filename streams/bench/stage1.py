@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from streams.bench.backlog import SPAWN, Rate, Sample, measured_rate, stop_children
+from streams.bench.backlog import SPAWN, BenchError, Rate, Sample, measured_rate, stop_children
 from streams.settings import Settings
 
 
@@ -89,10 +89,10 @@ def measure_stage1(settings: Settings, total: int, warmup: int, workers: int = 1
             except queue.Empty:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("stage-1 workers did not finish within 10 minutes")
+                raise BenchError("stage-1 workers did not finish within 10 minutes")
             dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
             if dead:
-                raise RuntimeError(f"a stage-1 worker exited with code {dead[0].exitcode}")
+                raise BenchError(f"a stage-1 worker exited with code {dead[0].exitcode}")
     finally:
         stop_children(procs)
     samples = [s for outcome in outcomes for s in outcome[0]]

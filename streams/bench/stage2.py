@@ -13,19 +13,22 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from streams.bench.backlog import Rate, Sample, measured_rate, produce_values
+from streams.bench.backlog import BenchError, Rate, Sample, measured_rate, produce_values
 from streams.data.produce import transaction_value
 from streams.kafka import clients
 from streams.rules.loader import load_rules
 from streams.schema import Transaction, decode, encode
 from streams.settings import Settings
 from streams.stage1.screen import Screener
+
+STALL_S = 60.0  # no new decision for this long: stage 2 is stuck
 
 
 def transactions(df: pl.DataFrame) -> list[Transaction]:
@@ -94,10 +97,12 @@ def read_decisions(
     settings: Settings,
     expected: int,
     timeout_s: float,
-    alive: Any = None,
-) -> list[Sample]:
+    alive: Callable[[], bool] | None = None,
+    stall_s: float = STALL_S,
+) -> tuple[list[Sample], str | None]:
     """(record time in s, 1) of each decision on ``settings.topic_decisions`` until ``expected``
-    distinct transactions are decided; RuntimeError on timeout or when ``alive()`` is False."""
+    distinct transactions are decided; with why it stopped early, if it did (the worker exited,
+    made no progress for ``stall_s``, or the whole took longer than ``timeout_s``)."""
     topic = settings.topic_decisions
     consumer = clients.consumer(
         settings, f"{settings.stage2_app_id}.bench-reader", **{"enable.auto.commit": False}
@@ -106,15 +111,19 @@ def read_decisions(
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
     seen: set[bytes] = set()
     samples: list[Sample] = []
-    deadline = time.monotonic() + timeout_s
+    started = last = time.monotonic()
+    stopped: str | None = None
     try:
         while len(seen) < expected:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"stage 2 decided {len(seen)} of {expected} records in {timeout_s:.0f}s"
-                )
-            if alive is not None and not alive():
-                raise RuntimeError("the stage-2 worker exited early")
+            now = time.monotonic()
+            if now - started > timeout_s:
+                stopped = f"timed out after {timeout_s:.0f}s"
+            elif seen and now - last > stall_s:
+                stopped = f"no decision for {stall_s:.0f}s"
+            elif alive is not None and not alive():
+                stopped = "the worker exited"
+            if stopped:
+                break
             for msg in consumer.consume(num_messages=5000, timeout=0.5):
                 if msg.error():
                     continue
@@ -122,12 +131,13 @@ def read_decisions(
                 if key in seen:
                     continue  # a redelivered decision: count each transaction once
                 seen.add(key)
+                last = time.monotonic()
                 kind, stamp = msg.timestamp()
                 at = stamp / 1000 if kind and stamp > 0 else time.time()
                 samples.append((at, 1))
     finally:
         consumer.close()
-    return samples
+    return samples, stopped
 
 
 def measure_stage2(
@@ -135,12 +145,23 @@ def measure_stage2(
 ) -> dict[str, Any]:
     """Fill the flagged backlog from ``df``, run stage 2 over it, rate from its decisions."""
     total = flagged_backlog(settings, df)
-    proc = spawn_worker("stage2", settings, log_dir / "bench-stage2.log")
+    log = log_dir / "bench-stage2.log"
+    proc = spawn_worker("stage2", settings, log)
     try:
-        samples = read_decisions(
+        samples, stopped = read_decisions(
             settings, total, timeout_s=max(180.0, total / 200), alive=lambda: proc.poll() is None
         )
     finally:
         stop_worker(proc)
+    if stopped and len(samples) <= warmup:
+        raise BenchError(f"stage 2 decided {len(samples)} of {total} records: {stopped}; see {log}")
     rate: Rate = measured_rate(samples, warmup)
-    return {**rate.as_dict(), "warmup": warmup, "flagged_backlog": total}
+    out: dict[str, Any] = {
+        **rate.as_dict(),
+        "warmup": warmup,
+        "flagged_backlog": total,
+        "decided": len(samples),
+    }
+    if stopped:  # the rate is over what it decided before it stopped
+        out["incomplete"] = f"{stopped} after {len(samples)} of {total} decisions; see {log}"
+    return out
