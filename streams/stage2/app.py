@@ -130,6 +130,13 @@ def _header(headers: list[tuple[str, bytes]], name: str) -> str | None:
     return None
 
 
+def _datadir(app_id: str) -> Path:
+    """faust's data directory, with its parent created (faust creates only the last level)."""
+    base = Path(tempfile.gettempdir()) / "fraudstream"
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"{app_id}-data"
+
+
 def build_app(settings: Settings) -> faust.App:
     s = settings
     app = faust.App(
@@ -137,7 +144,7 @@ def build_app(settings: Settings) -> faust.App:
         store="memory://",
         # tables live in memory (recovered from their changelog); keep faust's data directory out
         # of the working directory
-        datadir=str(Path(tempfile.gettempdir()) / "fraudstream" / f"{s.stage2_app_id}-data"),
+        datadir=str(_datadir(s.stage2_app_id)),
         topic_partitions=s.partitions,
         topic_replication_factor=s.replication_factor,
         web_enabled=False,
