@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from streams.kafka import clients
 from streams.kafka.clients import broker_for
 from streams.kafka.embedded import free_port
 from streams.kafka.topics import create_topics
+from streams.observability import readiness
 from streams.settings import Settings
 
 MALFORMED: list[bytes] = [
@@ -82,27 +81,10 @@ def wait_ready(
     log_dir: Path,
     timeout_s: float = 90.0,
 ) -> None:
-    """Poll each worker's /readyz until it has joined its group and holds its partitions."""
+    """Print each worker's metrics URL, then wait for its /readyz."""
     for stage, port in ports.items():
         print(f"{stage}: metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr)
-    deadline = time.monotonic() + timeout_s
-    pending = dict(ports)
-    while pending:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise FraudstreamError(
-                    f"a worker exited with code {proc.returncode}; see {log_dir}/"
-                )
-        for stage, port in list(pending.items()):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        del pending[stage]
-            except (OSError, urllib.error.URLError):
-                pass
-        if time.monotonic() > deadline:
-            raise FraudstreamError(f"workers not ready after {timeout_s:.0f}s: {sorted(pending)}")
-        time.sleep(0.2)
+    readiness.wait_ready(ports, procs, timeout_s, hint=f"; see {log_dir}/")
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -17,8 +17,6 @@ Outputs of the first ``warmup`` transactions sent are left out.
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,11 @@ import orjson
 import polars as pl
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from streams.bench.backlog import SPAWN, BenchError, percentiles, stop_children
+from streams.bench.backlog import SPAWN, percentiles, stop_children
 from streams.bench.stage2 import spawn_worker, stop_worker
 from streams.data.produce import produce_history
 from streams.kafka.embedded import free_port
+from streams.observability.readiness import wait_ready
 from streams.settings import Settings
 
 READY_TIMEOUT_S = 120.0
@@ -73,25 +72,6 @@ def _reader_child(settings: Settings, stop: Any, results: Any) -> None:
     results.put((stage1, stage2))
 
 
-def _wait_ready(ports: dict[str, int], procs: list[Any]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    pending = dict(ports)
-    while pending:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise BenchError(f"a worker exited with code {proc.returncode}")
-        for stage, port in list(pending.items()):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        del pending[stage]
-            except (OSError, urllib.error.URLError):
-                pass
-        if time.monotonic() > deadline:
-            raise BenchError(f"workers not ready after {READY_TIMEOUT_S:.0f}s: {sorted(pending)}")
-        time.sleep(0.2)
-
-
 def measure_latency(
     settings: Settings, df: pl.DataFrame, offered_tps: float, warmup: int, log_dir: Path
 ) -> dict[str, Any]:
@@ -104,7 +84,7 @@ def measure_latency(
     stop, results = SPAWN.Event(), SPAWN.Queue()
     reader = SPAWN.Process(target=_reader_child, args=(settings, stop, results), daemon=True)
     try:
-        _wait_ready(ports, procs)
+        wait_ready(ports, procs, READY_TIMEOUT_S)
         reader.start()
         sent = 0
         warm_end_ms = [float("inf")]
