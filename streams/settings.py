@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     label_cache_size: int = Field(
         default=500_000, description="feature vectors kept to learn from delayed labels"
     )
+    labels_wait: bool = Field(
+        default=False,
+        description="before a segment, wait until the labels topic has been read up to its event "
+        "time (closed histories, e.g. evaluate --through-kafka); live workers apply late labels "
+        "at the next segment instead of waiting",
+    )
     anomaly_trees: int = 3
     anomaly_height: int = 6
     anomaly_learn_every: int = 4

@@ -69,17 +69,27 @@ def evaluate(
     from streams.evaluation.run import evaluate as run
 
     settings = settings_from(config, bootstrap_servers=bootstrap, rules_dir=rules)
-    if through_kafka:
-        from streams.errors import ConfigError
-
-        raise ConfigError(
-            "--through-kafka is not implemented yet: evaluate runs the worker code in-process; "
-            "to check a range through the broker, produce it and use `fraudstream replay`"
-        )
     with progress_bar(None, "stage 1") as advance:
-        metrics = run(data, protocol, out, rules, settings, train_history_days, advance)
+        metrics = run(
+            data,
+            protocol,
+            out,
+            rules,
+            settings,
+            train_history_days,
+            advance,
+            through_kafka=through_kafka,
+            say=typer.echo,
+        )
     mean = metrics.get("mean", {})
     typer.echo(
         f"wrote {out}/metrics.json: "
         + ", ".join(f"{k}={v:.4f}" for k, v in mean.items() if isinstance(v, float))
     )
+    tk = metrics.get("through_kafka")
+    if tk:
+        typer.echo(
+            f"through Kafka: {tk['rows_compared']:,} test transactions, the same forward verdicts "
+            f"and scores as in-process (largest difference {tk['max_abs_score_difference']}, "
+            f"publication rounding)"
+        )

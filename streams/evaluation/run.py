@@ -8,6 +8,8 @@
    (``metrics.two_stage_scores``); stage 2 scoring every transaction gives the single-stage figure.
 4. Remove the known compromised cards, measure, and write ``metrics.json``, ``predictions.csv``
    (every test transaction, before the removal) and ``report.md`` with its plots.
+5. With ``through_kafka``, run the same history through the broker and both worker processes and
+   check that they publish the same scores (``streams.evaluation.through_kafka``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from streams.evaluation.metrics import (
     remove_known_cards,
     two_stage_scores,
 )
-from streams.evaluation.outputs import assemble, write_outputs
+from streams.evaluation.outputs import assemble, clean, fold_mean, write_outputs
 from streams.evaluation.protocol import Fold, folds
 from streams.evaluation.stage1_stats import forward_rate_recall
 from streams.features.names import DAY_MS, MODEL_FEATURES
@@ -79,6 +81,8 @@ def evaluate(
     *,
     rounds: int | None = DEFAULT_ROUNDS,
     seed: int = 0,
+    through_kafka: bool = False,
+    say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Run the protocol, write the output files into ``out_dir``, return the metrics.
 
@@ -127,8 +131,38 @@ def evaluate(
         "seed": opts.seed,
     }
     metrics = assemble(protocol, data, results, options, df.height)
+    if through_kafka:
+        from streams.evaluation.through_kafka import ThroughKafkaError
+        from streams.evaluation.through_kafka import through_kafka as run_through_kafka
+
+        summary, compared = run_through_kafka(
+            df, scored, fold_list, out_dir, settings, rules_dir, say
+        )
+        summary["folds"] = [_kafka_measure(compared, fold.index) for fold in fold_list]
+        summary["mean"] = fold_mean(summary["folds"])
+        metrics["through_kafka"] = clean(summary)
     write_outputs(out_dir, metrics, scored)
+    if through_kafka and not metrics["through_kafka"]["identical"]:
+        tk = metrics["through_kafka"]
+        raise ThroughKafkaError(
+            f"the workers published other results than the in-process run: "
+            f"{tk['forward_mismatches']} forward verdicts and {tk['score_mismatches']} scores "
+            f"differ (largest {tk['max_abs_score_difference']}; first ids "
+            f"{tk['first_mismatches']}); see {out_dir}/metrics.json"
+        )
     return metrics
+
+
+def _kafka_measure(compared: pl.DataFrame, fold: int) -> dict[str, Any]:
+    """A fold's metrics from the scores the workers published (known cards removed, as above)."""
+    kept = compared.filter((pl.col("fold") == fold) & pl.col("evaluated"))
+    out = _measure(kept, "kafka_score", stage1=False)
+    del out["card_precision_at_100_daily"]
+    rate, recall = forward_rate_recall(
+        kept["kafka_flagged"].to_numpy(), kept["TX_FRAUD"].to_numpy()
+    )
+    out["stage1_forward_rate"], out["stage1_recall"] = rate, recall
+    return out
 
 
 def _run_fold(

@@ -12,11 +12,12 @@ beginning, all partitions merged in record-timestamp order (ties by partition, t
 * a partition ends at its first record stamped at or after ``--to`` (record timestamps are event
   times: the producer sets them), or at its end.
 
-Labels are applied in event time: a label becomes visible once the replay's event time reaches
-its record timestamp (the transaction time plus the label delay, as ``produce`` stamps it), so
-a replay is deterministic. The live workers receive labels when they arrive, so terminal-risk
+Labels are applied in event time through the same ``LabelGate`` as the worker's: a label becomes
+visible once the replay's event time reaches its record timestamp (the transaction time plus the
+label delay, as ``produce`` stamps it), so a replay is deterministic. A live worker applies a label
+that arrives after its time at its next segment (unless ``FRAUD_LABELS_WAIT``), so terminal-risk
 features and the online probability of a replay can differ from what the live run computed when
-labels flowed during it; without labels (or with the same label timing) they are equal.
+labels arrived late; with labels on time they are equal.
 
 For the flagged topic, only stage 2 runs (records before ``--from`` build the card context).
 
@@ -259,9 +260,10 @@ class Replayer:
 
         def screen(batch: list[tuple[int, Transaction]]) -> None:
             nonlocal released
-            horizon = batch[0][1].ts_ms
+            horizon = max(tx.ts_ms for _, tx in batch)  # the gate holds each until its time
             while released < len(labels) and labels[released][0] <= horizon:
-                state.learn_label(*labels[released][1:])
+                visible, tid, terminal, ts_ms, fraud = labels[released]
+                state.learn_label(tid, terminal, ts_ms, fraud, visible)
                 released += 1
             self.stats.labels = released
             groups: dict[int, list[Transaction]] = {}

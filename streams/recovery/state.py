@@ -21,7 +21,9 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from streams.errors import MessageError, ValidationError
+from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
 from streams.kafka import clients
+from streams.recovery.labelgate import LabelGate, screen_segment, segments
 from streams.rules.model import RuleSet
 from streams.schema import Transaction, decode
 from streams.settings import Settings
@@ -56,6 +58,10 @@ class PartitionedScreener:
         self.terminals = shared.engine.terminals
         self.classifier = shared.classifier
         self.parts: dict[int, Screener] = {}
+        # labels wait here for the stream's event time (streams.recovery.labelgate)
+        self.gate = LabelGate()
+        self.positions: dict[int, int] = {}  # transactions screened per partition
+        self.horizons: dict[int, int] = {}  # event time of each partition's segment start
 
     def _new(self) -> Screener:
         screener = Screener.from_settings(self.settings, self.rules)
@@ -72,10 +78,12 @@ class PartitionedScreener:
     def reset(self, partition: int) -> Screener:
         """Fresh (empty) state for a partition."""
         screener = self.parts[partition] = self._new()
+        self.positions[partition] = 0
         return screener
 
     def drop(self, partition: int) -> None:
         self.parts.pop(partition, None)
+        self.positions.pop(partition, None)
 
     def set_rules(self, rules: RuleSet) -> None:
         self.rules = rules
@@ -83,12 +91,34 @@ class PartitionedScreener:
             screener.rules = rules
 
     def screen(self, partition: int, txs: list[Transaction]) -> ScreenedBatch:
-        return self.partition(partition).screen(txs)
+        """Screen a partition's next records, in segments cut at fixed positions of the
+        partition's stream, each after the labels its event time allows."""
+        screener = self.partition(partition)
+        position = self.positions.get(partition, 0)
+        every = self.settings.stage1_batch_size
+        outs = []
+        for a, b in segments(position, len(txs), every):
+            if (position + a) % every == 0:  # a segment starts: the classifier's label horizon
+                self.horizons[partition] = txs[a].ts_ms
+            horizon = self.horizons.get(partition, txs[a].ts_ms)
+            outs.append(screen_segment(screener, self.gate, txs[a:b], horizon))
+        self.positions[partition] = position + len(txs)
+        return merge_batches(outs)
 
-    def learn_label(self, transaction_id: str, terminal: str, ts_ms: int, fraud: int) -> None:
-        """A label from the labels topic (shared by all partitions)."""
-        self.terminals.add_label(terminal, ts_ms, fraud)
-        self.classifier.learn_label(transaction_id, bool(fraud))
+    def learn_label(
+        self,
+        transaction_id: str,
+        terminal: str,
+        ts_ms: int,
+        fraud: int,
+        known_at_ms: int | None = None,
+    ) -> None:
+        """A label from the labels topic (shared by all partitions), held until the stream
+        reaches ``known_at_ms``: its record timestamp, or the transaction time plus the label
+        delay when the record has none."""
+        if known_at_ms is None or known_at_ms <= 0:
+            known_at_ms = ts_ms + LABEL_DELAY_DAYS * DAY_MS
+        self.gate.offer((transaction_id, terminal, ts_ms, fraud), known_at_ms)
 
 
 def merge_batches(outs: list[ScreenedBatch]) -> ScreenedBatch:

@@ -1,7 +1,9 @@
 """Stage 1 over a labelled history in stream order (backtest, train, evaluate, replay warm-up).
 
-Labels reach the online classifier 7 days after their transaction, in event time, as they would
-from the labels topic; terminal features get each label through the table's own delay filter.
+Each label is published 7 days after its transaction, as ``fraudstream produce`` does, and goes
+through the same event-time ``LabelGate`` as in the stage-1 worker (terminal table up to each
+segment's last transaction, online classifier up to its first), so this runner and a worker fed
+by the labels topic compute the same features and scores.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, MODEL_FEATURES
+from streams.recovery.labelgate import LabelGate, screen_segment
 from streams.rules.loader import load_rules
 from streams.schema import Transaction
 from streams.settings import Settings
@@ -50,17 +53,18 @@ def screen_history(
     flagged = np.zeros(n, dtype=bool)
     fired: list[list[str]] = []
     shadow: list[list[str]] = []
-    released = 0  # labels handed to the online classifier so far
+    gate = LabelGate()
+    published = 0  # labels offered to the gate so far (stream order = publication order)
     for start in range(0, n, size):
         batch = txs[start : start + size]
         if labels is not None:
-            horizon = batch[0].ts_ms - _DELAY_MS
-            while released < start and txs[released].ts_ms <= horizon:
-                screener.classifier.learn_label(
-                    txs[released].transaction_id, bool(labels[released])
-                )
-                released += 1
-        out = screener.screen(batch, labels[start : start + size] if labels is not None else None)
+            last = max(tx.ts_ms for tx in batch)
+            while published < n and txs[published].ts_ms + _DELAY_MS <= last:
+                tx = txs[published]
+                label = (tx.transaction_id, tx.terminal_id, tx.ts_ms, labels[published])
+                gate.offer(label, tx.ts_ms + _DELAY_MS)
+                published += 1
+        out = screen_segment(screener, gate, batch)
         end = start + len(batch)
         X[start:end] = out.X
         anomaly[start:end], prob[start:end] = out.anomaly, out.probability

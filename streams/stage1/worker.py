@@ -166,6 +166,8 @@ class Stage1Worker:
         meta = self.labels.list_topics(s.topic_labels, timeout=10).topics.get(s.topic_labels)
         parts = sorted(meta.partitions) if meta and not meta.error else []
         self.labels.assign([TopicPartition(s.topic_labels, p, OFFSET_BEGINNING) for p in parts])
+        self._label_parts = parts
+        self._label_time: dict[int, int] = {}  # last record timestamp read per label partition
 
     def _reloaded(self, ok: bool) -> None:
         if self.telemetry is not None:
@@ -284,8 +286,8 @@ class Stage1Worker:
         return True
 
     # --- the loop -----------------------------------------------------------------------
-    def drain_labels(self, limit: int = 50_000) -> int:
-        msgs = self.labels.consume(num_messages=limit, timeout=0)
+    def drain_labels(self, limit: int = 50_000, timeout: float = 0) -> int:
+        msgs = self.labels.consume(num_messages=limit, timeout=timeout)
         learn = self.state.learn_label
         before = self.state.classifier.learned
         n = 0
@@ -299,12 +301,32 @@ class Stage1Worker:
                     "bad label at %s: %s", where(msg.topic(), msg.partition(), msg.offset()), exc
                 )
                 continue
-            learn(*label)
+            known_at = msg.timestamp()[1]
+            learn(*label, known_at)
+            self._label_time[msg.partition() or 0] = known_at
             n += 1
         self.stats.labels += n
         if self.telemetry is not None:
             self.telemetry.labels(n, self.state.classifier.learned - before)
         return n
+
+    def _await_labels(self, upto_ms: int) -> None:
+        """``labels_wait``: read the labels topic until every partition of it has reached
+        ``upto_ms`` in event time or its end, so the batch sees every label known by then."""
+        topic = self.settings.topic_labels
+        while not self.stop_event.is_set():
+            behind = [p for p in self._label_parts if self._label_time.get(p, -1) < upto_ms]
+            if not behind:
+                return
+            if self.drain_labels(timeout=0.1):
+                continue
+            ends = [
+                self.labels.get_watermark_offsets(TopicPartition(topic, p), 5, False)[1]
+                for p in behind
+            ]
+            done = self.labels.position([TopicPartition(topic, p) for p in behind])
+            if all(tp.offset >= end for tp, end in zip(done, ends, strict=True)):
+                return
 
     def _dead_letter(self, msg: Message, exc: MessageError) -> None:
         letter = dead_letter(msg, STAGE, exc.kind, str(exc))
@@ -392,6 +414,8 @@ class Stage1Worker:
             return
         outs: list[ScreenedBatch] = []
         sent: list[int] = []
+        if self.settings.labels_wait and groups:
+            self._await_labels(max(tx.ts_ms for txs, _ in groups.values() for tx in txs))
         for p, (txs, sources) in groups.items():
             out = self.state.screen(p, txs)
             self._emit(out, sources, sent)
