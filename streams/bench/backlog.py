@@ -25,7 +25,7 @@ import polars as pl
 from streams.data.handbook import read_handbook_frame
 from streams.data.simulate import simulate
 from streams.errors import FraudstreamError
-from streams.kafka import clients
+from streams.kafka import clients, topics
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
 
@@ -94,19 +94,7 @@ def scoped(
     settings: Settings, tag: str, scope: str, *, shared_source: str | None = None
 ) -> Settings:
     """Settings whose topics, group and app id are unique to one measurement of one run."""
-    prefix = f"bench-{tag}.{scope}"
-    return settings.model_copy(
-        update={
-            "topic_transactions": shared_source or f"{prefix}.transactions",
-            "topic_flagged": f"{prefix}.flagged",
-            "topic_decisions": f"{prefix}.decisions",
-            "topic_labels": f"{prefix}.labels",
-            "topic_dlq": f"{prefix}.dlq",
-            "topic_flagged_dlq": f"{prefix}.flagged.dlq",
-            "stage1_group": f"{prefix}.stage1",
-            "stage2_app_id": f"{prefix}.stage2",
-        }
-    )
+    return topics.scoped(settings, f"bench-{tag}.{scope}", source=shared_source)
 
 
 def make_topics(settings: Settings, *extra: str) -> None:

@@ -43,7 +43,7 @@ from streams.errors import FraudstreamError
 from streams.evaluation.metrics import two_stage_scores
 from streams.evaluation.protocol import Fold
 from streams.kafka import clients
-from streams.kafka.topics import create_topics, topic_names
+from streams.kafka.topics import create_topics, scoped, topic_names
 from streams.recovery.reader import reader
 from streams.settings import Settings
 
@@ -74,17 +74,8 @@ class Published:
 
 def run_settings(settings: Settings, tag: str, rules_dir: Path | None) -> Settings:
     """Topics, group and app id of this run only; one partition; labels awaited."""
-    prefix = f"evaluate-{tag}"
-    return settings.model_copy(
+    return scoped(settings, f"evaluate-{tag}").model_copy(
         update={
-            "topic_transactions": f"{prefix}.transactions",
-            "topic_flagged": f"{prefix}.flagged",
-            "topic_decisions": f"{prefix}.decisions",
-            "topic_labels": f"{prefix}.labels",
-            "topic_dlq": f"{prefix}.dlq",
-            "topic_flagged_dlq": f"{prefix}.flagged.dlq",
-            "stage1_group": f"{prefix}.stage1",
-            "stage2_app_id": f"{prefix}.stage2",
             "partitions": 1,
             "labels_wait": True,
             "rules_reload": False,
@@ -97,12 +88,13 @@ def run_settings(settings: Settings, tag: str, rules_dir: Path | None) -> Settin
 
 def fold_settings(settings: Settings, fold: int, model_dir: Path) -> Settings:
     prefix = f"{settings.topic_transactions.removesuffix('.transactions')}.fold-{fold}"
+    fold_scope = scoped(settings, prefix)
     return settings.model_copy(
         update={
-            "topic_flagged": f"{prefix}.flagged",
-            "topic_decisions": f"{prefix}.decisions",
-            "topic_flagged_dlq": f"{prefix}.flagged.dlq",
-            "stage2_app_id": f"{prefix}.stage2",
+            "topic_flagged": fold_scope.topic_flagged,
+            "topic_decisions": fold_scope.topic_decisions,
+            "topic_flagged_dlq": fold_scope.topic_flagged_dlq,
+            "stage2_app_id": fold_scope.stage2_app_id,
             "model_dir": model_dir.resolve(),
         }
     )

@@ -34,6 +34,23 @@ def topic_names(settings: Settings) -> list[str]:
     return names
 
 
+def scoped(settings: Settings, prefix: str, *, source: str | None = None) -> Settings:
+    """Settings whose topics, stage-1 group and stage-2 app id are ``prefix``-ed (one run's
+    own; ``source`` keeps a shared transactions topic)."""
+    return settings.model_copy(
+        update={
+            "topic_transactions": source or f"{prefix}.transactions",
+            "topic_flagged": f"{prefix}.flagged",
+            "topic_decisions": f"{prefix}.decisions",
+            "topic_labels": f"{prefix}.labels",
+            "topic_dlq": f"{prefix}.dlq",
+            "topic_flagged_dlq": f"{prefix}.flagged.dlq",
+            "stage1_group": f"{prefix}.stage1",
+            "stage2_app_id": f"{prefix}.stage2",
+        }
+    )
+
+
 def create_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
     """Create missing topics; returns the names created. Existing topics are left alone."""
     client = admin(settings)
