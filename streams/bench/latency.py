@@ -12,6 +12,10 @@ time minus ``sent_ms``: the time from the producer's send to the moment a consum
 - end to end: the stage-2 decisions (the flagged transactions).
 
 Outputs of the first ``warmup`` transactions sent are left out.
+
+``measure_broker_floor`` sends the same traffic through a plain confluent-kafka passthrough (each
+record forwarded as it is read, no decoding) and measures it the same way: what the broker and
+the clients alone cost at that rate, the part of the stage-1 latency no worker code can remove.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ from streams.settings import Settings
 READY_TIMEOUT_S = 120.0
 
 
-def _reader_child(settings: Settings, stop: Any, results: Any) -> None:
-    """Record (topic is flagged, stage, sent_ms, arrival ms) of every output until ``stop``."""
+def _reader_child(
+    settings: Settings, stop: Any, results: Any, topics: tuple[str, ...] | None = None
+) -> None:
+    """Record (sent_ms, latency) of every output until ``stop``: stage-1 outcomes and stage-2
+    decisions of ``settings``' topics, or every record of ``topics`` as stage 1."""
     from streams.kafka import clients
     from streams.kafka.dlq import header
 
@@ -44,7 +51,7 @@ def _reader_child(settings: Settings, stop: Any, results: Any) -> None:
         f"{settings.stage1_group}.latency-reader",
         **{"enable.auto.commit": False, "fetch.wait.max.ms": 1},
     )
-    topics = (settings.topic_decisions, settings.topic_flagged)
+    topics = topics or (settings.topic_decisions, settings.topic_flagged)
     parts = []
     for topic in topics:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
@@ -72,6 +79,49 @@ def _reader_child(settings: Settings, stop: Any, results: Any) -> None:
     results.put((stage1, stage2))
 
 
+def _passthrough_child(settings: Settings, forward: str, stop: Any, ready: Any) -> None:
+    """Forward every transaction record, as read, to ``forward`` (headers kept)."""
+    from streams.kafka import clients
+
+    consumer = clients.consumer(
+        settings,
+        f"{settings.stage1_group}.floor",
+        **{"enable.auto.commit": False, "fetch.wait.max.ms": 1},
+    )
+    topic = settings.topic_transactions
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+    producer = clients.producer(settings)
+    ready.set()
+    while not stop.is_set():
+        for msg in consumer.consume(num_messages=1000, timeout=0.01):
+            if msg.error() is None:
+                producer.produce(forward, msg.value(), msg.key(), headers=msg.headers())
+        producer.poll(0)
+    producer.flush(10)
+    consumer.close()
+
+
+def _send(
+    settings: Settings, df: pl.DataFrame, offered_tps: float, warmup: int
+) -> tuple[float, float, Any]:
+    """Send ``df`` at ``offered_tps``; (wall ms when the warm-up ended, seconds, stats)."""
+    sent = 0
+    warm_end_ms = float("inf")
+
+    def progress(n: int) -> None:
+        nonlocal sent, warm_end_ms
+        sent += n
+        if sent >= warmup and warm_end_ms == float("inf"):
+            warm_end_ms = time.time() * 1000
+
+    started = time.monotonic()
+    stats = produce_history(df, settings, rate=offered_tps, progress=progress)
+    elapsed = time.monotonic() - started
+    time.sleep(3.0)  # the last outputs drain
+    return warm_end_ms, elapsed, stats
+
+
 def measure_latency(
     settings: Settings, df: pl.DataFrame, offered_tps: float, warmup: int, log_dir: Path
 ) -> dict[str, Any]:
@@ -86,19 +136,7 @@ def measure_latency(
     try:
         wait_ready(ports, procs, READY_TIMEOUT_S)
         reader.start()
-        sent = 0
-        warm_end_ms = [float("inf")]
-
-        def progress(n: int) -> None:
-            nonlocal sent
-            sent += n
-            if sent >= warmup and warm_end_ms[0] == float("inf"):
-                warm_end_ms[0] = time.time() * 1000
-
-        started = time.monotonic()
-        stats = produce_history(df, settings, rate=offered_tps, progress=progress)
-        elapsed = time.monotonic() - started
-        time.sleep(3.0)  # the last outputs drain
+        warm_end_ms, elapsed, stats = _send(settings, df, offered_tps, warmup)
         stop.set()
         stage1, stage2 = results.get(timeout=60)
     finally:
@@ -106,8 +144,8 @@ def measure_latency(
         stop_children([reader])
         for proc in procs:
             stop_worker(proc)
-    measured1 = [lat for at, lat in stage1 if at >= warm_end_ms[0]]
-    measured2 = [lat for at, lat in stage2 if at >= warm_end_ms[0]]
+    measured1 = [lat for at, lat in stage1 if at >= warm_end_ms]
+    measured2 = [lat for at, lat in stage2 if at >= warm_end_ms]
     p50_1, p99_1 = percentiles(measured1)
     p50_2, p99_2 = percentiles(measured2)
     return {
@@ -123,3 +161,31 @@ def measure_latency(
         "end_to_end_p50": round(p50_2, 2),
         "end_to_end_p99": round(p99_2, 2),
     }
+
+
+def measure_broker_floor(
+    settings: Settings, forward: str, df: pl.DataFrame, offered_tps: float, warmup: int
+) -> dict[str, Any]:
+    """The same traffic (transactions and labels) through a plain passthrough instead of the
+    workers; latency percentiles in ms."""
+    stop, ready, results = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    passthrough = (settings, forward, stop, ready)
+    reader = (settings, stop, results, (forward,))
+    children = [
+        SPAWN.Process(target=_passthrough_child, args=passthrough, daemon=True),
+        SPAWN.Process(target=_reader_child, args=reader, daemon=True),
+    ]
+    try:
+        for child in children:
+            child.start()
+        if not ready.wait(READY_TIMEOUT_S):
+            raise TimeoutError("the passthrough consumer did not start")
+        time.sleep(1.0)  # the reader assigns its partitions
+        warm_end_ms, _, _ = _send(settings, df, offered_tps, warmup)
+        stop.set()
+        floor, _ = results.get(timeout=60)
+    finally:
+        stop.set()
+        stop_children(children)
+    p50, p99 = percentiles([lat for at, lat in floor if at >= warm_end_ms])
+    return {"broker_floor_p50": round(p50, 2), "broker_floor_p99": round(p99, 2)}

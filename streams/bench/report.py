@@ -111,6 +111,8 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
         ("latency_ms.stage1_p99", result["latency_ms"]["stage1_p99"]),
         ("latency_ms.end_to_end_p50", result["latency_ms"]["end_to_end_p50"]),
         ("latency_ms.end_to_end_p99", result["latency_ms"]["end_to_end_p99"]),
+        ("latency_ms.broker_floor_p50", result["latency_ms"].get("broker_floor_p50")),
+        ("latency_ms.broker_floor_p99", result["latency_ms"].get("broker_floor_p99")),
         ("memory.cards", result["memory"]["cards"]),
         ("memory.rss_mb", result["memory"]["rss_mb"]),
         ("memory.bytes_per_card", result["memory"]["bytes_per_card"]),

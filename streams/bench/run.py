@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.bench import backlog, peers
-from streams.bench.latency import measure_latency
+from streams.bench.latency import measure_broker_floor, measure_latency
 from streams.bench.memory import measure_memory
 from streams.bench.report import machine, ratios, targets, versions
 from streams.bench.stage1 import measure_stage1
@@ -103,6 +103,19 @@ def run_bench(
                 options.offered_tps,
                 min(lat_warmup, lat_total // 5),
                 options.log_dir,
+            )
+        floor = backlog.scoped(s, tag, "floor")
+        floor_forward = f"bench-{tag}.floor.forward"
+        backlog.make_topics(floor, floor_forward)
+        with _step(say, f"broker floor at {options.offered_tps:,.0f} tx/s offered", timings):
+            latency.update(
+                measure_broker_floor(
+                    floor,
+                    floor_forward,
+                    df.head(lat_total),
+                    options.offered_tps,
+                    min(lat_warmup, lat_total // 5),
+                )
             )
     with _step(say, f"memory of {options.memory_cards:,} cards", timings):
         memory = measure_memory(settings, options.memory_cards)

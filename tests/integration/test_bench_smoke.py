@@ -24,6 +24,8 @@ REQUIRED = [
     "latency_ms.stage1_p99",
     "latency_ms.end_to_end_p50",
     "latency_ms.end_to_end_p99",
+    "latency_ms.broker_floor_p50",
+    "latency_ms.broker_floor_p99",
     "memory.cards",
     "memory.rss_mb",
     "memory.bytes_per_card",
