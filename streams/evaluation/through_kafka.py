@@ -172,6 +172,8 @@ def stage1(s: Settings, total: int, wanted: set[str], log_dir: Path, out: Publis
 
 def stage2(s: Settings, fold: Fold, tids: list[str], log_dir: Path, out: Published) -> None:
     """Copy the fold's flagged records into its own topic and decide them with its model."""
+    if not tids:
+        return
     create_topics(s, topic_names(s))
     producer = clients.producer(s)
     for tid in tids:
