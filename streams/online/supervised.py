@@ -96,10 +96,12 @@ class OnlineClassifier:
     def _store(self, at: int, transaction_ids: list[str], X: np.ndarray) -> None:
         end = at + len(transaction_ids)
         slot_of = self._slot_of
-        for slot, old in enumerate(self._ids[at:end], start=at):
-            # evict; a transaction remembered again since (redelivered) keeps its newer slot
-            if old is not None and slot_of.get(old) == slot:
-                del slot_of[old]
+        olds = self._ids[at:end]
+        if olds.count(None) != len(olds):  # the ring has wrapped: evict what the slots held
+            for slot, old in enumerate(olds, start=at):
+                # a transaction remembered again since (redelivered) keeps its newer slot
+                if old is not None and slot_of.get(old) == slot:
+                    del slot_of[old]
         self._ids[at:end] = transaction_ids
         self._rows[at:end] = X
         slot_of.update(zip(transaction_ids, range(at, end), strict=True))

@@ -82,14 +82,15 @@ class CheckpointedValues(RecentValues):
         return out
 
     def add(self, values: np.ndarray) -> None:
-        before, n = self.values().copy(), len(values)
-        super().add(values)
-        old, self.added = self.added, self.added + n
-        checkpoint = (self.added // self.every) * self.every
+        n, old = len(values), self.added
+        checkpoint = ((old + n) // self.every) * self.every
         if checkpoint > old:  # the reference at the last checkpoint passed, as _segments has it
-            combined = np.concatenate([before, values])
-            upto = len(before) + checkpoint - old
+            # the window before this batch is read only here (a copy of up to ``size`` values)
+            combined = np.concatenate([self.values(), values])
+            upto = len(combined) - n + checkpoint - old
             self._ref = np.sort(combined[max(0, upto - self.size) : upto])
+        super().add(values)
+        self.added = old + n
 
 
 class StreamFlagPolicy(FlagPolicy):

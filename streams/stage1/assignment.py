@@ -1,0 +1,110 @@
+"""Partition ownership: on assignment, each partition's state is rebuilt from the beginning of
+the partition up to the committed offset (``streams.recovery.state.rebuild_partitions``) before
+it is processed; on revoke or loss, its state is dropped. ``rewind`` undoes an aborted batch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from streams.logging_setup import where
+from streams.recovery.state import PartitionedScreener, rebuild_partitions
+from streams.settings import Settings
+from streams.stage1.broker_watch import BrokerWatch
+from streams.stage1.stats import Stage1Stats
+
+log = logging.getLogger(__name__)
+
+
+class Assignment:
+    def __init__(
+        self,
+        settings: Settings,
+        state: PartitionedScreener,
+        stats: Stage1Stats,
+        watch: BrokerWatch,
+        stop: threading.Event,
+    ):
+        self.settings = settings
+        self.state = state
+        self.stats = stats
+        self.watch = watch
+        self.stop = stop
+        self.consumer: Any = None
+        self.before_revoke: Callable[[], None] = lambda: None
+
+    def subscribe(self, consumer: Any, before_revoke: Callable[[], None]) -> None:
+        """Join the group; ``before_revoke`` hands over what was delivered (at-least-once)."""
+        self.consumer, self.before_revoke = consumer, before_revoke
+        topic = self.settings.topic_transactions
+        log.info("joining group %s on %s", self.settings.stage1_group, topic)
+        consumer.subscribe(
+            [topic], on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_lost
+        )
+
+    def committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        result: list[TopicPartition] = self.watch.retry(
+            "committed offsets", lambda: self.consumer.committed(tps, timeout=10)
+        )
+        return result
+
+    def rebuild(self, committed: list[TopicPartition]) -> None:
+        """Fresh state for each partition, replayed up to its committed offset."""
+        if not committed:
+            return
+        started = time.perf_counter()
+        topic = committed[0].topic
+        ends = {tp.partition: max(tp.offset, 0) for tp in committed}
+        screeners = {p: self.state.reset(p) for p in ends}
+        rebuilt = rebuild_partitions(self.settings, screeners, topic, ends, self.stop)
+        if self.stop.is_set():  # stopped mid-rebuild: process none of these partitions
+            for p in ends:
+                self.state.drop(p)
+            log.info("stopping: rebuild of %s abandoned", sorted(ends))
+            return
+        self.stats.rebuilt.update(rebuilt)
+        for p, n in sorted(rebuilt.items()):
+            log.info(
+                "%s: state rebuilt from %d records before offset %d",
+                where(topic, p, None),
+                n,
+                ends[p],
+            )
+        log.info("rebuild took %.2fs", time.perf_counter() - started)
+
+    def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", [where(p.topic, p.partition, p.offset) for p in partitions])
+        if partitions:
+            self.rebuild(self.committed(partitions))
+        self.stats.assigned = sorted(set(self.stats.assigned) | {p.partition for p in partitions})
+
+    def on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.before_revoke()
+        self.forget(partitions)
+        log.info("revoked %s", [where(p.topic, p.partition, p.offset) for p in partitions])
+
+    def on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.forget(partitions)
+        log.warning("lost %s", [where(p.topic, p.partition, p.offset) for p in partitions])
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        gone = {p.partition for p in partitions}
+        for p in gone:
+            self.state.drop(p)
+        self.stats.assigned = [p for p in self.stats.assigned if p not in gone]
+
+    def rewind(self, offsets: list[TopicPartition]) -> None:
+        """Undo an aborted batch: rebuild its partitions' state to the committed offsets and
+        seek the consumer back there."""
+        self.stats.rewinds += 1
+        committed = self.committed(offsets)
+        self.rebuild(committed)
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
