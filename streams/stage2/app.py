@@ -1,9 +1,12 @@
 """The stage-2 worker: a faust-streaming app over the flagged topic.
 
 One agent (``concurrency=1``) takes micro-batches (``stage2_batch_size`` within
-``stage2_batch_wait_ms``) and scores each in one XGBoost call through the pure ``Scorer``.
+``stage2_batch_wait_ms``) and scores each in one XGBoost call through the pure ``Scorer``, in a
+scoring thread while the event loop takes the next batch (``streams.stage2.pipeline``).
 A table keyed by card keeps per-card stage-2 context (flags, declines, last action), recovered
-from its changelog topic after a restart. A record that cannot be decoded goes to the flagged
+from its changelog topic after a restart. Decisions and the table's changelog records go out
+through one confluent-kafka producer (``streams.stage2.output``); a batch's events are acked
+only once all of them are delivered. A record that cannot be decoded goes to the flagged
 dead-letter topic; a transient scoring failure goes to the retry topics
 (``<flagged>.retry.N``) with growing delays, then to the dead-letter topic.
 The app is built by ``build_app`` (no global app at import time).
@@ -25,7 +28,8 @@ import logging
 import os
 import tempfile
 import time
-from bisect import bisect_left
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +40,16 @@ from streams.errors import ModelError
 from streams.kafka.topics import retry_topic
 from streams.observability import metrics
 from streams.settings import Settings
+from streams.stage2.context import apply_card_context as apply_card_context  # re-exported
+from streams.stage2.context import apply_card_contexts
+from streams.stage2.output import BatchOutput, Delivery, Headers, Record
+from streams.stage2.pipeline import IN_FLIGHT, Job, sent_ms
 from streams.stage2.policy import DecisionPolicy
 from streams.stage2.scoring import ModelHolder, Scorer
 
 log = logging.getLogger(__name__)
 STAGE = "stage2"
 RETRY_BASE_S = 1.0
-DAY_MS = 86_400_000
-CONTEXT_WINDOW_MS = 30 * DAY_MS
-CONTEXT_KEEP_MS = 60 * DAY_MS
 FAULT_ENV = "FRAUD_FAULT_INJECT"
 _RETRY_SOURCE = ("retry.source.partition", "retry.source.offset", "retry.source.timestamp")
 
@@ -61,34 +66,6 @@ def injected_fault_attempts(value: str | None = None) -> int | None:
         if name == "stage2-transient":
             return int(count) if count else 1_000_000
     return None
-
-
-def apply_card_context(ctx: dict[str, Any], decision: dict[str, Any], ts_ms: int) -> dict[str, Any]:
-    """Set ``decision["card_context"]`` and return the card's new context.
-
-    The context is an event-time window over the card's flagged transactions, like the stage-1
-    features: ``flags_30d`` and ``declines_30d`` count the card's decisions in the 30 days up to
-    this transaction (itself included), ``previous_action`` is the action of the card's
-    flagged transaction just before it. Transactions are kept by id, so a redelivered record
-    (stage 1 is at-least-once) is not counted twice and gets the same context, however many
-    other records came in between. Entries older than ``CONTEXT_KEEP_MS`` before the card's
-    latest one are dropped, so exactness holds for redeliveries within that much event time.
-    """
-    tid = str(decision.get("transaction_id"))
-    history: list[list[Any]] = [list(e) for e in ctx.get("history") or []]  # [ts, tid, action]
-    key = (ts_ms, tid)
-    pos = bisect_left([(e[0], e[1]) for e in history], key)
-    if pos == len(history) or (history[pos][0], history[pos][1]) != key:
-        history.insert(pos, [ts_ms, tid, decision["action"]])
-    since = ts_ms - CONTEXT_WINDOW_MS
-    window = [e for e in history[: pos + 1] if e[0] > since]
-    decision["card_context"] = {
-        "flags_30d": len(window),
-        "declines_30d": sum(1 for e in window if e[2] == "decline"),
-        "previous_action": history[pos - 1][2] if pos else None,
-    }
-    horizon = history[-1][0] - CONTEXT_KEEP_MS
-    return {"history": [e for e in history if e[0] >= horizon]}
 
 
 def faust_broker_settings(settings: Settings) -> dict[str, Any]:
@@ -167,14 +144,19 @@ def build_app(settings: Settings) -> faust.App:
     retries = [
         app.topic(retry_topic(s.topic_flagged, a), **raw) for a in range(1, s.stage2_max_attempts)
     ]
-    decisions = app.topic(s.topic_decisions, **raw)
+    output = BatchOutput(s)
     dlq = app.topic(s.topic_flagged_dlq, **raw)
-    # use_partitioner: table writes happen on batches (outside per-event iteration); producers use
-    # Java-compatible murmur2 (clients.producer), so a card's changelog partition is its
+    # use_partitioner: the changelog partition comes from the producer's partitioner on the
+    # serialized key (Java-compatible murmur2 in aiokafka and in clients.producer alike). The key
+    # is JSON ('"<card>"', faust's table key serializer), so it is not always the card's
     # flagged-topic partition.
     cards = app.Table(
         "stage2-card-context", default=dict, partitions=s.partitions, use_partitioner=True
     )
+    changelog = cards.changelog_topic.get_topic_name()
+    # one thread for the booster calls: batches are scored one after another, as with
+    # PREDICT_THREADS = 1, and the event loop's own thread is left to faust
+    scoring_thread = ThreadPoolExecutor(1, thread_name_prefix="stage2-scoring")
     stats: dict[str, Any] = {"scored": 0, "dead_letters": 0, "retried": 0, "ready": False}
     fault = injected_fault_attempts()
     if fault is not None:
@@ -257,8 +239,14 @@ def build_app(settings: Settings) -> faust.App:
         stats["retried"] += 1
         metrics.record_retry(STAGE, "transient")
 
-    async def handle(events: list[Any], attempt: int) -> None:
-        started = time.perf_counter()
+    async def begin(events: list[Any], attempt: int) -> Job:
+        """Decode a batch, build its features and start its booster call in the scoring thread.
+        Its events stay unacked (one extra reference each) until ``finish`` has delivered
+        everything they produced."""
+        for event in events:
+            event.message.incref()
+        job = Job(events, attempt, time.perf_counter(), asyncio.get_running_loop().create_future())
+        job.published.add_done_callback(_retrieved)  # its error is raised by finish itself
         if holder.maybe_reload():
             scorer.swap(champion=holder.model)
         if challenger is not None and challenger.maybe_reload():
@@ -269,53 +257,110 @@ def build_app(settings: Settings) -> faust.App:
             versions[:] = [holder.model.version, challenger.model.version if challenger else None]
             metrics.set_model_version(versions[0] or "", versions[1])
             drift.reset()
-        records, good = [], []
+        loads = orjson.loads
         for event in events:
             try:
-                record = orjson.loads(event.message.value)
+                record = loads(event.message.value)
                 if not isinstance(record, dict) or "features" not in record:
                     raise ValueError("not a flagged record")
-                sent = _header(_headers(event), "sent_ms")
-                if sent:
-                    record["sent_ms"] = int(sent)
-                records.append(record)
-                good.append(event)
+                sent = sent_ms(event)
+                if sent is not None:
+                    record["sent_ms"] = sent
+                job.records.append(record)
+                job.good.append(event)
             except (orjson.JSONDecodeError, ValueError) as exc:
                 await dead_letter(event, "decode", str(exc))
         try:
             if fault is not None and attempt < fault:
                 raise RuntimeError(f"injected transient fault ({FAULT_ENV}), attempt {attempt}")
-            decided = scorer.score_batch(records)
+            job.batch = scorer.prepare(job.records)
         except ModelError:
-            decided = []
-            for record, event in zip(records, good, strict=True):  # isolate the bad record
-                try:
-                    decided += scorer.score_batch([record])
-                except ModelError as exc:
-                    await dead_letter(event, "validation", str(exc))
-                except Exception as exc:
-                    await retry_or_dead(event, attempt + 1, repr(exc))
+            job.decided = await isolate(job)
+            return job
         except Exception as exc:
-            log.warning("scoring failed (%s); sending %d records to retry", exc, len(good))
-            for event in good:
-                await retry_or_dead(event, attempt + 1, repr(exc))
-            return
+            await retry_all(job, exc)
+            return job
+        # exact TreeSHAP is most of a batch's CPU time; XGBoost releases the GIL, so the event
+        # loop takes and prepares the next batch meanwhile
+        loop = asyncio.get_running_loop()
+        job.predicted = loop.run_in_executor(scoring_thread, scorer.predict, job.batch)
+        return job
+
+    async def finish(job: Job, previous: Job | None = None) -> None:
+        """Decisions of a begun batch: card context and decisions handed to the producer (after
+        ``previous`` batch's, so the table and the topics see batches in order), then, once
+        the broker has them all, the batch's events acked (so faust commits their offsets only
+        after their outputs are delivered)."""
+        try:
+            if previous is not None:
+                await asyncio.shield(previous.published)
+            if job.predicted is not None and job.batch is not None:
+                try:
+                    job.decided = scorer.decisions(job.batch, await job.predicted)
+                except ModelError:
+                    job.decided = await isolate(job)
+                except Exception as exc:
+                    await retry_all(job, exc)
+            delivery = await publish(job.records, job.decided) if job.decided else None
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                job.published.cancel()
+            else:
+                job.published.set_exception(exc)
+            raise
+        job.published.set_result(None)
+        if delivery is not None:
+            await output.delivered(delivery)
+        if job.decided is not None:
+            stats["scored"] += len(job.decided)
+            _report(len(job.events), job.decided, job.started)
+        for event in job.events:
+            event.ack()
+
+    async def isolate(job: Job) -> list[dict[str, Any]]:
+        """Score record by record, so only the bad record goes to the dead-letter topic."""
+        decided: list[dict[str, Any]] = []
+        for record, event in zip(job.records, job.good, strict=True):
+            try:
+                decided += scorer.score_batch([record])
+            except ModelError as exc:
+                await dead_letter(event, "validation", str(exc))
+            except Exception as exc:
+                await retry_or_dead(event, job.attempt + 1, repr(exc))
+        return decided
+
+    async def retry_all(job: Job, exc: Exception) -> None:
+        log.warning("scoring failed (%s); sending %d records to retry", exc, len(job.good))
+        for event in job.good:
+            await retry_or_dead(event, job.attempt + 1, repr(exc))
+
+    async def publish(records: list[dict[str, Any]], decided: list[dict[str, Any]]) -> Delivery:
+        """Card context (one table write per card per batch) and the decisions, handed to the
+        producer; ``finish`` waits for their delivery before it acks the batch."""
         times = {str(r.get("transaction_id")): int(r.get("ts_ms") or 0) for r in records}
+        by_card: dict[str, list[tuple[dict[str, Any], int]]] = {}
         for decision in decided:
-            card = str(decision.get("card_id"))
             ts_ms = times.get(str(decision.get("transaction_id")), 0)
-            cards[card] = apply_card_context(cards[card], decision, ts_ms)
+            by_card.setdefault(str(decision.get("card_id")), []).append((decision, ts_ms))
+        # The card table is written the way faust writes it (same changelog topic, JSON key and
+        # value bytes, same partitioner; recovery reads them back as before), but through the
+        # batch's producer: faust's per-record changelog path cost more event-loop time than
+        # the scoring, and these records are delivered before the batch is acked all the same.
+        out: list[Record] = []
+        data = cards.data
+        dumps = orjson.dumps
+        for card, items in by_card.items():
+            ctx = apply_card_contexts(data.get(card) or {}, items)
+            data[card] = ctx
+            out.append((changelog, dumps(card), dumps(ctx), []))
+        topic = s.topic_decisions
+        for decision in decided:
             sent = decision.pop("sent_ms", None)
-            headers = [("sent_ms", str(sent).encode())] if sent is not None else []
+            headers: Headers = [("sent_ms", str(sent).encode())] if sent is not None else []
             if sent is not None:
                 sent_times.append(int(sent))
-            await decisions.send(
-                key=str(decision["transaction_id"]).encode(),
-                value=orjson.dumps(decision),
-                headers=headers,
-            )
-        stats["scored"] += len(decided)
-        _report(len(events), decided, started)
+            out.append((topic, str(decision["transaction_id"]).encode(), dumps(decision), headers))
+        return await output.produce(out)
 
     def _report(consumed: int, decided: list[dict[str, Any]], started: float) -> None:
         """Stage-2 metrics of one batch: counts, actions, scores, latency, drift."""
@@ -338,10 +383,21 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(flagged, concurrency=1)
     async def score(stream: Any) -> None:
-        async for events in stream.take_events(
-            s.stage2_batch_size, within=s.stage2_batch_wait_ms / 1000
-        ):
-            await handle(events, attempt=0)
+        # Batches in flight (at most IN_FLIGHT): while batch N is scored in the scoring thread
+        # and batch N-1's outputs are delivered, faust takes and decodes batch N+1.
+        inflight: deque[tuple[Job, asyncio.Future[None]]] = deque()
+        try:
+            async for events in stream.take_events(
+                s.stage2_batch_size, within=s.stage2_batch_wait_ms / 1000
+            ):
+                job = await begin(events, attempt=0)
+                previous = inflight[-1][0] if inflight else None
+                inflight.append((job, asyncio.ensure_future(finish(job, previous))))
+                while len(inflight) >= IN_FLIGHT or (inflight and inflight[0][1].done()):
+                    await inflight.popleft()[1]  # raises what stopped a batch
+        finally:
+            for _, pending in inflight:
+                pending.cancel()
 
     for attempt, topic in enumerate(retries, start=1):
 
@@ -355,10 +411,15 @@ def build_app(settings: Settings) -> faust.App:
                 delay = due / 1000 - time.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await handle(events, attempt=attempt)
+                await finish(await begin(events, attempt=attempt))
 
         app.agent(topic, name=f"retry-{attempt}", concurrency=1)(retry_agent)
     return app
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def is_ready(app: faust.App) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,9 @@ _State = tuple[RiskModel, RiskModel | None, DecisionPolicy]
 
 def feature_matrix(records: list[dict[str, Any]], names: list[str]) -> np.ndarray:
     """(rows, features) float64 matrix in ``names`` order; null values become NaN (missing)."""
+    pick = itemgetter(*names) if len(names) > 1 else (lambda f: (f[names[0]],))
     try:
-        rows = [[r["features"][n] for n in names] for r in records]
+        rows = [pick(r["features"]) for r in records]
     except (KeyError, TypeError):
         for i, r in enumerate(records):
             feats = r.get("features") if isinstance(r, dict) else None
@@ -83,24 +86,64 @@ class Scorer:
 
     def score_batch(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One decision per flagged record, in input order."""
-        champion, challenger, policy = self._state  # one consistent snapshot for the batch
+        batch = self.prepare(records)
+        return self.decisions(batch, self.predict(batch))
+
+    # score_batch in three steps, so a worker can run the booster calls (``predict``: no Python
+    # objects built, the GIL released inside XGBoost) in a thread while its event loop goes on.
+    def prepare(self, records: list[dict[str, Any]]) -> Prepared:
+        """The batch's feature matrices and one consistent (champion, challenger, policy)
+        snapshot; ModelError when a record lacks a feature or holds a non-numeric one."""
+        champion, challenger, _ = state = self._state
         if not records:
-            return []
+            return Prepared(records, state, None, None)
         X = feature_matrix(records, champion.feature_names)
-        scores, contribs = champion.predict(X)
-        actions = policy.decide_many(scores)
-        reasons = champion.reasons_many(X, contribs, policy.top_reasons)
+        Xc = None
         if challenger is not None:
             Xc = (
                 X
                 if challenger.feature_names == champion.feature_names
                 else feature_matrix(records, challenger.feature_names)
             )
-            c_scores = challenger.score(Xc)  # no contributions: the challenger gives no reasons
-            c_actions = policy.decide_many(c_scores)
+        return Prepared(records, state, X, Xc)
+
+    @staticmethod
+    def predict(batch: Prepared) -> Predicted:
+        """The booster calls of a prepared batch: champion scores and exact TreeSHAP
+        contributions, challenger scores. Thread-safe (models are immutable once loaded)."""
+        champion, challenger, _ = batch.state
+        if batch.X is None:
+            return Predicted(np.empty(0), np.empty((0, 0)), None)
+        scores, contribs = champion.predict(batch.X)
+        c_scores = None
+        if challenger is not None and batch.Xc is not None:
+            c_scores = challenger.score(batch.Xc)  # no contributions: the challenger gives none
+        return Predicted(scores, contribs, c_scores)
+
+    @staticmethod
+    def decisions(batch: Prepared, predicted: Predicted) -> list[dict[str, Any]]:
+        """One decision per record of ``batch``, in input order."""
+        champion, challenger, policy = batch.state
+        records = batch.records
+        if not records or batch.X is None:
+            return []
+        scores = predicted.scores
+        actions = policy.decide_many(scores)
+        reasons = champion.reasons_many(batch.X, predicted.contribs, policy.top_reasons)
+        version = champion.version
+        challenger_rows: list[dict[str, Any]] | None = None
+        if challenger is not None and predicted.c_scores is not None:
+            # Python's round (correctly rounded), as every decision has always been written
+            c_scores = [round(c, 6) for c in predicted.c_scores.tolist()]
+            c_actions = policy.decide_many(predicted.c_scores)
+            c_version = challenger.version
+            challenger_rows = [
+                {"model_version": c_version, "score": c, "action": a}
+                for c, a in zip(c_scores, c_actions, strict=True)
+            ]
         out: list[dict[str, Any]] = []
-        rows = zip(records, scores.tolist(), actions, strict=True)
-        for i, (rec, score, action) in enumerate(rows):
+        rows = zip(records, scores.tolist(), actions, reasons, strict=True)
+        for i, (rec, score, action, why) in enumerate(rows):
             stage1 = rec.get("stage1") or {}
             decision: dict[str, Any] = {
                 "transaction_id": rec.get("transaction_id"),
@@ -109,21 +152,35 @@ class Scorer:
                 "score": round(score, 6),
                 "stage": 2,
                 "rules_version": stage1.get("rules_version"),
-                "model_version": champion.version,
+                "model_version": version,
                 "rules": list(stage1.get("rules_fired") or []),
                 "rule_reasons": list(stage1.get("reasons") or []),
-                "reasons": reasons[i],
+                "reasons": why,
             }
-            if challenger is not None:
-                decision["challenger"] = {
-                    "model_version": challenger.version,
-                    "score": round(float(c_scores[i]), 6),
-                    "action": c_actions[i],
-                }
+            if challenger_rows is not None:
+                decision["challenger"] = challenger_rows[i]
             if "sent_ms" in rec:
                 decision["sent_ms"] = rec["sent_ms"]
             out.append(decision)
         return out
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch ready for the booster: its records, the model snapshot that scores it, the
+    champion's feature matrix and the challenger's (None for an empty batch / no challenger)."""
+
+    records: list[dict[str, Any]]
+    state: _State
+    X: np.ndarray | None
+    Xc: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Predicted:
+    scores: np.ndarray
+    contribs: np.ndarray
+    c_scores: np.ndarray | None
 
 
 class ModelHolder:

@@ -1,0 +1,71 @@
+"""Per-card stage-2 context: an event-time window over the card's flagged transactions.
+
+``flags_30d`` and ``declines_30d`` count the card's decisions in the 30 days up to a
+transaction (itself included), ``previous_action`` is the action of the card's flagged
+transaction just before it. Pure functions over the value kept in the card table
+(``{"history": [[ts_ms, transaction_id, action], ...]}``, sorted by time then id).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Any
+
+DAY_MS = 86_400_000
+CONTEXT_WINDOW_MS = 30 * DAY_MS
+CONTEXT_KEEP_MS = 60 * DAY_MS
+
+History = list[list[Any]]  # [ts_ms, transaction_id, action], sorted by (ts_ms, transaction_id)
+
+
+def apply_card_context(ctx: dict[str, Any], decision: dict[str, Any], ts_ms: int) -> dict[str, Any]:
+    """Set ``decision["card_context"]`` and return the card's new context.
+
+    Transactions are kept by id, so a redelivered record (stage 1 is at-least-once) is not
+    counted twice and gets the same context, however many other records came in between.
+    Entries older than ``CONTEXT_KEEP_MS`` before the card's latest one are dropped, so
+    exactness holds for redeliveries within that much event time.
+    """
+    return apply_card_contexts(ctx, [(decision, ts_ms)])
+
+
+def apply_card_contexts(
+    ctx: dict[str, Any], items: Iterable[tuple[dict[str, Any], int]]
+) -> dict[str, Any]:
+    """``apply_card_context`` for several decisions of one card in order, with one copy of the
+    history: the same contexts and the same final value as applying them one by one, so a
+    worker writes the card's table entry once per batch."""
+    # a shallow copy: entries are never changed in place, only inserted or dropped
+    history: History = list(ctx.get("history") or [])
+    for decision, ts_ms in items:
+        history = _apply(history, decision, ts_ms)
+    return {"history": history}
+
+
+def _apply(history: History, decision: dict[str, Any], ts_ms: int) -> History:
+    tid = str(decision.get("transaction_id"))
+    key = (ts_ms, tid)
+    pos = bisect_left(history, key, key=_entry_key)
+    if pos == len(history) or (history[pos][0], history[pos][1]) != key:
+        history.insert(pos, [ts_ms, tid, decision["action"]])
+    since = ts_ms - CONTEXT_WINDOW_MS
+    flags = declines = 0
+    for e in history[: pos + 1]:
+        if e[0] > since:
+            flags += 1
+            if e[2] == "decline":
+                declines += 1
+    decision["card_context"] = {
+        "flags_30d": flags,
+        "declines_30d": declines,
+        "previous_action": history[pos - 1][2] if pos else None,
+    }
+    horizon = history[-1][0] - CONTEXT_KEEP_MS
+    if history[0][0] >= horizon:
+        return history
+    return [e for e in history if e[0] >= horizon]
+
+
+def _entry_key(entry: list[Any]) -> tuple[Any, Any]:
+    return (entry[0], entry[1])
