@@ -42,7 +42,7 @@ from streams.observability import metrics
 from streams.settings import Settings
 from streams.stage2.context import apply_card_context as apply_card_context  # re-exported
 from streams.stage2.context import apply_card_contexts
-from streams.stage2.output import BatchOutput, Delivery, Headers, Record
+from streams.stage2.output import ANY_PARTITION, BatchOutput, Delivery, Headers, Record
 from streams.stage2.pipeline import IN_FLIGHT, Job, sent_ms
 from streams.stage2.policy import DecisionPolicy
 from streams.stage2.scoring import ModelHolder, Scorer
@@ -146,13 +146,12 @@ def build_app(settings: Settings) -> faust.App:
     ]
     output = BatchOutput(s)
     dlq = app.topic(s.topic_flagged_dlq, **raw)
-    # use_partitioner: the changelog partition comes from the producer's partitioner on the
-    # serialized key (Java-compatible murmur2 in aiokafka and in clients.producer alike). The key
-    # is JSON ('"<card>"', faust's table key serializer), so it is not always the card's
-    # flagged-topic partition.
-    cards = app.Table(
-        "stage2-card-context", default=dict, partitions=s.partitions, use_partitioner=True
-    )
+    # Co-partitioned with the flagged topic: a card's changelog records go to the partition its
+    # flagged records come from (``publish``), so the worker that is assigned a flagged
+    # partition recovers exactly the cards of that partition. (Hashing the table's JSON key,
+    # '"<card>"', would put a card elsewhere than its flagged partition, and a worker would
+    # restore other workers' cards after a rebalance.)
+    cards = app.Table("stage2-card-context", default=dict, partitions=s.partitions)
     changelog = cards.changelog_topic.get_topic_name()
     # one thread for the booster calls: batches are scored one after another, as with
     # PREDICT_THREADS = 1, and the event loop's own thread is left to faust
@@ -301,7 +300,7 @@ def build_app(settings: Settings) -> faust.App:
                     job.decided = await isolate(job)
                 except Exception as exc:
                     await retry_all(job, exc)
-            delivery = await publish(job.records, job.decided) if job.decided else None
+            delivery = await publish(job.records, job.good, job.decided) if job.decided else None
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 job.published.cancel()
@@ -334,17 +333,25 @@ def build_app(settings: Settings) -> faust.App:
         for event in job.good:
             await retry_or_dead(event, job.attempt + 1, repr(exc))
 
-    async def publish(records: list[dict[str, Any]], decided: list[dict[str, Any]]) -> Delivery:
+    async def publish(
+        records: list[dict[str, Any]], events: list[Any], decided: list[dict[str, Any]]
+    ) -> Delivery:
         """Card context (one table write per card per batch) and the decisions, handed to the
         producer; ``finish`` waits for their delivery before it acks the batch."""
-        times = {str(r.get("transaction_id")): int(r.get("ts_ms") or 0) for r in records}
+        source = {
+            str(r.get("transaction_id")): (int(r.get("ts_ms") or 0), int(_source(e)[0]))
+            for r, e in zip(records, events, strict=True)
+        }
         by_card: dict[str, list[tuple[dict[str, Any], int]]] = {}
+        card_partition: dict[str, int] = {}
         for decision in decided:
-            ts_ms = times.get(str(decision.get("transaction_id")), 0)
-            by_card.setdefault(str(decision.get("card_id")), []).append((decision, ts_ms))
+            ts_ms, partition = source.get(str(decision.get("transaction_id")), (0, ANY_PARTITION))
+            card = str(decision.get("card_id"))
+            by_card.setdefault(card, []).append((decision, ts_ms))
+            card_partition[card] = partition
         # The card table is written the way faust writes it (same changelog topic, JSON key and
-        # value bytes, same partitioner; recovery reads them back as before), but through the
-        # batch's producer: faust's per-record changelog path cost more event-loop time than
+        # value bytes; recovery reads them back as before), to the card's flagged-topic
+        # partition, through the batch's producer: faust's per-record changelog path cost more event-loop time than
         # the scoring, and these records are delivered before the batch is acked all the same.
         out: list[Record] = []
         data = cards.data
@@ -352,14 +359,15 @@ def build_app(settings: Settings) -> faust.App:
         for card, items in by_card.items():
             ctx = apply_card_contexts(data.get(card) or {}, items)
             data[card] = ctx
-            out.append((changelog, dumps(card), dumps(ctx), []))
+            out.append((changelog, dumps(card), dumps(ctx), [], card_partition[card]))
         topic = s.topic_decisions
         for decision in decided:
             sent = decision.pop("sent_ms", None)
             headers: Headers = [("sent_ms", str(sent).encode())] if sent is not None else []
             if sent is not None:
                 sent_times.append(int(sent))
-            out.append((topic, str(decision["transaction_id"]).encode(), dumps(decision), headers))
+            key = str(decision["transaction_id"]).encode()
+            out.append((topic, key, dumps(decision), headers, ANY_PARTITION))
         return await output.produce(out)
 
     def _report(consumed: int, decided: list[dict[str, Any]], started: float) -> None:

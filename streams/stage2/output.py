@@ -20,7 +20,9 @@ from streams.kafka import clients
 from streams.settings import Settings
 
 Headers = list[tuple[str, str | bytes | None]]
-Record = tuple[str, bytes, bytes, Headers]  # topic, key, value, headers
+Record = tuple[str, bytes, bytes, Headers, int]
+"""topic, key, value, headers, partition (``ANY_PARTITION``: the producer's partitioner)."""
+ANY_PARTITION = -1
 # librdkafka retries a record for message.timeout.ms (default 300 s) before it reports it failed
 FLUSH_TIMEOUT_S = 330.0
 
@@ -51,12 +53,12 @@ class BatchOutput:
         delivery = Delivery(len(records))
         on_delivery = delivery.report
         produce = self._producer.produce
-        for topic, key, value, headers in records:
+        for topic, key, value, headers, partition in records:
             try:
-                produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                produce(topic, value, key, partition, headers=headers, on_delivery=on_delivery)
             except BufferError:  # the local queue is full: deliver what it holds, then go on
                 await self._flush()
-                produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                produce(topic, value, key, partition, headers=headers, on_delivery=on_delivery)
         return delivery
 
     async def delivered(self, delivery: Delivery) -> None:

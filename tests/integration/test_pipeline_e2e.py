@@ -81,3 +81,20 @@ def test_every_transaction_gets_exactly_one_decision(settings):
         assert headers["dlq.source.topic"] == settings.topic_transactions
         assert headers["dlq.stage"] == "stage1"
         assert headers["dlq.source.offset"].isdigit()
+
+    # stage 2's card table is co-partitioned with the flagged topic: each card's changelog
+    # records are in the partition its flagged records come from, so a worker assigned a
+    # flagged partition restores exactly that partition's cards
+    flagged = read_topic(settings, settings.topic_flagged, until=worker.stats.flagged, idle_s=1)
+    card_partition = {orjson.loads(m.value())["card_id"]: m.partition() for m in flagged}
+    changelog = read_topic(
+        settings,
+        f"{settings.stage2_app_id}-stage2-card-context-changelog",
+        until=len(card_partition),
+        timeout_s=30,
+        idle_s=1,
+    )
+    assert {orjson.loads(m.key()) for m in changelog} == set(card_partition)
+    assert len(set(card_partition.values())) > 1  # the check means something
+    for m in changelog:
+        assert m.partition() == card_partition[orjson.loads(m.key())]

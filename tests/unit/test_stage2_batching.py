@@ -104,7 +104,7 @@ class FakeProducer:
         self.queued: list[tuple[Any, ...]] = []
         self.delivered: list[tuple[str, bytes]] = []
 
-    def produce(self, topic, value, key, headers=None, on_delivery=None):
+    def produce(self, topic, value, key, partition=-1, headers=None, on_delivery=None):
         if self.full_after is not None and len(self.queued) >= self.full_after:
             raise BufferError("queue full")
         self.queued.append((topic, key, value, on_delivery))
@@ -126,7 +126,7 @@ def _output(monkeypatch, producer: FakeProducer) -> output_module.BatchOutput:
 def test_output_returns_once_everything_is_delivered(monkeypatch):
     producer = FakeProducer(full_after=2)  # a full local queue is flushed, then sending goes on
     out = _output(monkeypatch, producer)
-    records = [("decisions", str(i).encode(), b"{}", []) for i in range(5)]
+    records = [("decisions", str(i).encode(), b"{}", [], -1) for i in range(5)]
     asyncio.run(out.send(records))  # type: ignore[arg-type]
     assert producer.delivered == [("decisions", str(i).encode()) for i in range(5)]
     assert producer.queued == []
@@ -134,7 +134,7 @@ def test_output_returns_once_everything_is_delivered(monkeypatch):
 
 def test_output_raises_when_a_record_is_not_delivered(monkeypatch):
     out = _output(monkeypatch, FakeProducer(fail={b"2"}))
-    records = [("decisions", str(i).encode(), b"{}", []) for i in range(4)]
+    records = [("decisions", str(i).encode(), b"{}", [], -1) for i in range(4)]
     with pytest.raises(BrokerError, match="1 of 4"):
         asyncio.run(out.send(records))  # type: ignore[arg-type]
 
@@ -147,8 +147,8 @@ def test_produce_then_wait_for_delivery(monkeypatch):
     out = _output(monkeypatch, producer)
 
     async def main() -> None:
-        first = await out.produce([("t", b"1", b"{}", [])])
-        second = await out.produce([("t", b"2", b"{}", [])])
+        first = await out.produce([("t", b"1", b"{}", [], -1)])
+        second = await out.produce([("t", b"2", b"{}", [], -1)])
         assert [q[1] for q in producer.queued] == [b"1", b"2"]  # handed over in order
         await out.delivered(second)
         await out.delivered(first)
