@@ -76,7 +76,7 @@ def _faust_child(settings: Settings, app_id: str, forward: str, total: int, resu
     devnull = os.open(os.devnull, os.O_WRONLY)  # faust's worker draws on the terminal
     os.dup2(devnull, 1)
 
-    from streams.stage2.app import faust_broker_settings
+    from streams.kafka.faust_config import data_dir, faust_broker_settings
 
     broker = {
         **faust_broker_settings(settings),
@@ -86,6 +86,7 @@ def _faust_child(settings: Settings, app_id: str, forward: str, total: int, resu
     app = faust.App(
         app_id,
         store="memory://",
+        datadir=str(data_dir(app_id)),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,

@@ -9,6 +9,8 @@ plaintext or TLS, and TLS alone.
 from __future__ import annotations
 
 import ssl
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -58,3 +60,11 @@ def faust_broker_settings(settings: Settings) -> dict[str, Any]:
     if credentials is not None:
         conf["broker_credentials"] = credentials
     return conf
+
+
+def data_dir(app_id: str) -> Path:
+    """faust's data directory for ``app_id``, under the system temp directory (never the
+    current one), with its parent created (faust creates only the last level)."""
+    base = Path(tempfile.gettempdir()) / "fraudstream"
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"{app_id}-data"

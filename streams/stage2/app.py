@@ -26,17 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
 
 from streams.errors import ModelError
+from streams.kafka.faust_config import data_dir, faust_broker_settings
 from streams.kafka.topics import retry_topic
 from streams.observability import metrics
 from streams.settings import Settings
@@ -68,32 +67,6 @@ def injected_fault_attempts(value: str | None = None) -> int | None:
     return None
 
 
-def faust_broker_settings(settings: Settings) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        "broker": f"kafka://{settings.bootstrap_servers}",
-        "broker_session_timeout": settings.session_timeout_ms / 1000,
-        "broker_heartbeat_interval": settings.heartbeat_interval_ms / 1000,
-    }
-    if settings.sasl_mechanism and settings.sasl_username and settings.sasl_password:
-        conf["broker_credentials"] = faust.SASLCredentials(
-            username=settings.sasl_username,
-            password=settings.sasl_password.get_secret_value(),
-            mechanism=settings.sasl_mechanism,
-            ssl_context=_ssl_context(settings)
-            if "SSL" in (settings.security_protocol or "")
-            else None,
-        )
-    elif (settings.security_protocol or "").upper() == "SSL":
-        conf["broker_credentials"] = faust.SSLCredentials(_ssl_context(settings))
-    return conf
-
-
-def _ssl_context(settings: Settings) -> Any:
-    import ssl
-
-    return ssl.create_default_context(cafile=settings.ssl_ca_location)
-
-
 def _headers(event: Any) -> list[tuple[str, bytes]]:
     raw = event.message.headers or []
     items = raw.items() if isinstance(raw, dict) else raw
@@ -107,13 +80,6 @@ def _header(headers: list[tuple[str, bytes]], name: str) -> str | None:
     return None
 
 
-def _datadir(app_id: str) -> Path:
-    """faust's data directory, with its parent created (faust creates only the last level)."""
-    base = Path(tempfile.gettempdir()) / "fraudstream"
-    base.mkdir(parents=True, exist_ok=True)
-    return base / f"{app_id}-data"
-
-
 def build_app(settings: Settings) -> faust.App:
     s = settings
     app = faust.App(
@@ -121,7 +87,7 @@ def build_app(settings: Settings) -> faust.App:
         store="memory://",
         # tables live in memory (recovered from their changelog); keep faust's data directory out
         # of the working directory
-        datadir=str(_datadir(s.stage2_app_id)),
+        datadir=str(data_dir(s.stage2_app_id)),
         topic_partitions=s.partitions,
         topic_replication_factor=s.replication_factor,
         web_enabled=False,
@@ -351,8 +317,9 @@ def build_app(settings: Settings) -> faust.App:
             card_partition[card] = partition
         # The card table is written the way faust writes it (same changelog topic, JSON key and
         # value bytes; recovery reads them back as before), to the card's flagged-topic
-        # partition, through the batch's producer: faust's per-record changelog path cost more event-loop time than
-        # the scoring, and these records are delivered before the batch is acked all the same.
+        # partition, through the batch's producer: faust's per-record changelog path cost more
+        # event-loop time than the scoring, and these records are delivered before the batch is
+        # acked all the same.
         out: list[Record] = []
         data = cards.data
         dumps = orjson.dumps
