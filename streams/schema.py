@@ -64,44 +64,52 @@ def parse_timestamp(value: Any) -> int:
 
 
 _DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> epoch ms of its midnight, by parse_timestamp
+_MINUTES: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> epoch ms of that minute (canonical only)
+_CACHE_LIMIT = 4096
 
 
-def _canonical_ms(text: str) -> int | None:
-    """Epoch ms of ``YYYY-MM-DDTHH:MM:SS.fffZ`` (what producers here write), or None for any
-    other shape. The date is parsed once by ``parse_timestamp`` and cached; the time of day is
-    added exactly, which is what ``parse_timestamp`` computes for this shape."""
-    if (
-        len(text) != 24
-        or text[10] != "T"
-        or text[13] != ":"
-        or text[16] != ":"
-        or text[19] != "."
-        or text[23] != "Z"
-        or not text.isascii()
-    ):
+def _minute_ms(prefix: str) -> int | None:
+    """Epoch ms of the minute ``YYYY-MM-DDTHH:MM`` (a canonical time's first 16 characters), or
+    None when the prefix is not of that shape. The date is parsed once by ``parse_timestamp``
+    and cached; hour and minute are added exactly, which is what it computes for this shape."""
+    if prefix[10] != "T" or prefix[13] != ":" or not prefix.isascii():
         return None
-    hour, minute, second, milli = text[11:13], text[14:16], text[17:19], text[20:23]
-    if not (
-        hour.isdigit()
-        and minute.isdigit()
-        and second.isdigit()
-        and milli.isdigit()
-        and hour < "24"
-        and minute < "60"
-        and second < "60"
-    ):
+    hour, minute = prefix[11:13], prefix[14:16]
+    if not (hour.isdigit() and minute.isdigit() and hour < "24" and minute < "60"):
         return None
-    day = text[:10]
+    day = prefix[:10]
     base = _DAYS.get(day)
     if base is None:
         try:
             base = parse_timestamp(day + "T00:00:00Z")
         except ValidationError:
             return None  # let parse_timestamp report it
-        if len(_DAYS) >= 4096:
+        if len(_DAYS) >= _CACHE_LIMIT:
             _DAYS.clear()
         _DAYS[day] = base
-    ms = base + ((int(hour) * 60 + int(minute)) * 60 + int(second)) * 1000 + int(milli)
+    base += (int(hour) * 60 + int(minute)) * 60_000
+    if len(_MINUTES) >= _CACHE_LIMIT:
+        _MINUTES.clear()
+    _MINUTES[prefix] = base
+    return base
+
+
+def _canonical_ms(text: str) -> int | None:
+    """Epoch ms of ``YYYY-MM-DDTHH:MM:SS.fffZ`` (what producers here write), or None for any
+    other shape: the minute from a cache (``_minute_ms``), plus seconds and milliseconds
+    (``SSfff`` read as one integer)."""
+    if len(text) != 24 or text[16] != ":" or text[19] != "." or text[23] != "Z":
+        return None
+    prefix = text[:16]
+    base = _MINUTES.get(prefix)
+    if base is None:
+        base = _minute_ms(prefix)
+        if base is None:
+            return None
+    rest = text[17:19] + text[20:23]  # seconds and milliseconds: "SSfff" < "60000"
+    if not (rest.isascii() and rest.isdigit()) or rest >= "60000":
+        return None
+    ms = base + int(rest)
     return ms if ms < _MAX_TS_MS else None
 
 
@@ -118,8 +126,11 @@ def _ident(obj: dict[str, Any], name: str) -> str:
 def validate(obj: Any) -> Transaction:
     """A decoded JSON value to a Transaction, or ValidationError naming what is wrong."""
     if type(obj) is dict:  # fast path: a well-formed transaction with string ids, float amount
-        tid, card, terminal = obj.get("transaction_id"), obj.get("card_id"), obj.get("terminal_id")
-        amount, when = obj.get("amount"), obj.get("timestamp")
+        try:
+            tid, card, terminal = obj["transaction_id"], obj["card_id"], obj["terminal_id"]
+            amount, when = obj["amount"], obj["timestamp"]
+        except KeyError:
+            return _validate(obj)  # reports the missing fields
         if (
             type(tid) is str
             and type(card) is str

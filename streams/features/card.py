@@ -1,10 +1,15 @@
 """Per-card event-time windows.
 
-State per card: the timestamps (ms), prefix sums of amounts and terminal ids of the card's
+State per card: the timestamps (ms), prefix sums of amounts and terminal keys of the card's
 transactions in the last 30 days (plus at most ``_SLACK`` stale entries awaiting compaction).
 A card making k transactions a day holds about 30·k entries: 8 + 8 bytes in two ``array``s plus
-an 8-byte reference to a shared terminal id each (``FeatureEngine`` interns terminal ids), so
-about 16 + 24·30·k bytes of payload.
+a 4-byte terminal key (``terminal_key``: ``FeatureEngine`` numbers its terminal ids) in a
+``bytearray``, so about 16 + 20·30·k bytes of payload.
+
+Terminal keys are fixed-width and only their first byte has the high bit set, so a key can only
+be found in the ``bytearray`` at an entry's start: "has the card used this terminal in the
+window" is one ``bytearray.find`` (C) over the window's bytes, not a Python-level comparison of
+each id.
 """
 
 from __future__ import annotations
@@ -22,6 +27,16 @@ _SLACK = 64
 if WINDOWS_DAYS != (1, 7, 30):  # pragma: no cover - a guard for whoever changes the windows
     raise ImportError("CardWindows.features is written for windows of 1, 7 and 30 days")
 _D1_MS, _D7_MS, _D30_MS = (n * DAY_MS for n in WINDOWS_DAYS)
+KEY_BYTES = 4
+MAX_TERMINALS = 1 << 28
+
+
+def terminal_key(number: int) -> bytes:
+    """The card-window key of terminal number ``number`` (0 <= number < ``MAX_TERMINALS``):
+    four 7-bit digits, the first one marked with the high bit."""
+    if not 0 <= number < MAX_TERMINALS:
+        raise OverflowError(f"terminal number {number} out of range")
+    return bytes((0x80 | number >> 21, number >> 14 & 0x7F, number >> 7 & 0x7F, number & 0x7F))
 
 
 class CardWindows:
@@ -32,19 +47,20 @@ class CardWindows:
     def __init__(self) -> None:
         self.ts = array("q")
         self.cum = array("d", [0.0])  # cum[i] = sum of the first i amounts
-        self.terms: list[str] = []
+        self.terms = bytearray()  # KEY_BYTES per entry: terminal keys (``terminal_key``)
 
-    def add(self, ts_ms: int, amount: float, terminal: str) -> int:
-        """Record a transaction; returns its index. Out-of-order events are inserted in place."""
+    def add(self, ts_ms: int, amount: float, terminal: bytes) -> int:
+        """Record a transaction (``terminal``: its terminal's key); returns its index.
+        Out-of-order events are inserted in place."""
         ts = self.ts
         if not ts or ts_ms >= ts[-1]:
             ts.append(ts_ms)
             self.cum.append(self.cum[-1] + amount)
-            self.terms.append(terminal)
+            self.terms += terminal
             return len(ts) - 1
         pos = bisect_right(ts, ts_ms)
         ts.insert(pos, ts_ms)
-        self.terms.insert(pos, terminal)
+        self.terms[pos * KEY_BYTES : pos * KEY_BYTES] = terminal
         amounts = [self.cum[i + 1] - self.cum[i] for i in range(len(self.cum) - 1)]
         amounts.insert(pos, amount)
         cum = array("d", [0.0])
@@ -59,11 +75,11 @@ class CardWindows:
         if lo > _SLACK:
             base = self.cum[lo]
             del self.ts[:lo]
-            del self.terms[:lo]
+            del self.terms[: lo * KEY_BYTES]
             self.cum = array("d", (c - base for c in self.cum[lo:]))
 
     def features(
-        self, idx: int, ts_ms: int, amount: float, terminal: str, out: list[float]
+        self, idx: int, ts_ms: int, amount: float, terminal: bytes, out: list[float]
     ) -> None:
         """Append the card features of the transaction at ``idx`` to ``out``.
 
@@ -90,5 +106,6 @@ class CardWindows:
             amount / ((cum[idx] - cum[lo30]) / prev) if prev and cum[idx] > cum[lo30] else 1.0,
             (ts_ms - ts[idx - 1]) / 1000.0 if idx > lo30 else _HORIZON_S,
             float(hi - bisect_right(ts, ts_ms - _HOUR_MS, lo1, hi)),
-            0.0 if terminal in self.terms[lo30:idx] else 1.0,
+            # the key in the entries [lo30, idx): a match can only start at an entry
+            1.0 if self.terms.find(terminal, lo30 * KEY_BYTES, idx * KEY_BYTES) < 0 else 0.0,
         )

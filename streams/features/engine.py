@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams.features.card import CardWindows
+from streams.features.card import CardWindows, terminal_key
 from streams.features.names import DAY_MS, MODEL_FEATURES
 from streams.features.terminal import TerminalTable
 
@@ -33,9 +33,9 @@ class FeatureEngine:
     def __init__(self) -> None:
         self.cards: dict[str, CardWindows] = {}
         self.terminals = TerminalTable()
-        # One str object per terminal id: card windows keep a reference per transaction, and a
-        # decoded message brings a fresh copy of the id each time (about 50 bytes an entry).
-        self._terminal_ids: dict[str, str] = {}
+        # Per terminal id: one str object (the terminal table keeps references; a decoded
+        # message brings a fresh copy of the id each time) and its card-window key.
+        self._terminal_ids: dict[str, tuple[str, bytes]] = {}
 
     def transform(self, card: str, terminal: str, amount: float, ts_ms: int) -> list[float]:
         """Update the card's state with this transaction and return its feature vector."""
@@ -50,15 +50,18 @@ class FeatureEngine:
         state = self.cards.get(card)
         if state is None:
             state = self.cards[card] = CardWindows()
-        terminal = self._terminal_ids.setdefault(terminal, terminal)
-        idx = state.add(ts_ms, amount, terminal)
+        known = self._terminal_ids.get(terminal)
+        if known is None:
+            known = self._terminal_ids[terminal] = (terminal, terminal_key(len(self._terminal_ids)))
+        terminal, key = known
+        idx = state.add(ts_ms, amount, key)
         day, in_day = divmod(ts_ms, DAY_MS)  # calendar(ts_ms), inlined: weekend, night
         out += (
             amount,
             1.0 if (day + 3) % 7 >= 5 else 0.0,
             1.0 if in_day // _HOUR_MS <= 6 else 0.0,
         )
-        state.features(idx, ts_ms, amount, terminal, out)
+        state.features(idx, ts_ms, amount, key, out)
         self.terminals.features(terminal, ts_ms, out)
         if idx >= 128 and idx & 31 == 0:
             state.compact(ts_ms)

@@ -83,16 +83,23 @@ def segments(position: int, n: int, every: int) -> Iterator[tuple[int, int]]:
         start = end
 
 
-def screen_segment(
+def release_labels(
     screener: Screener, gate: LabelGate, txs: list[Transaction], horizon_ms: int | None = None
-) -> ScreenedBatch:
-    """Release the labels a segment may see, then screen it (``txs``: non-empty, within one
-    segment). ``horizon_ms``: the event time of the segment's first transaction, when ``txs``
-    continue a segment whose start was screened in an earlier call."""
+) -> None:
+    """Release the labels a segment may see to the screener (``txs``: non-empty, within one
+    segment), before it is screened. ``horizon_ms``: the event time of the segment's first
+    transaction, when ``txs`` continue a segment whose start was screened in an earlier call."""
     add_label = screener.engine.add_label
     for _, terminal, ts_ms, fraud in gate.for_terminals(max(tx.ts_ms for tx in txs)):
         add_label(terminal, ts_ms, fraud)
     learn = screener.classifier.learn_label
     for tid, fraud in gate.for_classifier(txs[0].ts_ms if horizon_ms is None else horizon_ms):
         learn(tid, bool(fraud))
+
+
+def screen_segment(
+    screener: Screener, gate: LabelGate, txs: list[Transaction], horizon_ms: int | None = None
+) -> ScreenedBatch:
+    """Release the labels a segment may see, then screen it (``release_labels``)."""
+    release_labels(screener, gate, txs, horizon_ms)
     return screener.screen(txs)

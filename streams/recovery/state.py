@@ -12,22 +12,21 @@ does not depend on how many workers share the topic or how the records were batc
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
-from typing import Any
+from collections.abc import Iterable
 
-import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from streams.errors import MessageError, ValidationError
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
 from streams.kafka import clients
-from streams.recovery.labelgate import LabelGate, screen_segment, segments
+from streams.recovery.labelgate import LabelGate, release_labels, segments
 from streams.rules.model import RuleSet
 from streams.schema import Transaction, decode
 from streams.settings import Settings
-from streams.stage1.screen import ScreenedBatch, Screener
+from streams.stage1.screen import Scored, ScreenedBatch, Screener, judge
+from streams.stage1.screen import merge_batches as merge_batches  # where it used to live
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,7 @@ class PartitionedScreener:
         shared = Screener.from_settings(settings, rules)
         self.terminals = shared.engine.terminals
         self.classifier = shared.classifier
+        self.card_out = shared.card_out
         self.parts: dict[int, Screener] = {}
         # labels wait here for the stream's event time (streams.recovery.labelgate)
         self.gate = LabelGate()
@@ -67,6 +67,7 @@ class PartitionedScreener:
         screener = Screener.from_settings(self.settings, self.rules)
         screener.engine.terminals = self.terminals
         screener.classifier = self.classifier
+        screener.card_out = self.card_out  # one object: partitions' rows are judged together
         return screener
 
     def partition(self, partition: int) -> Screener:
@@ -93,17 +94,26 @@ class PartitionedScreener:
     def screen(self, partition: int, txs: list[Transaction]) -> ScreenedBatch:
         """Screen a partition's next records, in segments cut at fixed positions of the
         partition's stream, each after the labels its event time allows."""
-        screener = self.partition(partition)
-        position = self.positions.get(partition, 0)
+        return self.screen_many([(partition, txs)])
+
+    def screen_many(self, batches: Iterable[tuple[int, list[Transaction]]]) -> ScreenedBatch:
+        """``screen`` of several partitions' next records (a poll), as one batch in the order
+        given: each segment is scored after its labels are released, in order, exactly as by
+        one ``screen`` call per partition; the rules then judge all rows in one evaluation."""
         every = self.settings.stage1_batch_size
-        outs = []
-        for a, b in segments(position, len(txs), every):
-            if (position + a) % every == 0:  # a segment starts: the classifier's label horizon
-                self.horizons[partition] = txs[a].ts_ms
-            horizon = self.horizons.get(partition, txs[a].ts_ms)
-            outs.append(screen_segment(screener, self.gate, txs[a:b], horizon))
-        self.positions[partition] = position + len(txs)
-        return merge_batches(outs)
+        parts: list[tuple[Screener, Scored]] = []
+        for partition, txs in batches:
+            screener = self.partition(partition)
+            position = self.positions.get(partition, 0)
+            for a, b in segments(position, len(txs), every):
+                if (position + a) % every == 0:  # a segment starts: the classifier's horizon
+                    self.horizons[partition] = txs[a].ts_ms
+                horizon = self.horizons.get(partition, txs[a].ts_ms)
+                segment = txs[a:b] if b - a < len(txs) else txs
+                release_labels(screener, self.gate, segment, horizon)
+                parts.append((screener, screener.score(segment)))
+            self.positions[partition] = position + len(txs)
+        return judge(parts)
 
     def learn_label(
         self,
@@ -119,31 +129,6 @@ class PartitionedScreener:
         if known_at_ms is None or known_at_ms <= 0:
             known_at_ms = ts_ms + LABEL_DELAY_DAYS * DAY_MS
         self.gate.offer((transaction_id, terminal, ts_ms, fraud), known_at_ms)
-
-
-def merge_batches(outs: list[ScreenedBatch]) -> ScreenedBatch:
-    """Several screened batches as one (for telemetry): arrays and lists concatenated."""
-    if len(outs) == 1:
-        return outs[0]
-    merged: dict[str, Any] = {}
-    for f in dataclasses.fields(ScreenedBatch):
-        if not f.init:
-            continue
-        values = [getattr(o, f.name) for o in outs]
-        first = values[0]
-        if isinstance(first, np.ndarray):
-            merged[f.name] = np.concatenate(values)
-        elif isinstance(first, list):
-            merged[f.name] = [x for v in values for x in v]
-        elif isinstance(first, dict):
-            total: dict[Any, Any] = {}
-            for v in values:
-                for k, n in v.items():
-                    total[k] = total.get(k, 0) + n
-            merged[f.name] = total
-        else:
-            merged[f.name] = first
-    return ScreenedBatch(**merged)
 
 
 def rebuild_partitions(

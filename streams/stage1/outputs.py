@@ -94,7 +94,18 @@ def emit(
     flagged_topic, decisions_topic = settings.topic_flagged, settings.topic_decisions
     values = encode_outputs(out)
     for tx, flagged, value, msg in zip(out.txs, out.flagged.tolist(), values, sources, strict=True):
-        h = sent_ms(msg)
+        h: bytes | None
+        carried = msg.headers()
+        if (  # the usual headers (as this package's producers write them), read inline
+            carried is not None
+            and len(carried) == 1
+            and carried[0][0] == SENT_MS
+            and type(h := carried[0][1]) is bytes
+            and h.isascii()
+        ):
+            pass
+        else:
+            h = sent_ms(msg)
         headers: Headers | None = [(SENT_MS, h)] if h else None
         if flagged:
             produce(flagged_topic, value, tx.card_id.encode(), timestamp=tx.ts_ms, headers=headers)

@@ -6,7 +6,8 @@ The Kafka worker, ``replay``, ``rules backtest``, ``train`` and ``evaluate`` all
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import dataclasses
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,28 @@ from streams.rules.model import RuleSet
 from streams.schema import Transaction
 from streams.settings import Settings
 from streams.stage1.policy import FlagPolicy
+
+
+def round6(values: np.ndarray) -> list[float]:
+    """``[round(v, 6) for v in values.tolist()]``, the same floats bit for bit, vectorised.
+
+    ``round(v, 6)`` is the double nearest to ``k / 10**6``, ``k`` the exact ``v * 10**6`` rounded
+    half to even; so is ``rint(v * 1e6) / 1e6`` (IEEE division is correctly rounded) whenever the
+    float product rounds to the same ``k``: when it is not within 1e-6 of a half-integer (for
+    ``|v| < 1000`` its error is below 1e-7). The other values (and NaN, infinities, large
+    values) go through ``round`` itself.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    scaled = v * 1e6
+    k = np.rint(scaled)
+    out: list[float] = (k / 1e6).tolist()
+    with np.errstate(invalid="ignore"):
+        exact = (np.abs(np.abs(scaled - k) - 0.5) > 1e-6) & (np.abs(v) < 1e3)
+    if not exact.all():
+        source = v.tolist()
+        for i in np.flatnonzero(~exact).tolist():
+            out[i] = round(source[i], 6)
+    return out
 
 
 @dataclass
@@ -48,10 +71,10 @@ class ScreenedBatch:
         """(anomaly, probability, rule score, stage-1 score) per row, as published."""
         if self._published is None:
             self._published = (
-                [round(v, 6) for v in self.anomaly.tolist()],
-                [round(v, 6) for v in self.probability.tolist()],
+                round6(self.anomaly),
+                round6(self.probability),
                 self.rule_score.astype(np.float64).tolist(),
-                [round(v, 6) for v in self.stage1_score.tolist()],
+                round6(self.stage1_score),
             )
         return self._published
 
@@ -137,6 +160,92 @@ def rule_frame(
     return pl.DataFrame([pl.Series(RULE_FIELDS[i], columns[i]) for i in keep or range(1)])
 
 
+@dataclass
+class Scored:
+    """Transactions with their features and online scores (``Screener.score``): what the
+    rules and the flag policy judge (``judge``)."""
+
+    txs: list[Transaction]
+    X: np.ndarray
+    ts: np.ndarray
+    anomaly: np.ndarray
+    probability: np.ndarray
+
+
+def judge(parts: Sequence[tuple[Screener, Scored]]) -> ScreenedBatch:
+    """Rules, flag decision and stage-1 score of scored batches, as one batch in the order
+    given. Each part is decided by its own screener's flag policy (in order: the policy keeps a
+    window of recent probabilities); the rules, a row-wise function, judge every row in one
+    evaluation when the screeners share a rule set (else one evaluation per part)."""
+    first = parts[0][0]
+    rules = first.rules
+    if len(parts) == 1:
+        scored = parts[0][1]
+        txs, X, ts = scored.txs, scored.X, scored.ts
+        anomaly, prob = scored.anomaly, scored.probability
+    elif any(s.rules is not rules or s.card_out is not first.card_out for s, _ in parts):
+        return merge_batches([judge([part]) for part in parts])
+    else:
+        txs = [tx for _, scored in parts for tx in scored.txs]
+        X = np.concatenate([scored.X for _, scored in parts])
+        ts = np.concatenate([scored.ts for _, scored in parts])
+        anomaly = np.concatenate([scored.anomaly for _, scored in parts])
+        prob = np.concatenate([scored.probability for _, scored in parts])
+    result = rules.evaluate(rule_frame(X, ts, anomaly, prob, rules.plan.fields))
+    flags, scores = [], []
+    start = 0
+    for screener, scored in parts:
+        end = start + len(scored.txs)
+        part_flagged = screener.policy.flag(
+            result.flag[start:end], scored.probability, scored.anomaly
+        )
+        flags.append(part_flagged)
+        scores.append(
+            screener.policy.stage1_score(result.score[start:end], scored.probability, part_flagged)
+        )
+        start = end
+    return ScreenedBatch(
+        card_out=first.card_out,
+        txs=txs,
+        X=X,
+        anomaly=anomaly,
+        probability=prob,
+        rule_score=result.score,
+        stage1_score=scores[0] if len(scores) == 1 else np.concatenate(scores),
+        flagged=flags[0] if len(flags) == 1 else np.concatenate(flags),
+        fired=result.fired,
+        reasons=result.reasons,
+        shadow_fired=result.shadow_fired,
+        hits=result.hits,
+        rules_version=rules.version,
+    )
+
+
+def merge_batches(outs: list[ScreenedBatch]) -> ScreenedBatch:
+    """Several screened batches as one (for telemetry): arrays and lists concatenated."""
+    if len(outs) == 1:
+        return outs[0]
+    merged: dict[str, Any] = {}
+    for f in dataclasses.fields(ScreenedBatch):
+        if not f.init:
+            continue
+        values = [getattr(o, f.name) for o in outs]
+        first = values[0]
+        if isinstance(first, np.ndarray):
+            merged[f.name] = np.concatenate(values)
+        elif isinstance(first, list):
+            merged[f.name] = [x for v in values for x in v]
+        elif isinstance(first, dict):
+            total: dict[Any, Any] = {}
+            for v in values:
+                for k, n in v.items():
+                    total[k] = total.get(k, 0) + n
+            merged[f.name] = total
+        else:
+            merged[f.name] = first
+    return ScreenedBatch(**merged)
+
+
 class Screener:
     def __init__(
         self,
@@ -181,6 +290,11 @@ class Screener:
         """Screen a micro-batch in order. ``terminal_labels`` (offline replays of labelled
         history only) feeds each transaction's label to the terminal table right after it; the
         table's delay filter keeps it unseen for 7 days, as when it comes from the labels topic."""
+        return judge([(self, self.score(txs, terminal_labels))])
+
+    def score(self, txs: list[Transaction], terminal_labels: list[int] | None = None) -> Scored:
+        """The stateful half of ``screen``: features, anomaly score and online probability of
+        each transaction, in order (card windows, anomaly model and classifier updated)."""
         n = len(txs)
         flat: list[float] = []
         into = self.engine.transform_into
@@ -198,24 +312,7 @@ class Screener:
         prob = self.classifier.predict_batch(X)
         self.classifier.remember([tx.transaction_id for tx in txs], X)
         ts = np.fromiter((tx.ts_ms for tx in txs), dtype=np.int64, count=n)
-        rules = self.rules
-        result = rules.evaluate(rule_frame(X, ts, anomaly, prob, rules.plan.fields))
-        flagged = self.policy.flag(result.flag, prob, anomaly)
-        return ScreenedBatch(
-            card_out=self.card_out,
-            txs=txs,
-            X=X,
-            anomaly=anomaly,
-            probability=prob,
-            rule_score=result.score,
-            stage1_score=self.policy.stage1_score(result.score, prob, flagged),
-            flagged=flagged,
-            fired=result.fired,
-            reasons=result.reasons,
-            shadow_fired=result.shadow_fired,
-            hits=result.hits,
-            rules_version=self.rules.version,
-        )
+        return Scored(txs, X, ts, anomaly, prob)
 
     def learn_label(self, transaction_id: str, terminal: str, ts_ms: int, fraud: int) -> None:
         """A label from the labels topic: terminal risk table and the online classifier."""

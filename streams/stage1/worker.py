@@ -55,7 +55,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from streams.recovery.state import PartitionedScreener, merge_batches
+from streams.recovery.state import PartitionedScreener
 from streams.rules.reload import RuleReloader
 from streams.settings import Settings
 from streams.stage1 import connect
@@ -67,6 +67,7 @@ from streams.stage1.delivery import STOP_GRACE_S, AtLeastOnce, Delivery, DoneBat
 from streams.stage1.gc_tuning import tuned_gc
 from streams.stage1.labels import LabelFeed, decode_label
 from streams.stage1.outputs import emit, sent_ms
+from streams.stage1.screen import merge_batches
 from streams.stage1.stats import Stage1Stats
 from streams.stage1.telemetry import Stage1Telemetry
 
@@ -156,17 +157,18 @@ class Stage1Worker:
             return
         if self.settings.labels_wait and polled.groups:
             self.feed.await_time(polled.latest_ts_ms(), self.stop_event.is_set)
-        screened = [
-            (self.state.screen(p, txs), sources) for p, (txs, sources) in polled.groups.items()
-        ]
+        groups = polled.groups
+        # the whole poll in one call (rules evaluated once); rows in partition order
+        out = self.state.screen_many((p, txs) for p, (txs, _) in groups.items()) if groups else None
         self.delivery.settle()  # the previous batch, before this one produces anything
         sent: list[int] = []
-        for out, sources in screened:
+        if out is not None:
+            sources = [m for _, msgs in groups.values() for m in msgs]
             emit(self.settings, self.producer.produce, out, sources, sent)
         done = DoneBatch(
             polled.offsets(),
             len(msgs),
-            [out for out, _ in screened],
+            [out] if out is not None else [],
             sent,
             time.perf_counter() - started,
         )

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 import streams.features.engine as engine_module
-from streams.features.card import CardWindows
+from streams.features.card import CardWindows, terminal_key
 from streams.features.engine import N_FEATURES, FeatureEngine, calendar
 from streams.features.names import MODEL_FEATURES
 from streams.features.terminal import TerminalLabels, TerminalTable
@@ -241,12 +241,12 @@ def test_compaction_keeps_features_and_bounds_memory(per_day: float) -> None:
 def test_card_compact_rebases_prefix_sums() -> None:
     state = CardWindows()
     for i in range(200):
-        state.add(T0 + i * H, float(i), "t")
+        state.add(T0 + i * H, float(i), terminal_key(0))
     state.compact(T0 + 199 * H + 30 * D - 1)  # all but the last entry are 30 days old
     assert list(state.ts) == [T0 + 199 * H]
     assert list(state.cum) == [0.0, 199.0]
     out: list[float] = []
-    state.features(0, T0 + 199 * H, 199.0, "t", out)
+    state.features(0, T0 + 199 * H, 199.0, terminal_key(0), out)
     assert out[:6] == [1.0, 199.0, 1.0, 199.0, 1.0, 199.0]
 
 
@@ -337,3 +337,22 @@ def test_terminal_memory_is_bounded() -> None:
         engine.add_label(terminals[i % 50], T0 + i * 86_400, 0)
     longest = max(len(s.ts) for s in engine.terminals.terminals.values())
     assert longest <= 37 * 20 + 256 + 64  # the 37-day horizon + slack
+
+
+def test_card_terminal_keys_match_only_whole_entries() -> None:
+    """Keys are fixed-width with a marked first byte: the bytes across two entries' boundary
+    never read as a third terminal's key, so "new terminal" sees only the window's own ids."""
+    keys = [terminal_key(n) for n in (0, 1, 127, 128, 16_383, 16_384, (1 << 28) - 1)]
+    assert len(set(keys)) == len(keys) and all(len(k) == 4 for k in keys)
+    for a in keys:
+        for b in keys:
+            joined = a + b
+            assert all(joined[i : i + 4] not in keys for i in range(1, 4))
+    with pytest.raises(OverflowError):
+        terminal_key(1 << 28)
+    engine = FeatureEngine()
+    for n in range(300):  # many terminals: keys with several non-zero digits
+        row = engine.transform("c", f"t{n}", 1.0, T0 + n * H)
+        assert feature(row, "CARD_NEW_TERMINAL") == 1.0
+    again = engine.transform("c", "t150", 1.0, T0 + 300 * H)
+    assert feature(again, "CARD_NEW_TERMINAL") == 0.0

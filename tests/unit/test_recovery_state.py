@@ -86,3 +86,41 @@ def test_too_large_is_a_dead_letter_kind():
         assert exc.kind == "too_large"
     else:  # pragma: no cover
         raise AssertionError("a message over the limit decoded")
+
+
+def test_screen_many_equals_one_screen_per_partition_with_labels():
+    """A poll screened in one call (one rules evaluation) gives the rows, scores, rules and
+    label-gate effects of one ``screen`` per partition, partition after partition."""
+    txs = _stream()
+    parts = {p: [t for t in txs if int(t.card_id) % 3 == p] for p in range(3)}
+    rules = load_rules(SETTINGS.rules_dir)
+    small = SETTINGS.model_copy(update={"stage1_batch_size": 97})  # segments cut inside polls
+    one, many = PartitionedScreener(small, rules), PartitionedScreener(small, rules)
+    rng = np.random.default_rng(5)
+    pos = dict.fromkeys(parts, 0)
+    labelled, learned = 0, 0.0
+    while any(pos[p] < len(parts[p]) for p in parts):
+        poll = []
+        for p in rng.permutation(3).tolist():
+            size = int(rng.integers(0, 150))
+            batch = parts[p][pos[p] : pos[p] + size]
+            pos[p] += len(batch)
+            if batch:
+                poll.append((p, batch))
+        if not poll:
+            continue
+        latest = max(tx.ts_ms for _, batch in poll for tx in batch)
+        while labelled < len(txs) and txs[labelled].ts_ms <= latest:  # labels as they go
+            tx = txs[labelled]
+            for state in (one, many):
+                state.learn_label(tx.transaction_id, tx.terminal_id, tx.ts_ms, labelled % 7 == 0)
+            labelled += 1
+        expected = merge_batches([one.screen(p, batch) for p, batch in poll])
+        got = many.screen_many(poll)
+        assert [t.transaction_id for t in got.txs] == [t.transaction_id for t in expected.txs]
+        for name in ("X", "anomaly", "probability", "rule_score", "stage1_score", "flagged"):
+            assert np.array_equal(getattr(got, name), getattr(expected, name)), name
+        assert got.fired == expected.fired and got.reasons == expected.reasons
+        assert got.shadow_fired == expected.shadow_fired and got.hits == expected.hits
+        learned = max(learned, float(got.probability.max()))
+    assert learned > 0  # the classifier did learn from the released labels
