@@ -54,7 +54,7 @@ def versions(broker_kind: str) -> dict[str, str]:
 
     return {
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": str(confluent_kafka.__version__),
         "librdkafka": confluent_kafka.libversion()[0],
         "faust": str(faust.__version__),
         "river": str(river.__version__),
