@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     stage1_group: str = "stage1"
     stage1_batch_size: int = 2000
     stage1_batch_wait_ms: int = 5
+    stage1_poll_size: int = Field(
+        default=10_000,
+        description="most records a stage-1 worker takes per poll (a backlog is read in big "
+        "polls; steady traffic gives small ones); label release and calibrations stay at "
+        "stage1_batch_size positions, so results do not depend on it",
+    )
     rules_dir: Path = Path("rules")
     rules_reload: bool = True
     flag_probability_threshold: float = Field(

@@ -198,13 +198,14 @@ class Stage1Worker:
         self._open()
         s = self.settings
         wait = s.stage1_batch_wait_ms / 1000
+        poll = s.stage1_poll_size
         last_data = time.monotonic()
         try:
             with tuned_gc():
                 while not self.stop_event.is_set():
                     self._maybe_reload_rules()
                     self.feed.drain()
-                    msgs = self.consumer.consume(num_messages=s.stage1_batch_size, timeout=wait)
+                    msgs = self.consumer.consume(num_messages=poll, timeout=wait)
                     if msgs:
                         self.process(msgs)
                         self.watch.set(True)
