@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,23 @@ def run_demo(
             for i, value in enumerate(MALFORMED):
                 producer.produce(s.topic_transactions, value, f"malformed-{i}".encode())
             producer.flush(10)
-            produce_history(df, s, rate=rate)
+            # produced from a thread while decisions are read as they come, so the latency
+            # measured is the pipeline's, not the time the whole history takes to send
+            failed: list[BaseException] = []
+
+            def send() -> None:
+                try:
+                    produce_history(df, s, rate=rate)
+                except BaseException as exc:  # reported by the loop below
+                    failed.append(exc)
+
+            sender = threading.Thread(target=send, name="demo-producer", daemon=True)
+            sender.start()
             expected_ids = set(df["TRANSACTION_ID"].cast(pl.Utf8).to_list())
             with live_view(watcher, len(expected_ids), len(MALFORMED)) as refresh:
                 while not watcher.complete(expected_ids, len(MALFORMED)):
+                    if failed:
+                        raise FraudstreamError(f"producing the demo traffic failed: {failed[0]}")
                     for proc in procs:
                         if proc.poll() is not None:
                             raise FraudstreamError(
@@ -133,6 +147,7 @@ def run_demo(
                     watcher.poll(0.2)
                     refresh()
             elapsed = time.monotonic() - started
+            sender.join(timeout=30)
         finally:
             stop(procs)
             watcher.close()
