@@ -42,7 +42,7 @@ from streams.settings import Settings
 from streams.stage2.context import apply_card_context as apply_card_context  # re-exported
 from streams.stage2.context import apply_card_contexts
 from streams.stage2.output import ANY_PARTITION, BatchOutput, Delivery, Headers, Record
-from streams.stage2.pipeline import IN_FLIGHT, Job, sent_ms
+from streams.stage2.pipeline import IN_FLIGHT, Job, header, sent_ms, source_partition
 from streams.stage2.policy import DecisionPolicy
 from streams.stage2.scoring import ModelHolder, Scorer
 
@@ -71,13 +71,6 @@ def _headers(event: Any) -> list[tuple[str, bytes]]:
     raw = event.message.headers or []
     items = raw.items() if isinstance(raw, dict) else raw
     return [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
-
-
-def _header(headers: list[tuple[str, bytes]], name: str) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("utf-8", "replace")
-    return None
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -130,8 +123,8 @@ def build_app(settings: Settings) -> faust.App:
     def _source(event: Any) -> tuple[str, str, str]:
         """(partition, offset, timestamp ms) of the record on the flagged topic, also when
         ``event`` comes from a retry topic."""
-        msg, original = event.message, _headers(event)
-        values = [_header(original, name) for name in _RETRY_SOURCE]
+        msg = event.message
+        values = [header(event, name) for name in _RETRY_SOURCE]
         if all(v is not None for v in values):
             return str(values[0]), str(values[1]), str(values[2])
         return str(msg.partition), str(msg.offset), str(int(msg.timestamp * 1000))
@@ -151,7 +144,7 @@ def build_app(settings: Settings) -> faust.App:
         headers = [
             h for h in original if not h[0].startswith(PREFIX) and not h[0].startswith("retry.")
         ]
-        attempts = int(_header(original, "retry.attempt") or "0") + 1
+        attempts = int(header(event, "retry.attempt") or "0") + 1
         now = str(int(time.time() * 1000)).encode()
         partition, offset, timestamp = _source(event)
         headers += [
@@ -165,7 +158,7 @@ def build_app(settings: Settings) -> faust.App:
                 "error.kind": kind.encode(),
                 "error.message": message[:1000].encode(),
                 "attempts": str(attempts).encode(),
-                "first.failure.ms": (_header(original, "retry.first.ms") or now.decode()).encode(),
+                "first.failure.ms": (header(event, "retry.first.ms") or now.decode()).encode(),
                 "last.failure.ms": now,
             }.items()
         ]
@@ -185,7 +178,7 @@ def build_app(settings: Settings) -> faust.App:
         now = int(time.time() * 1000)
         original = _headers(event)
         headers = [h for h in original if not h[0].startswith("retry.")]
-        first = _header(original, "retry.first.ms") or str(now)
+        first = header(event, "retry.first.ms") or str(now)
         partition, offset, timestamp = _source(event)
         headers += [
             ("retry.attempt", str(attempt).encode()),
@@ -305,7 +298,7 @@ def build_app(settings: Settings) -> faust.App:
         """Card context (one table write per card per batch) and the decisions, handed to the
         producer; ``finish`` waits for their delivery before it acks the batch."""
         source = {
-            str(r.get("transaction_id")): (int(r.get("ts_ms") or 0), int(_source(e)[0]))
+            str(r.get("transaction_id")): (int(r.get("ts_ms") or 0), source_partition(e))
             for r, e in zip(records, events, strict=True)
         }
         by_card: dict[str, list[tuple[dict[str, Any], int]]] = {}
@@ -382,7 +375,7 @@ def build_app(settings: Settings) -> faust.App:
             async for events in stream.take_events(
                 s.stage2_batch_size, within=s.stage2_batch_wait_ms / 1000
             ):
-                due = max(int(_header(_headers(e), "retry.at.ms") or "0") for e in events)
+                due = max(int(header(e, "retry.at.ms") or "0") for e in events)
                 delay = due / 1000 - time.time()
                 if delay > 0:
                     await asyncio.sleep(delay)

@@ -34,13 +34,25 @@ class Job:
     decided: list[dict[str, Any]] | None = None  # None: nothing to publish (sent to retry)
 
 
-def sent_ms(event: Any) -> int | None:
-    """The ``sent_ms`` header of a record, without copying all its headers."""
+def header(event: Any, name: str) -> str | None:
+    """One header of a record, decoded, without copying all its headers."""
     raw = event.message.headers
     if not raw:
         return None
     for key, value in raw.items() if isinstance(raw, dict) else raw:
-        if key == "sent_ms":
-            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-            return int(text) if text else None
+        if key == name:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return None
+
+
+def sent_ms(event: Any) -> int | None:
+    """The ``sent_ms`` header of a record (the producer's send time)."""
+    text = header(event, "sent_ms")
+    return int(text) if text else None
+
+
+def source_partition(event: Any) -> int:
+    """The record's flagged-topic partition: its own, or for a retried record the one its
+    ``retry.source.partition`` header carries."""
+    original = header(event, "retry.source.partition")
+    return int(original) if original is not None else int(event.message.partition)
