@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     stage2_app_id: str = "stage2"
     stage2_batch_size: int = 500
     stage2_batch_wait_ms: int = 10
+    stage2_stream_buffer: int = Field(
+        default=16_384,
+        ge=1,
+        description="flagged records faust may prefetch ahead of the agent (its "
+        "stream_buffer_maxsize)",
+    )
     model_dir: Path = Path("models/default")
     challenger_dir: Path | None = None
     policy_file: Path = Path("config/policy.yaml")

@@ -7,7 +7,7 @@ per transaction (``outputs``), and count the batch done once its outputs are ack
 (``delivery``). The other modules of this package hold one part each: the clients
 (``connect``), broker health (``broker_watch``), partition ownership and rebuilds
 (``assignment``), the labels feed (``labels``), dead letters (``dead_letters``), metrics
-(``telemetry``), collector settings (``gc_tuning``).
+(``telemetry``), collector settings (``streams.gc_tuning``).
 
 Delivery
     *At-least-once* (default): offsets are stored only after every output of the batch (flagged
@@ -55,6 +55,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from streams.gc_tuning import tuned_gc
 from streams.recovery.state import PartitionedScreener
 from streams.rules.reload import RuleReloader
 from streams.settings import Settings
@@ -64,7 +65,6 @@ from streams.stage1.batch import split
 from streams.stage1.broker_watch import STAGE, BrokerWatch
 from streams.stage1.dead_letters import DLQ_VALUE_LIMIT, DeadLetters
 from streams.stage1.delivery import STOP_GRACE_S, AtLeastOnce, Delivery, DoneBatch, ExactlyOnce
-from streams.stage1.gc_tuning import tuned_gc
 from streams.stage1.labels import LabelFeed, decode_label
 from streams.stage1.outputs import emit, sent_ms
 from streams.stage1.screen import merge_batches

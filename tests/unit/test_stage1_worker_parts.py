@@ -16,12 +16,12 @@ from confluent_kafka import KafkaError, TopicPartition
 from streams.data.handbook import read_handbook_frame
 from streams.data.simulate import simulate
 from streams.errors import BrokerError, MessageError
+from streams.gc_tuning import tuned_gc
 from streams.rules.loader import load_rules
 from streams.schema import encode
 from streams.settings import load_settings
 from streams.stage1.batch import split
 from streams.stage1.delivery import AtLeastOnce, DoneBatch
-from streams.stage1.gc_tuning import tuned_gc
 from streams.stage1.history import frame_transactions
 from streams.stage1.outputs import emit, encode_outputs, sent_ms
 from streams.stage1.screen import Screener

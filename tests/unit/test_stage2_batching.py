@@ -177,3 +177,27 @@ def test_sent_ms_that_is_not_a_number_is_a_decode_error():
     event = SimpleNamespace(message=SimpleNamespace(headers=[("sent_ms", b"soon")]))
     with pytest.raises(ValueError):
         sent_ms(event)
+
+
+# --- app settings -------------------------------------------------------------------------
+
+
+def test_app_takes_its_prefetch_from_settings(tmp_path):
+    """The faust app's stream buffer (its prefetch) is the setting; the app is only built, no
+    broker is contacted."""
+    from pathlib import Path
+
+    from streams.settings import Settings
+    from streams.stage2.app import build_app
+
+    root = Path(__file__).resolve().parents[2]
+    settings = Settings(
+        bootstrap_servers="127.0.0.1:1",
+        stage2_app_id=f"unit-{tmp_path.name}",
+        stage2_stream_buffer=1234,
+        model_dir=root / "models" / "default",
+        policy_file=root / "config" / "policy.yaml",
+    )
+    app = build_app(settings)
+    assert app.conf.stream_buffer_maxsize == 1234
+    assert Settings(bootstrap_servers="x:1").stage2_stream_buffer == 16_384

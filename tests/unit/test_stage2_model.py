@@ -47,9 +47,7 @@ def test_load_sets_version_and_features(model):
 def test_contributions_sum_to_margin_and_score_is_sigmoid(model, X):
     scores, contribs = model.predict(X)
     assert contribs.shape == (len(X), len(MODEL_FEATURES) + 1)
-    margin = model.booster.predict(
-        xgb.DMatrix(X, feature_names=MODEL_FEATURES), output_margin=True
-    )
+    margin = model.booster.predict(xgb.DMatrix(X, feature_names=MODEL_FEATURES), output_margin=True)
     np.testing.assert_allclose(contribs.sum(axis=1), margin, atol=1e-5)
     np.testing.assert_allclose(scores, sigmoid(margin.astype(np.float64)), atol=1e-6)
     proba = model.booster.predict(xgb.DMatrix(X, feature_names=MODEL_FEATURES))
@@ -59,9 +57,7 @@ def test_contributions_sum_to_margin_and_score_is_sigmoid(model, X):
 def test_approx_contributions_also_sum_to_margin(model_dir, model, X):
     approx = RiskModel.load(model_dir, approx_contribs=True)
     _, contribs = approx.predict(X)
-    margin = model.booster.predict(
-        xgb.DMatrix(X, feature_names=MODEL_FEATURES), output_margin=True
-    )
+    margin = model.booster.predict(xgb.DMatrix(X, feature_names=MODEL_FEATURES), output_margin=True)
     np.testing.assert_allclose(contribs.sum(axis=1), margin, atol=1e-5)
     exact, _ = model.predict(X)
     np.testing.assert_allclose(approx.predict(X)[0], exact, atol=1e-6)

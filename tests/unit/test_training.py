@@ -46,15 +46,21 @@ def test_training_is_deterministic(history, features, trained, tmp_path):
     np.testing.assert_array_equal(
         RiskModel.load(out_a).predict(X)[0], RiskModel.load(tmp_path / "b").predict(X)[0]
     )
-    meta_c = train_model(history, START, END, tmp_path / "c", seed=12, features=features,
-                         max_rounds=60)
+    meta_c = train_model(
+        history, START, END, tmp_path / "c", seed=12, features=features, max_rounds=60
+    )
     assert meta_c["version"] != meta_a["version"]
 
 
 def test_model_directory_contents(trained):
     out, meta = trained
-    for name in ("model.ubj", "metadata.json", "MODEL_CARD.md", "pr_curve.png",
-                 "feature_importance.png"):
+    for name in (
+        "model.ubj",
+        "metadata.json",
+        "MODEL_CARD.md",
+        "pr_curve.png",
+        "feature_importance.png",
+    ):
         assert (out / name).is_file(), name
     on_disk = json.loads((out / "metadata.json").read_text())
     assert on_disk == json.loads(json.dumps(meta))
@@ -102,8 +108,13 @@ def test_bad_inputs(history, tmp_path):
     with pytest.raises(DataError, match="empty training window"):
         train_model(history, END, START, tmp_path)
     with pytest.raises(DataError, match="validation window"):
-        train_model(history, date(2018, 5, 1), date(2018, 5, 10), tmp_path,
-                    features=compute_features(history))
+        train_model(
+            history,
+            date(2018, 5, 1),
+            date(2018, 5, 10),
+            tmp_path,
+            features=compute_features(history),
+        )
     with pytest.raises(DataError, match="precomputed"):
         train_model(history, START, END, tmp_path, features=pl.DataFrame({"x": [1.0]}))
 
@@ -127,6 +138,10 @@ def test_known_card_mask_respects_the_delay():
     evaluate = np.array([False, False, False, True, True])
     # day 10: a's fraud on day 0 is known (0 < 10 − 7); c's fraud on day 9 is not yet
     assert known_card_mask(ts, cards, fraud, evaluate, since_ms=0).tolist() == [
-        False, False, False, True, False
+        False,
+        False,
+        False,
+        True,
+        False,
     ]
     assert not known_card_mask(ts, cards, fraud, evaluate, since_ms=DAY_MS).any()
