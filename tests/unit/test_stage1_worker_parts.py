@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from streams.data.handbook import read_handbook_frame
 from streams.data.simulate import simulate
 from streams.errors import BrokerError, MessageError
-from streams.gc_tuning import tuned_gc
+from streams.gc_tuning import THRESHOLDS, tuned_gc
 from streams.rules.loader import load_rules
 from streams.schema import encode
 from streams.settings import load_settings
@@ -201,7 +201,7 @@ def test_close_delivers_stores_and_commits():
 def test_tuned_gc_restores_the_collector():
     before = gc.get_threshold()
     with tuned_gc() as tuned:
-        assert tuned and gc.get_threshold() == (10_000, 50, 100) and gc.get_freeze_count() > 0
+        assert tuned and gc.get_threshold() == THRESHOLDS and gc.get_freeze_count() > 0
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
     result: list[bool] = []
 
