@@ -168,6 +168,11 @@ class Settings(BaseSettings):
         description="flagged records faust may prefetch ahead of the agent (its "
         "stream_buffer_maxsize)",
     )
+    stage2_fetch_wait_ms: int = Field(
+        default=20,
+        ge=0,
+        description="longest a stage-2 fetch waits for records (aiokafka fetch_max_wait_ms)",
+    )
     model_dir: Path = Path("models/default")
     challenger_dir: Path | None = None
     policy_file: Path = Path("config/policy.yaml")

@@ -37,6 +37,7 @@ import orjson
 from streams.errors import ModelError
 from streams.gc_tuning import tuned_gc
 from streams.kafka.faust_config import data_dir, faust_broker_settings
+from streams.kafka.faust_fetch import App
 from streams.kafka.topics import retry_topic
 from streams.observability import metrics
 from streams.settings import Settings
@@ -76,8 +77,9 @@ def _headers(event: Any) -> list[tuple[str, bytes]]:
 
 def build_app(settings: Settings) -> faust.App:
     s = settings
-    app = faust.App(
+    app = App(
         s.stage2_app_id,
+        fetch_max_wait_ms=s.stage2_fetch_wait_ms,
         store="memory://",
         # tables live in memory (recovered from their changelog); keep faust's data directory out
         # of the working directory

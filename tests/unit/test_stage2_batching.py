@@ -182,9 +182,7 @@ def test_sent_ms_that_is_not_a_number_is_a_decode_error():
 # --- app settings -------------------------------------------------------------------------
 
 
-def test_app_takes_its_prefetch_from_settings(tmp_path):
-    """The faust app's stream buffer (its prefetch) is the setting; the app is only built, no
-    broker is contacted."""
+def _built_app(tmp_path, **overrides):
     from pathlib import Path
 
     from streams.settings import Settings
@@ -194,10 +192,29 @@ def test_app_takes_its_prefetch_from_settings(tmp_path):
     settings = Settings(
         bootstrap_servers="127.0.0.1:1",
         stage2_app_id=f"unit-{tmp_path.name}",
-        stage2_stream_buffer=1234,
         model_dir=root / "models" / "default",
         policy_file=root / "config" / "policy.yaml",
+        **overrides,
     )
-    app = build_app(settings)
-    assert app.conf.stream_buffer_maxsize == 1234
-    assert Settings(bootstrap_servers="x:1").stage2_stream_buffer == 16_384
+    return build_app(settings)
+
+
+def test_app_takes_its_prefetch_from_settings(tmp_path):
+    """The faust app's stream buffer (its prefetch) is the setting; the app is only built, no
+    broker is contacted."""
+    assert _built_app(tmp_path, stage2_stream_buffer=1234).conf.stream_buffer_maxsize == 1234
+
+
+def test_app_consumer_fetch_wait_is_the_setting(tmp_path):
+    """faust writes fetch_max_wait_ms=1500 into its aiokafka consumer; ours carries the setting
+    to the consumer that its fetcher is built from (on start)."""
+    app = _built_app(tmp_path, stage2_fetch_wait_ms=7)
+
+    async def build_consumer() -> int:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(build_consumer()) == 7
