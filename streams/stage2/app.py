@@ -8,7 +8,8 @@ from its changelog topic after a restart. Decisions and the table's changelog re
 through one confluent-kafka producer (``streams.stage2.output``); a batch's events are acked
 only once all of them are delivered. A record that cannot be decoded goes to the flagged
 dead-letter topic; a transient scoring failure goes to the retry topics
-(``<flagged>.retry.N``) with growing delays, then to the dead-letter topic.
+(``<flagged>.retry.N``) with growing delays, then to the dead-letter topic
+(``streams.stage2.failures``).
 The app is built by ``build_app`` (no global app at import time).
 
 Idempotence: a flagged record seen twice (stage 1 is at-least-once) gets the same decision bytes
@@ -43,16 +44,14 @@ from streams.observability import metrics
 from streams.settings import Settings
 from streams.stage2.context import apply_card_context as apply_card_context  # re-exported
 from streams.stage2.context import apply_card_contexts
+from streams.stage2.failures import STAGE, Failures
 from streams.stage2.output import ANY_PARTITION, BatchOutput, Delivery, Headers, Record
 from streams.stage2.pipeline import IN_FLIGHT, Job, header, sent_ms, source_partition
 from streams.stage2.policy import DecisionPolicy
 from streams.stage2.scoring import ModelHolder, Scorer
 
 log = logging.getLogger(__name__)
-STAGE = "stage2"
-RETRY_BASE_S = 1.0
 FAULT_ENV = "FRAUD_FAULT_INJECT"
-_RETRY_SOURCE = ("retry.source.partition", "retry.source.offset", "retry.source.timestamp")
 
 
 def injected_fault_attempts(value: str | None = None) -> int | None:
@@ -67,12 +66,6 @@ def injected_fault_attempts(value: str | None = None) -> int | None:
         if name == "stage2-transient":
             return int(count) if count else 1_000_000
     return None
-
-
-def _headers(event: Any) -> list[tuple[str, bytes]]:
-    raw = event.message.headers or []
-    items = raw.items() if isinstance(raw, dict) else raw
-    return [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -126,82 +119,19 @@ def build_app(settings: Settings) -> faust.App:
     if fault is not None:
         log.warning("%s: scoring fails on attempts below %d (test hook)", FAULT_ENV, fault)
 
-    def _source(event: Any) -> tuple[str, str, str]:
-        """(partition, offset, timestamp ms) of the record on the flagged topic, also when
-        ``event`` comes from a retry topic."""
-        msg = event.message
-        values = [header(event, name) for name in _RETRY_SOURCE]
-        if all(v is not None for v in values):
-            return str(values[0]), str(values[1]), str(values[2])
-        return str(msg.partition), str(msg.offset), str(int(msg.timestamp * 1000))
-
     app.conf.stage2_stats = stats
+    failures = Failures(s, retries, dlq, stats)
+    dead_letter, retry_or_dead = failures.dead_letter, failures.retry_or_dead
 
     async def _ready(sender: Any, **kwargs: Any) -> None:
         stats["ready"] = True
 
     app.on_rebalance_complete.connect(_ready)  # type: ignore[arg-type]
 
-    async def dead_letter(event: Any, kind: str, message: str) -> None:
-        from streams.kafka.dlq import PREFIX
-
-        msg = event.message
-        original = _headers(event)
-        headers = [
-            h for h in original if not h[0].startswith(PREFIX) and not h[0].startswith("retry.")
-        ]
-        attempts = int(header(event, "retry.attempt") or "0") + 1
-        now = str(int(time.time() * 1000)).encode()
-        partition, offset, timestamp = _source(event)
-        headers += [
-            (PREFIX + k, v)
-            for k, v in {
-                "source.topic": s.topic_flagged.encode(),
-                "source.partition": partition.encode(),
-                "source.offset": offset.encode(),
-                "source.timestamp": timestamp.encode(),
-                "stage": STAGE.encode(),
-                "error.kind": kind.encode(),
-                "error.message": message[:1000].encode(),
-                "attempts": str(attempts).encode(),
-                "first.failure.ms": (header(event, "retry.first.ms") or now.decode()).encode(),
-                "last.failure.ms": now,
-            }.items()
-        ]
-        await dlq.send(key=msg.key, value=msg.value, headers=headers)
-        stats["dead_letters"] += 1
-        metrics.record_dead_letter(STAGE, kind)
-
     metrics.init_stage(STAGE)
     versions: list[str | None] = [None, None]
     drift = metrics.DriftTracker(STAGE)
     sent_times: list[int] = []
-
-    async def retry_or_dead(event: Any, attempt: int, error: str) -> None:
-        if attempt >= s.stage2_max_attempts:
-            await dead_letter(event, "transient", error)
-            return
-        now = int(time.time() * 1000)
-        original = _headers(event)
-        headers = [h for h in original if not h[0].startswith("retry.")]
-        first = header(event, "retry.first.ms") or str(now)
-        partition, offset, timestamp = _source(event)
-        headers += [
-            ("retry.attempt", str(attempt).encode()),
-            ("retry.first.ms", first.encode()),
-            ("retry.at.ms", str(now + int(RETRY_BASE_S * 1000 * 2 ** (attempt - 1))).encode()),
-            ("retry.source.partition", partition.encode()),
-            ("retry.source.offset", offset.encode()),
-            ("retry.source.timestamp", timestamp.encode()),
-        ]
-        await retries[attempt - 1].send(
-            key=event.message.key,
-            value=event.message.value,
-            headers=headers,
-            timestamp=int(timestamp) / 1000,  # event time, as on the flagged topic
-        )
-        stats["retried"] += 1
-        metrics.record_retry(STAGE, "transient")
 
     async def begin(events: list[Any], attempt: int) -> Job:
         """Decode a batch, build its features and start its booster call in the scoring thread.
