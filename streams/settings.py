@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     )
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
+    linger_ms: int = Field(
+        default=5,
+        ge=0,
+        description="how long a producer fills a batch before sending it (librdkafka "
+        "linger.ms; 5 is librdkafka's and Apache Kafka 4's default)",
+    )
+    fetch_wait_ms: int = Field(
+        default=5,
+        ge=0,
+        description="longest a stage-1 fetch waits for records (librdkafka fetch.wait.max.ms)",
+    )
 
     # --- topics (names live here and only here) --------------------------------------------
     topic_transactions: str = "transactions"

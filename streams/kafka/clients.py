@@ -41,7 +41,7 @@ def _make(factory: Callable[[dict[str, Any]], C], conf: dict[str, Any]) -> C:
 def producer(settings: Settings, **extra: Any) -> Producer:
     conf = {
         **_common(settings),
-        "linger.ms": 2,
+        "linger.ms": settings.linger_ms,
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
         "compression.type": "none",
@@ -62,7 +62,7 @@ def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
         "auto.offset.reset": "earliest",
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-        "fetch.wait.max.ms": 5,
+        "fetch.wait.max.ms": settings.fetch_wait_ms,
         "partition.assignment.strategy": "cooperative-sticky",
     }
     conf.update(extra)

@@ -22,6 +22,9 @@ from streams.kafka import clients
 from streams.settings import Settings
 
 AUTO_COMMIT_MS = 1000
+# Labels arrive days after their transactions, so their consumer need not poll the broker every
+# few ms: on the embedded broker each fetch costs CPU the transaction path needs.
+LABELS_FETCH_WAIT_MS = 250
 """Stored offsets reach the broker within a second: less to redo after a crash."""
 
 
@@ -70,7 +73,11 @@ class LabelsConsumer:
 def labels_consumer(settings: Settings) -> LabelsConsumer:
     """Every worker needs every terminal: the labels table reads all partitions, no group."""
     s = settings
-    labels = clients.consumer(s, f"{s.stage1_group}-labels", **{"enable.auto.commit": False})
+    labels = clients.consumer(
+        s,
+        f"{s.stage1_group}-labels",
+        **{"enable.auto.commit": False, "fetch.wait.max.ms": LABELS_FETCH_WAIT_MS},
+    )
     meta = labels.list_topics(s.topic_labels, timeout=10).topics.get(s.topic_labels)
     parts = sorted(meta.partitions) if meta and not meta.error else []
     labels.assign([TopicPartition(s.topic_labels, p, OFFSET_BEGINNING) for p in parts])

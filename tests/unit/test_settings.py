@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -283,3 +284,19 @@ def test_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
         admin(s)
     with pytest.raises(ConfigError, match=r"no-ca\.pem"):
         faust_broker_settings(s)
+
+
+def test_linger_and_fetch_wait_reach_the_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.kafka import clients
+
+    built: list[dict[str, Any]] = []
+    monkeypatch.setattr(clients, "_make", lambda factory, conf: built.append(conf))
+    monkeypatch.setenv("FRAUD_LINGER_MS", "17")
+    monkeypatch.setenv("FRAUD_FETCH_WAIT_MS", "23")
+    s = load_settings(bootstrap_servers="a:9092")
+    clients.producer(s)
+    clients.consumer(s, "g")
+    clients.consumer(s, "g", **{"fetch.wait.max.ms": 250})
+    assert built[0]["linger.ms"] == 17
+    assert built[1]["fetch.wait.max.ms"] == 23
+    assert built[2]["fetch.wait.max.ms"] == 250  # a caller's own wait wins (the labels reader)
