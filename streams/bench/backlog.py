@@ -162,6 +162,8 @@ def start_children(target: Callable[..., None], args_per_child: list[tuple[Any, 
 
 
 def stop_children(procs: list[Any], timeout_s: float = 30.0) -> None:
+    """Join the started children (a failure before one started must not hide its cause)."""
+    procs = [proc for proc in procs if proc.pid is not None]
     deadline = time.monotonic() + timeout_s
     for proc in procs:
         proc.join(max(0.1, deadline - time.monotonic()))
