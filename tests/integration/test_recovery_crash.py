@@ -36,17 +36,6 @@ pytestmark = pytest.mark.integration
 KILLS = int(os.environ.get("FRAUD_TEST_KILLS", "3"))
 
 
-def _undecided(missing: set[str], tail: Tail, settings, stage1: Worker, stage2: Worker) -> str:
-    """Where the undecided transactions stopped: forwarded to stage 2 or not, and both logs."""
-    flagged = {str(orjson.loads(v)["transaction_id"]) for v in tail.values(settings.topic_flagged)}
-    forwarded = sorted(missing & flagged)
-    return (
-        f"{len(missing)} undecided, e.g. {sorted(missing)[:5]}; forwarded to stage 2: "
-        f"{forwarded[:5]} ({len(forwarded)})\nstage 1 log:\n{stage1.log()[-3000:]}"
-        f"\nstage 2 log:\n{stage2.log()[-3000:]}"
-    )
-
-
 def _kill_repeatedly(
     worker: Worker, tail: Tail, settings, kills: int, rng: random.Random, flow
 ) -> list[int]:
@@ -111,7 +100,7 @@ def test_kill_9_at_least_once(kafka_broker, tmp_path, capsys):
         assert len(kills) >= 2, "the traffic ended before the kills"
         stage1.start().wait_log("assigned")
         missing = tail.wait_decided(settings.topic_decisions, ids(df), timeout_s=120)
-        assert not missing, _undecided(missing, tail, settings, stage1, stage2)
+        assert not missing, tail.where_undecided(missing, settings, stage1, stage2)
         time.sleep(1.0)  # let any late duplicate arrive before judging
         assert stage1.stop() == 0, stage1.log()[-3000:]
         assert stage2.proc is not None and stage2.proc.poll() is None, stage2.log()[-3000:]
@@ -147,7 +136,7 @@ def test_kill_9_exactly_once(kafka_broker, tmp_path, capsys):
         )
         stage1.start().wait_log("assigned")
         missing = tail.wait_decided(settings.topic_decisions, ids(df), timeout_s=120)
-        assert not missing, _undecided(missing, tail, settings, stage1, stage2)
+        assert not missing, tail.where_undecided(missing, settings, stage1, stage2)
         time.sleep(1.0)
         assert stage1.stop() == 0, stage1.log()[-3000:]
         assert stage2.proc is not None and stage2.proc.poll() is None, stage2.log()[-3000:]

@@ -60,7 +60,7 @@ def test_survivor_takes_over_with_rebuilt_state(kafka_broker, tmp_path, capsys):
             victim.kill()
             killed_at = tail.stage1_outputs(settings)
         missing = tail.wait_decided(settings.topic_decisions, ids(df), timeout_s=90)
-        assert not missing, f"{len(missing)} undecided:\n{survivor.log()[-3000:]}"
+        assert not missing, tail.where_undecided(missing, settings, survivor, victim, stage2)
         time.sleep(1.0)
         assert survivor.stop() == 0, survivor.log()[-3000:]
         assert stage2.proc is not None and stage2.proc.poll() is None, stage2.log()[-3000:]

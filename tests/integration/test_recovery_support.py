@@ -118,6 +118,20 @@ class Tail:
     def decided(self, topic: str) -> set[str]:
         return {str(orjson.loads(v)["transaction_id"]) for v in self.values(topic)}
 
+    def where_undecided(self, missing: set[str], settings: Settings, *workers: Worker) -> str:
+        """A failure message: which undecided transactions reached the flagged topic (so stage 2
+        lost them) and which did not (stage 1 did, if the flagged topic is tailed), with the
+        workers' logs."""
+        with self.lock:
+            values = [v for _, v, _ in self.messages.get(settings.topic_flagged, [])]
+        flagged = {str(orjson.loads(v)["transaction_id"]) for v in values}
+        forwarded = sorted(missing & flagged)
+        logs = "".join(f"\n{w.stage} log:\n{w.log()[-3000:]}" for w in workers)
+        return (
+            f"{len(missing)} undecided, e.g. {sorted(missing)[:5]}; forwarded to stage 2: "
+            f"{len(forwarded)} {forwarded[:5]}{logs}"
+        )
+
     def wait_decided(self, topic: str, expected: set[str], timeout_s: float) -> set[str]:
         """Wait until every expected id has a decision; returns the ids still missing."""
         deadline = time.monotonic() + timeout_s
