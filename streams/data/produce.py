@@ -11,14 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
+from streams.errors import BrokerError
 from streams.kafka import clients
 from streams.schema import encode, iso_utc
 from streams.settings import Settings
 
 DAY_MS = 86_400_000
+FLUSH_TIMEOUT_S = 60.0
+"""How long the end of a run waits for the broker to acknowledge what is still in flight."""
 
 
 @dataclass
@@ -64,8 +68,18 @@ def produce_history(
 
     ``rate`` limits transactions per second (None = as fast as the broker takes them).
     ``flush_labels`` also publishes the labels whose delay has not passed by the end.
+    Raises ``BrokerError`` if any record was refused or is still unacknowledged at the end:
+    a replay that silently dropped transactions would look like a pipeline that lost them.
     """
-    producer = clients.producer(settings)
+    failed: list[str] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:  # failures only (delivery.report.only.error)
+        if err is not None:
+            failed.append(f"{msg.topic()}: {err.str()}")
+
+    producer = clients.producer(
+        settings, on_delivery=on_delivery, **{"delivery.report.only.error": True}
+    )
     s = settings
     tids = df["TRANSACTION_ID"].cast(pl.Utf8).to_list()
     cards = df["CUSTOMER_ID"].cast(pl.Utf8).to_list()
@@ -123,7 +137,13 @@ def produce_history(
     if flush_labels and frauds is not None:
         for j in range(released, len(tids)):
             send_label(j)
-    producer.flush(60)
+    remaining = producer.flush(FLUSH_TIMEOUT_S)
+    if failed or remaining:
+        raise BrokerError(
+            f"{len(failed)} records refused by the broker and {remaining} unacknowledged after "
+            f"{FLUSH_TIMEOUT_S:.0f} s, of {stats.transactions} transactions and {stats.labels} "
+            f"labels sent; first errors: {failed[:3]}"
+        )
     if progress is not None:
         progress(len(tids) % 1024)
     return stats
