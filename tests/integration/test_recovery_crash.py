@@ -86,7 +86,7 @@ def test_kill_9_at_least_once(kafka_broker, tmp_path, capsys):
     create_topics(settings)
     df = history(customers=300, days=20, seed=21)  # ~11k, 14 s of traffic
     rng = random.Random(5)
-    outputs = [settings.topic_decisions, settings.topic_flagged]
+    outputs = [settings.topic_decisions, settings.topic_flagged, settings.topic_transactions]
     report: dict[str, object] = {}
     stage1 = Worker("stage1", settings, tmp_path)
     with (
@@ -121,7 +121,7 @@ def test_kill_9_exactly_once(kafka_broker, tmp_path, capsys):
     create_topics(settings)
     df = history(customers=250, days=20, seed=22)  # ~9.5k, 12 s of traffic
     rng = random.Random(6)
-    outputs = [settings.topic_decisions, settings.topic_flagged]
+    outputs = [settings.topic_decisions, settings.topic_flagged, settings.topic_transactions]
     report: dict[str, object] = {"broker": kafka_broker.kind}
     stage1 = Worker(
         "stage1", settings, tmp_path, FRAUD_TRANSACTIONAL_ID=f"{settings.stage1_group}-a"

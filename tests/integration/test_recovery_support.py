@@ -119,18 +119,16 @@ class Tail:
         return {str(orjson.loads(v)["transaction_id"]) for v in self.values(topic)}
 
     def where_undecided(self, missing: set[str], settings: Settings, *workers: Worker) -> str:
-        """A failure message: which undecided transactions reached the flagged topic (so stage 2
-        lost them) and which did not (stage 1 did, if the flagged topic is tailed), with the
-        workers' logs."""
-        with self.lock:
-            values = [v for _, v, _ in self.messages.get(settings.topic_flagged, [])]
-        flagged = {str(orjson.loads(v)["transaction_id"]) for v in values}
-        forwarded = sorted(missing & flagged)
-        logs = "".join(f"\n{w.stage} log:\n{w.log()[-3000:]}" for w in workers)
-        return (
-            f"{len(missing)} undecided, e.g. {sorted(missing)[:5]}; forwarded to stage 2: "
-            f"{len(forwarded)} {forwarded[:5]}{logs}"
-        )
+        """A failure message: of the undecided transactions, how many are on the transactions
+        topic and how many reached the flagged topic (so stage 2 lost them), for the topics
+        this tail reads, with the workers' logs."""
+        lines = [f"{len(missing)} undecided, e.g. {sorted(missing)[:5]}"]
+        for topic in (settings.topic_transactions, settings.topic_flagged):
+            if topic in self.messages:
+                on_topic = sorted(missing & self.decided(topic))
+                lines.append(f"on {topic}: {len(on_topic)} {on_topic[:5]}")
+        lines += [f"{w.stage} log:\n{w.log()[-3000:]}" for w in workers]
+        return "\n".join(lines)
 
     def wait_decided(self, topic: str, expected: set[str], timeout_s: float) -> set[str]:
         """Wait until every expected id has a decision; returns the ids still missing."""
@@ -171,15 +169,24 @@ def reference(settings: Settings, **kwargs: Any) -> dict[str, dict[str, Any]]:
 
 @contextlib.contextmanager
 def traffic(settings: Settings, df: pl.DataFrame, rate: float | None) -> Iterator[threading.Thread]:
-    """Publish ``df`` in the background (``rate`` transactions/s)."""
-    thread = threading.Thread(
-        target=produce_history, args=(df, settings), kwargs={"rate": rate}, daemon=True
-    )
+    """Publish ``df`` in the background (``rate`` transactions/s); a record the broker did not
+    take fails the test when the block ends."""
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            produce_history(df, settings, rate=rate)
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=send, daemon=True)
     thread.start()
     try:
         yield thread
     finally:
         thread.join(120)
+    if failed:
+        raise AssertionError(f"the traffic was not all delivered: {failed[0]}")
 
 
 class Worker:
