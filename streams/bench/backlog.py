@@ -122,21 +122,14 @@ def produce_values(
     timestamps: list[int],
 ) -> None:
     """Pre-encoded records as fast as the broker takes them, each with a ``sent_ms`` header."""
-    producer = clients.producer(settings)
-    produce = producer.produce
+    out = clients.CheckedProducer(settings, flush_timeout_s=120)
+    send = out.send
     for key, value, ts in zip(keys, values, timestamps, strict=True):
         headers: list[tuple[str, str | bytes | None]] = [
             ("sent_ms", str(int(time.time() * 1000)).encode())
         ]
-        while True:
-            try:
-                produce(topic, value, key, timestamp=ts, headers=headers)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    remaining = producer.flush(120)
-    if remaining:
-        raise BenchError(f"{remaining} backlog records undelivered to {topic}")
+        send(topic, value, key, timestamp=ts, headers=headers)
+    out.close(f"of {len(keys)} backlog records for {topic}")
 
 
 def transaction_backlog(settings: Settings, df: pl.DataFrame) -> None:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 
-from streams.errors import BrokerError
 from streams.kafka import clients
 from streams.schema import encode, iso_utc
 from streams.settings import Settings
@@ -71,15 +69,8 @@ def produce_history(
     Raises ``BrokerError`` if any record was refused or is still unacknowledged at the end:
     a replay that silently dropped transactions would look like a pipeline that lost them.
     """
-    failed: list[str] = []
-
-    def on_delivery(err: Any, msg: Any) -> None:  # failures only (delivery.report.only.error)
-        if err is not None:
-            failed.append(f"{msg.topic()}: {err.str()}")
-
-    producer = clients.producer(
-        settings, on_delivery=on_delivery, **{"delivery.report.only.error": True}
-    )
+    sink = clients.CheckedProducer(settings, FLUSH_TIMEOUT_S)
+    send = sink.send
     s = settings
     tids = df["TRANSACTION_ID"].cast(pl.Utf8).to_list()
     cards = df["CUSTOMER_ID"].cast(pl.Utf8).to_list()
@@ -94,7 +85,7 @@ def produce_history(
 
     def send_label(j: int) -> None:
         assert frauds is not None
-        producer.produce(
+        send(
             s.topic_labels,
             label_value(tids[j], cards[j], terms[j], times[j], frauds[j]),
             tids[j].encode(),
@@ -112,38 +103,21 @@ def produce_history(
         headers: list[tuple[str, str | bytes | None]] = [
             ("sent_ms", str(int(time.time() * 1000)).encode())
         ]
-        while True:
-            try:
-                producer.produce(
-                    s.topic_transactions,
-                    value,
-                    cards[i].encode(),
-                    timestamp=times[i],
-                    headers=headers,
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
+        send(s.topic_transactions, value, cards[i].encode(), timestamp=times[i], headers=headers)
         stats.transactions += 1
         if i & 1023 == 1023:
-            producer.poll(0)
+            sink.poll()
             if progress is not None:
                 progress(1024)
         if rate:
             ahead = (i + 1) / rate - (time.monotonic() - started)
             if ahead > 0:
-                producer.poll(0)
+                sink.poll()
                 time.sleep(ahead)
     if flush_labels and frauds is not None:
         for j in range(released, len(tids)):
             send_label(j)
-    remaining = producer.flush(FLUSH_TIMEOUT_S)
-    if failed or remaining:
-        raise BrokerError(
-            f"{len(failed)} records refused by the broker and {remaining} unacknowledged after "
-            f"{FLUSH_TIMEOUT_S:.0f} s, of {stats.transactions} transactions and {stats.labels} "
-            f"labels sent; first errors: {failed[:3]}"
-        )
+    sink.close(f"of {stats.transactions} transactions and {stats.labels} labels sent")
     if progress is not None:
         progress(len(tids) % 1024)
     return stats

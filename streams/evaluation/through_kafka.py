@@ -175,11 +175,11 @@ def stage2(s: Settings, fold: Fold, tids: list[str], log_dir: Path, out: Publish
     if not tids:
         return
     create_topics(s, topic_names(s))
-    producer = clients.producer(s)
+    producer = clients.CheckedProducer(s)
     for tid in tids:
         key, value, ts = out.flagged[tid]
-        producer.produce(s.topic_flagged, value, key, timestamp=ts)
-    producer.flush(60)
+        producer.send(s.topic_flagged, value, key, timestamp=ts)
+    producer.close(f"of fold {fold.index}'s {len(tids)} flagged records")
     wanted, got = set(tids), 0
     proc = spawn_worker("stage2", s, log_dir / f"evaluate-stage2-fold-{fold.index}.log")
     try:

@@ -53,6 +53,46 @@ def producer(settings: Settings, **extra: Any) -> Producer:
     return _make(Producer, conf)
 
 
+class CheckedProducer:
+    """A producer for a finite run of records (a history upload, a replay, a backlog): ``send``
+    waits while the local queue is full, ``close`` waits for the broker and raises
+    ``BrokerError`` if it refused any record or left one unacknowledged, so a run never ends
+    with a silent gap. Delivery reports are for failures only."""
+
+    def __init__(self, settings: Settings, flush_timeout_s: float = 60.0, **extra: Any):
+        self.flush_timeout_s = flush_timeout_s
+        self.failed: list[str] = []
+        self.producer = producer(
+            settings, on_delivery=self._report, **{"delivery.report.only.error": True, **extra}
+        )
+
+    def _report(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self.failed.append(f"{msg.topic()}: {err.str()}")
+
+    def send(self, topic: str, value: bytes, key: bytes | None, **kwargs: Any) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:  # the local queue is full: let librdkafka deliver some
+                self.producer.poll(0.05)
+
+    def poll(self) -> None:
+        """Serve delivery reports (call now and then in a long run)."""
+        self.producer.poll(0)
+
+    def close(self, what: str) -> None:
+        """Wait for every record; ``what`` (e.g. "of 10 transactions sent") ends the error."""
+        remaining = self.producer.flush(self.flush_timeout_s)
+        if self.failed or remaining:
+            raise BrokerError(
+                f"{len(self.failed)} records refused by the broker and {remaining} "
+                f"unacknowledged after {self.flush_timeout_s:.0f} s, {what}; first errors: "
+                f"{self.failed[:3]}"
+            )
+
+
 def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
     conf = {
         **_common(settings),

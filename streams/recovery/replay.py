@@ -334,39 +334,22 @@ def replay(
         settings, topic, start_ms, end_ms, rules_dir, model_dir, to_topic, replay_id
     )
     out_topic = replayer.stats.to_topic or settings.topic_decisions
-    producer = clients.producer(settings)
-    failures: list[str] = []
-
-    def delivered(err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            failures.append(err.str())
+    out = clients.CheckedProducer(settings)
 
     def sink(decision: dict[str, Any], ts_ms: int) -> None:
         headers: list[tuple[str, str | bytes | None]] = [
             ("replay_id", replayer.stats.replay_id.encode()),
             ("replayed_at_ms", str(int(time.time() * 1000)).encode()),
         ]
-        while True:
-            try:
-                producer.produce(
-                    out_topic,
-                    encode(decision),
-                    str(decision["transaction_id"]).encode(),
-                    timestamp=ts_ms,
-                    headers=headers,
-                    on_delivery=delivered,
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
+        out.send(
+            out_topic,
+            encode(decision),
+            str(decision["transaction_id"]).encode(),
+            timestamp=ts_ms,
+            headers=headers,
+        )
+        out.poll()
 
     stats = replayer.run(sink, progress)
-    remaining = producer.flush(60)
-    if remaining or failures:
-        from streams.errors import BrokerError
-
-        raise BrokerError(
-            f"replay {stats.replay_id}: {remaining} decisions undelivered; errors: {failures[:3]}"
-        )
+    out.close(f"of the decisions of replay {stats.replay_id}")
     return stats
