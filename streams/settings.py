@@ -94,7 +94,12 @@ class Settings(BaseSettings):
 
     # --- Kafka connection -------------------------------------------------------------------
     bootstrap_servers: str | None = Field(
-        default=None, description="Kafka bootstrap servers; unset = start the embedded broker"
+        default=None, description="Kafka bootstrap servers; unset = start a broker (broker_kind)"
+    )
+    broker_kind: Literal["embedded", "kafka"] = Field(
+        default="embedded",
+        description="the broker started when no bootstrap servers are set: the embedded Tansu "
+        "or Apache Kafka (KRaft) from the cached Maven jars (needs Java 17+)",
     )
     security_protocol: str | None = Field(
         default=None,
@@ -157,13 +162,14 @@ class Settings(BaseSettings):
         default=0.999, description="forward when the anomaly percentile reaches this"
     )
     label_cache_size: int = Field(
-        default=500_000, description="feature vectors kept to learn from delayed labels"
+        default=250_000,
+        description="feature vectors kept per partition to learn from delayed labels",
     )
     labels_wait: bool = Field(
-        default=False,
-        description="before a segment, wait until the labels topic has been read up to its event "
-        "time (closed histories, e.g. evaluate --through-kafka); live workers apply late labels "
-        "at the next segment instead of waiting",
+        default=True,
+        description="before a batch, read the labels topic up to the batch's event time (or its "
+        "end), so labels apply at the same stream position in every run, crash or replay; off, "
+        "a label that arrives after its time applies at the next segment",
     )
     anomaly_trees: int = 3
     anomaly_height: int = 6

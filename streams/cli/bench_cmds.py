@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from streams.cli.options import Bootstrap, ConfigFile, settings_from
+from streams.cli.options import Bootstrap, BrokerKind, ConfigFile, settings_from
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +30,7 @@ def bench(
     workers: str = typer.Option("1,2", help="stage-1 worker processes to measure, e.g. 1,2"),
     logs: Path = typer.Option(Path("out/bench"), help="directory for the workers' logs"),
     bootstrap: Bootstrap = None,
+    broker: BrokerKind = None,
     config: ConfigFile = None,
 ) -> None:
     """Measure stage 1, stage 2, the passthrough peers, latency and memory in one run."""
@@ -50,7 +51,7 @@ def bench(
         ) from None
     if not counts or min(counts) < 1:
         raise ConfigError("--workers needs at least one positive count")
-    settings = settings_from(config, bootstrap_servers=bootstrap)
+    settings = settings_from(config, bootstrap_servers=bootstrap, broker_kind=broker)
     err = Console(stderr=True)
     options = BenchOptions(
         transactions=transactions,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 
 import typer
 
-from streams.cli.options import Bootstrap, ConfigFile, settings_from
+from streams.cli.options import Bootstrap, ConfigFile, check_broker_kind, settings_from
+from streams.kafka.apache import ApacheKafka
 from streams.kafka.clients import broker_for
 from streams.kafka.embedded import EmbeddedBroker
 from streams.kafka.topics import create_topics, topic_names
@@ -19,10 +21,39 @@ def register(app: typer.Typer) -> None:
     app.add_typer(topics_app, name="topics")
 
 
-def broker(port: int = typer.Option(9092, "--port", help="port on 127.0.0.1")) -> None:
-    """Run the embedded Kafka broker (Tansu) in the foreground until Ctrl-C."""
-    with EmbeddedBroker(port=port, quiet=False) as b:
-        typer.echo(f"embedded Kafka broker on {b.bootstrap} (Ctrl-C to stop)", err=True)
+def broker(
+    kind: str = typer.Option(
+        "embedded",
+        "--kind",
+        envvar="FRAUD_BROKER_KIND",
+        callback=check_broker_kind,
+        help="embedded (Tansu) or kafka (Apache Kafka in KRaft mode from the cached jars, needs "
+        "Java 17+) [env FRAUD_BROKER_KIND]",
+    ),
+    port: int = typer.Option(9092, "--port", help="(first node's) client port on 127.0.0.1"),
+    nodes: int = typer.Option(1, "--nodes", min=1, help="Apache Kafka nodes (kafka only)"),
+) -> None:
+    """Run a broker in the foreground until SIGTERM or Ctrl-C; prints its bootstrap address
+    on stdout once it is ready."""
+    from streams.errors import ConfigError
+
+    if kind == "embedded" and nodes != 1:
+        raise ConfigError("--nodes needs --kind kafka (the embedded broker is one process)")
+    settings_from()  # logging as configured
+    running: EmbeddedBroker | ApacheKafka
+    if kind == "kafka":
+        running = ApacheKafka(nodes=nodes, port=port)
+    else:
+        running = EmbeddedBroker(port=port, quiet=False)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with running as b:
+        name = "embedded Kafka broker" if kind == "embedded" else f"Apache Kafka ({nodes} node(s))"
+        typer.echo(f"{name} on {b.bootstrap} (Ctrl-C to stop)", err=True)
+        typer.echo(b.bootstrap)
         with contextlib.suppress(KeyboardInterrupt):
             b.wait()
 

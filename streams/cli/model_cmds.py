@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from streams.cli.options import Bootstrap, ConfigFile, RulesDir, settings_from
+from streams.cli.options import Bootstrap, BrokerKind, ConfigFile, RulesDir, settings_from
 from streams.cli.progress import progress_bar
 
 
@@ -63,12 +63,15 @@ def evaluate(
         False, "--through-kafka", help="score the test weeks through the broker and both workers"
     ),
     bootstrap: Bootstrap = None,
+    broker: BrokerKind = None,
     config: ConfigFile = None,
 ) -> None:
     """Run the handbook's evaluation protocol through both stages; write metrics and report."""
     from streams.evaluation.run import evaluate as run
 
-    settings = settings_from(config, bootstrap_servers=bootstrap, rules_dir=rules)
+    settings = settings_from(
+        config, bootstrap_servers=bootstrap, rules_dir=rules, broker_kind=broker
+    )
     with progress_bar(None, "stage 1") as advance:
         metrics = run(
             data,

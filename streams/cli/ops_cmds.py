@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import typer
 
-from streams.cli.options import Bootstrap, ConfigFile, settings_from
+from streams.cli.options import Bootstrap, BrokerKind, ConfigFile, settings_from
 
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 
@@ -35,12 +35,13 @@ def demo(
         None, "--summary-json", help="also write the summary here"
     ),
     bootstrap: Bootstrap = None,
+    broker: BrokerKind = None,
     config: ConfigFile = None,
 ) -> None:
     """The whole system: broker, topics, both workers, simulated traffic, live view, summary."""
     from streams.demo import run_demo
 
-    settings = settings_from(config, bootstrap_servers=bootstrap)
+    settings = settings_from(config, bootstrap_servers=bootstrap, broker_kind=broker)
     summary = run_demo(settings, transactions, rate or None, seed)
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)

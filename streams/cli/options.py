@@ -16,8 +16,27 @@ Bootstrap = Annotated[
         "--bootstrap",
         "-b",
         help="Kafka bootstrap servers [env FRAUD_BOOTSTRAP_SERVERS]; "
-        "unset = start the embedded broker",
+        "unset = start a broker (--broker)",
         show_default=False,
+    ),
+]
+BROKER_KINDS = ("embedded", "kafka")
+
+
+def check_broker_kind(value: str | None) -> str | None:
+    if value is not None and value not in BROKER_KINDS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(BROKER_KINDS)}")
+    return value
+
+
+BrokerKind = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="broker to start when no --bootstrap is given: embedded (Tansu) or kafka (Apache "
+        "Kafka from the cached jars, needs Java 17+) [env FRAUD_BROKER_KIND]",
+        show_default=False,
+        callback=lambda value: check_broker_kind(value),
     ),
 ]
 ConfigFile = Annotated[

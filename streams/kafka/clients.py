@@ -202,10 +202,18 @@ def check_reachable(settings: Settings, timeout_s: float | None = None) -> None:
 
 @contextlib.contextmanager
 def broker_for(settings: Settings) -> Iterator[Settings]:
-    """Yield settings pointing at a reachable broker, starting the embedded one if none is set."""
+    """Yield settings pointing at a reachable broker; without one configured, start the kind
+    ``settings.broker_kind`` names (the embedded Tansu, or Apache Kafka from the jars)."""
     if settings.bootstrap_servers:
         check_reachable(settings)
         yield settings
         return
-    with EmbeddedBroker() as broker:
-        yield settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
+    broker: contextlib.AbstractContextManager[Any]
+    if settings.broker_kind == "kafka":
+        from streams.kafka.apache import ApacheKafka
+
+        broker = ApacheKafka()
+    else:
+        broker = EmbeddedBroker()
+    with broker as started:
+        yield settings.model_copy(update={"bootstrap_servers": started.bootstrap})
