@@ -13,6 +13,13 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Every topic here holds records stamped with event time (transactions from 2018 in a replayed
+# history, their labels, decisions, flagged records, retries and dead letters keep the source
+# timestamp). Kafka's time retention compares those stamps with the wall clock, so with the
+# default 7 days a closed segment of a replayed history would be deleted at once: keep it all.
+# (Stage 2's faust changelog topics are faust's own, compacted.)
+TOPIC_CONFIG = {"retention.ms": "-1"}
+
 
 def retry_topic(topic: str, attempt: int) -> str:
     """Retry topics are named after the topic they retry: ``transactions.flagged.retry.1``."""
@@ -52,7 +59,8 @@ def scoped(settings: Settings, prefix: str, *, source: str | None = None) -> Set
 
 
 def create_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
-    """Create missing topics; returns the names created. Existing topics are left alone."""
+    """Create missing topics (with ``TOPIC_CONFIG``); returns the names created. Existing
+    topics are left alone."""
     client = admin(settings)
     wanted = names or topic_names(settings)
     existing = set(client.list_topics(timeout=10).topics)
@@ -60,7 +68,10 @@ def create_topics(settings: Settings, names: list[str] | None = None) -> list[st
     if not missing:
         return []
     futures = client.create_topics(
-        [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing],
+        [
+            NewTopic(n, settings.partitions, settings.replication_factor, config=TOPIC_CONFIG)
+            for n in missing
+        ],
         operation_timeout=10,
     )
     created = []
