@@ -8,10 +8,13 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# With Java 17+ and Maven, also fetch Apache Kafka's jars from Maven Central into
+# ~/.cache/fraudstream (the tests' broker); without them one line says the embedded one is used.
+$(STAMP): pyproject.toml kafka/pom.xml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m streams.kafka.apache fetch --optional
 	touch $(STAMP)
 
 demo: install
