@@ -1,5 +1,8 @@
-"""Shared fixtures. The broker comes, in this order, from FRAUD_TEST_BOOTSTRAP (a broker you
-run), testcontainers (when a Docker engine answers), or the embedded Tansu broker."""
+"""Shared fixtures. The broker of the integration tests comes, in this order, from
+FRAUD_TEST_BOOTSTRAP (a broker you run), Apache Kafka from the cached Maven jars whenever Java
+17+ is present (unless FRAUD_TEST_BROKER=embedded), testcontainers (when a Docker engine
+answers), or the embedded Tansu broker. ``Broker.kind`` says which; the report header too.
+FRAUD_TEST_KAFKA_DIR keeps the Apache Kafka nodes' folders (config, server.log, data) there."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,7 @@ DATASET = REPO.parent / "shared" / "data" / "fdh" / "transactions.csv.gz"
 @dataclass(frozen=True)
 class Broker:
     bootstrap: str
-    kind: str  # "external" | "testcontainers" | "embedded"
+    kind: str  # "external" | "kafka" | "testcontainers" | "embedded"
 
 
 def _docker_answers() -> bool:
@@ -33,20 +37,66 @@ def _docker_answers() -> bool:
         return False
 
 
+@lru_cache(maxsize=1)
+def broker_choice() -> str:
+    """The kind ``kafka_broker`` will give, decided without starting anything."""
+    if os.environ.get("FRAUD_TEST_BOOTSTRAP"):
+        return "external"
+    wanted = os.environ.get("FRAUD_TEST_BROKER", "")
+    if wanted == "embedded":
+        return "embedded"
+    from streams.kafka.apache_jars import java_available
+
+    if wanted == "kafka" or java_available():
+        return "kafka"
+    if _docker_answers():
+        return "testcontainers"
+    return "embedded"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    kind = broker_choice()
+    if kind == "external":
+        what = f"the broker at FRAUD_TEST_BOOTSTRAP={os.environ['FRAUD_TEST_BOOTSTRAP']}"
+    elif kind == "kafka":
+        from streams.kafka.apache_config import KAFKA_VERSION, jars_dir
+
+        what = f"Apache Kafka {KAFKA_VERSION} (KRaft, 1 node) from the jars in {jars_dir()}"
+    elif kind == "testcontainers":
+        what = "Apache Kafka in a testcontainers container"
+    else:
+        what = "the embedded Tansu broker (no Java 17+, no Docker, or FRAUD_TEST_BROKER=embedded)"
+    return f"integration tests broker: {what}"
+
+
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[Broker]:
-    external = os.environ.get("FRAUD_TEST_BOOTSTRAP")
-    if external:
-        yield Broker(external, "external")
-        return
-    if _docker_answers():
+    kind = broker_choice()
+    if kind == "external":
+        yield Broker(os.environ["FRAUD_TEST_BOOTSTRAP"], "external")
+    elif kind == "kafka":
+        from streams.kafka.apache import ApacheKafka
+
+        with ApacheKafka(log_dir=os.environ.get("FRAUD_TEST_KAFKA_DIR") or None) as kafka:
+            yield Broker(kafka.bootstrap, "kafka")
+    elif kind == "testcontainers":
         try:
             from testcontainers.kafka import KafkaContainer
         except ImportError:  # pragma: no cover
             from testcontainers.community.kafka import KafkaContainer  # type: ignore
         with KafkaContainer().with_kraft() as container:
             yield Broker(container.get_bootstrap_server(), "testcontainers")
-        return
+    else:
+        from streams.kafka.embedded import EmbeddedBroker
+
+        with EmbeddedBroker() as broker:
+            yield Broker(broker.bootstrap, "embedded")
+
+
+@pytest.fixture(scope="session")
+def embedded_broker() -> Iterator[Broker]:
+    """Always the embedded Tansu broker: for a short smoke subset of what `make demo` and quick
+    experiments run on, whichever broker the other integration tests get."""
     from streams.kafka.embedded import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
