@@ -23,6 +23,7 @@ JARS_ENV = "FRAUD_KAFKA_JARS"
 REPO = Path(__file__).resolve().parents[2]
 POM = REPO / "kafka" / "pom.xml"
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 JVM_OPTIONS = (
     "-Xms128m",
     "-Xmx512m",
@@ -140,6 +141,10 @@ def server_properties(
                 "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 "inter.broker.listener.name": "INTERNAL",
                 "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
+                **{
+                    f"listener.name.sasl_plaintext.{m.lower()}.sasl.jaas.config": SCRAM_LOGIN
+                    for m in SCRAM_MECHANISMS
+                },
             }
         )
     else:

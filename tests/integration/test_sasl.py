@@ -2,8 +2,9 @@
 
 On the embedded broker (Tansu with ``--authentication``) a login cannot succeed: it cannot hold
 SASL users (``streams.kafka.embedded.SASL_LIMITATION``), so these tests check how clients fail
-there (clearly, in one line, without leaking the password), and the successful round trip skips
-with that reason. Give a SASL broker of your own to run the round trip:
+there (clearly, in one line, without leaking the password). The successful round trip runs on
+Apache Kafka from the cached jars (SCRAM users created at format time) whenever Java 17+ is
+present, and skips with that reason elsewhere. Or give a SASL broker of your own:
 
     FRAUD_TEST_SASL_BOOTSTRAP=host:9093 FRAUD_TEST_SASL_MECHANISM=SCRAM-SHA-512 \\
     FRAUD_TEST_SASL_USERNAME=fraud FRAUD_TEST_SASL_PASSWORD=... \\
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from streams.errors import BrokerError
 from streams.kafka import clients
@@ -52,6 +54,28 @@ def sasl_settings(bootstrap: str, mechanism: str, password: str, **extra: object
         connect_timeout_s=2.0,
         **extra,
     )
+
+
+RIGHT_PASSWORD = "r1ght-Pa55word"
+
+
+@pytest.fixture(scope="module")
+def sasl_broker() -> Iterator[Settings]:
+    """A SASL broker that holds users: FRAUD_TEST_SASL_BOOTSTRAP, else Apache Kafka with SCRAM
+    user alice (needs Java 17+); skipped when neither is there."""
+    given = external_sasl()
+    if given is not None:
+        yield given
+        return
+    from streams.kafka.apache_jars import java_available
+
+    if not java_available():
+        pytest.skip(f"no SASL broker given (FRAUD_TEST_SASL_BOOTSTRAP), no Java 17+ for Apache "
+                    f"Kafka: {SASL_LIMITATION}")  # fmt: skip
+    from streams.kafka.apache import ApacheKafka
+
+    with ApacheKafka(sasl_users={"alice": RIGHT_PASSWORD}) as kafka:
+        yield sasl_settings(kafka.bootstrap, "SCRAM-SHA-512", RIGHT_PASSWORD)
 
 
 def external_sasl() -> Settings | None:
@@ -164,18 +188,43 @@ def round_trip(settings: Settings) -> None:
         consumer.close()
 
 
-def test_sasl_round_trip_with_the_right_credentials() -> None:
-    settings = external_sasl()
-    if settings is None:
-        pytest.skip(f"no SASL broker given (FRAUD_TEST_SASL_BOOTSTRAP): {SASL_LIMITATION}")
-    round_trip(settings)
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_sasl_round_trip_with_the_right_credentials(sasl_broker: Settings, mechanism: str) -> None:
+    if external_sasl() is not None and mechanism != sasl_broker.sasl_mechanism:
+        pytest.skip(f"the given SASL broker's mechanism is {sasl_broker.sasl_mechanism}")
+    round_trip(sasl_broker.model_copy(update={"sasl_mechanism": mechanism}))
 
 
-def test_wrong_password_on_a_real_sasl_broker() -> None:
-    settings = external_sasl()
-    if settings is None:
-        pytest.skip("no SASL broker given (FRAUD_TEST_SASL_BOOTSTRAP)")
-    wrong = settings.model_copy(update={"sasl_password": WRONG_PASSWORD, "connect_timeout_s": 3})
+def test_faust_side_logs_in_with_the_right_credentials(sasl_broker: Settings) -> None:
+    """aiokafka (faust's client) gets the settings' SCRAM credentials and logs in."""
+    from aiokafka import AIOKafkaProducer
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    if sasl_broker.effective_security_protocol() != "SASL_PLAINTEXT":
+        pytest.skip("the given SASL broker needs TLS; this check uses SASL_PLAINTEXT")
+    auth = credentials_to_aiokafka_auth(faust_broker_settings(sasl_broker)["broker_credentials"])
+    tag = uuid.uuid4().hex[:8]
+    s = sasl_broker.model_copy(update={"topic_transactions": f"sasl-faust-{tag}", "partitions": 1})
+    create_topics(s, [s.topic_transactions])
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers, request_timeout_ms=10000, **auth
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(s.topic_transactions, b"from-aiokafka")
+        finally:
+            await producer.stop()
+
+    asyncio.run(asyncio.wait_for(send(), 30))
+
+
+def test_wrong_password_on_a_real_sasl_broker(sasl_broker: Settings) -> None:
+    wrong = sasl_broker.model_copy(
+        update={"sasl_password": SecretStr(WRONG_PASSWORD), "connect_timeout_s": 3}
+    )
     with pytest.raises(BrokerError, match="refused authentication") as info:
         clients.check_reachable(wrong)
     assert WRONG_PASSWORD not in str(info.value)
+    assert "\n" not in str(info.value)

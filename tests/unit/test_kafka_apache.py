@@ -93,6 +93,8 @@ def test_sasl_cluster_takes_scram_logins_and_replicates_over_an_internal_listene
     assert "INTERNAL:PLAINTEXT" in props["listener.security.protocol.map"]
     assert props["inter.broker.listener.name"] == "INTERNAL"
     assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-256,SCRAM-SHA-512"
+    jaas = props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
+    assert jaas.startswith("org.apache.kafka.common.security.scram.ScramLoginModule required")
     args = cfg.scram_arguments({"alice": "s3cret"})
     assert args == [
         "--add-scram",
