@@ -98,3 +98,18 @@ def test_every_transaction_gets_exactly_one_decision(settings):
     assert len(set(card_partition.values())) > 1  # the check means something
     for m in changelog:
         assert m.partition() == card_partition[orjson.loads(m.key())]
+
+
+def test_embedded_broker_smoke(embedded_broker):
+    """The zero-setup path (`make demo`, quick experiments) on Tansu, whichever broker the
+    other integration tests run on: both stages decide every transaction once."""
+    from tests.conftest import isolated_settings
+
+    settings = isolated_settings(embedded_broker.bootstrap)
+    create_topics(settings)
+    df = read_handbook_frame(simulate(customers=100, terminals=200, days=5, seed=5))
+    produce_history(df, settings)
+    with stage1_thread(settings), stage2_process(settings):
+        decisions = read_topic(settings, settings.topic_decisions, until=df.height, timeout_s=120)
+    ids = [str(orjson.loads(m.value())["transaction_id"]) for m in decisions]
+    assert sorted(ids) == sorted(df["TRANSACTION_ID"].cast(pl.Utf8).to_list())
