@@ -28,7 +28,7 @@ def broker(
         envvar="FRAUD_BROKER_KIND",
         callback=check_broker_kind,
         help="embedded (Tansu) or kafka (Apache Kafka in KRaft mode from the cached jars, needs "
-        "Java 17+) [env FRAUD_BROKER_KIND]",
+        "Java 17+)",
     ),
     port: int = typer.Option(9092, "--port", help="(first node's) client port on 127.0.0.1"),
     nodes: int = typer.Option(1, "--nodes", min=1, help="Apache Kafka nodes (kafka only)"),
