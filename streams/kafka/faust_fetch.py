@@ -19,6 +19,8 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
 
+from streams.kafka.faust_commit import SafeCommitConsumer
+
 DEFAULT_FETCH_WAIT_MS = 1500  # faust's own value
 
 
@@ -31,7 +33,7 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         return consumer
 
 
-class _Consumer(driver.Consumer):
+class _Consumer(SafeCommitConsumer, driver.Consumer):
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -41,7 +43,8 @@ class _Transport(driver.Transport):
 
 
 class App(faust.App):
-    """``faust.App`` (``kafka://`` brokers) whose consumer fetches wait ``fetch_max_wait_ms``."""
+    """``faust.App`` (``kafka://`` brokers) whose consumer fetches wait ``fetch_max_wait_ms`` and
+    never commits past an unprocessed record (``streams.kafka.faust_commit``)."""
 
     fetch_max_wait_ms: int = DEFAULT_FETCH_WAIT_MS
 

@@ -124,6 +124,8 @@ def build_app(settings: Settings) -> faust.App:
     dead_letter, retry_or_dead = failures.dead_letter, failures.retry_or_dead
 
     async def _ready(sender: Any, **kwargs: Any) -> None:
+        if not stats["ready"]:
+            log.info("stage 2 ready: partitions assigned")
         stats["ready"] = True
 
     app.on_rebalance_complete.connect(_ready)  # type: ignore[arg-type]
