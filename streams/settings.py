@@ -162,13 +162,28 @@ class Settings(BaseSettings):
         default=0.999, description="forward when the anomaly percentile reaches this"
     )
     label_cache_size: int = Field(
-        default=500_000, description="feature vectors kept to learn from delayed labels"
+        default=250_000,
+        description="feature vectors kept per partition to learn from delayed labels",
     )
     labels_wait: bool = Field(
-        default=False,
-        description="before a segment, wait until the labels topic has been read up to its event "
-        "time (closed histories, e.g. evaluate --through-kafka); live workers apply late labels "
-        "at the next segment instead of waiting",
+        default=True,
+        description="before a batch, read the labels topic up to the batch's event time (or its "
+        "end), so labels apply at the same stream position in every run, crash or replay; off, "
+        "a label that arrives after its time applies at the next segment",
+    )
+    labels_wait_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="longest a batch waits for the labels published up to its event time",
+    )
+    labels_idle_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="a labels partition at its end that brought nothing for this long is idle: "
+        "batches do not wait for it",
+    )
+    labels_fetch_wait_ms: int = Field(
+        default=20, ge=0, description="longest a labels fetch waits (librdkafka fetch.wait.max.ms)"
     )
     anomaly_trees: int = 3
     anomaly_height: int = 6

@@ -53,9 +53,13 @@ class TerminalLabels:
 class TerminalTable:
     """All terminals' delayed label windows."""
 
-    def __init__(self) -> None:
+    def __init__(self, auto_compact: bool = True) -> None:
         self.terminals: dict[str, TerminalLabels] = {}
         self.labels_seen = 0
+        # compact each terminal against its own latest label; off when several partitions at
+        # different event times share the table (their owner calls ``compact_all`` with the
+        # earliest partition's time, so no partition loses a label it still needs)
+        self.auto_compact = auto_compact
 
     def add_label(self, terminal: str, ts_ms: int, fraud: int) -> None:
         state = self.terminals.get(terminal)
@@ -63,7 +67,7 @@ class TerminalTable:
             state = self.terminals[terminal] = TerminalLabels()
         state.add(ts_ms, fraud)
         self.labels_seen += 1
-        if len(state.ts) & 31 == 0:  # every 32 labels of this terminal
+        if self.auto_compact and len(state.ts) & 31 == 0:  # every 32 labels of this terminal
             state.compact(ts_ms)
 
     def features(self, terminal: str, ts_ms: int, out: list[float]) -> None:

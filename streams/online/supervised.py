@@ -71,7 +71,13 @@ class OnlineClassifier:
             self._vectors, self._vectors_at = self._vector(), self.learned
         means, inv_std, weights, intercept = self._vectors
         Z = np.where(_LOG_MASK, np.log1p(np.maximum(X, 0.0)), X)
-        margin = ((Z - means) * inv_std) @ weights + intercept
+        # feature by feature, in a fixed order: a matrix product's summation order depends on
+        # the number of rows (BLAS kernels), and a last-bit difference would make a transaction's
+        # probability depend on how it was batched (a crash, a replay)
+        scaled = (Z - means) * (inv_std * weights)
+        margin = np.full(len(X), intercept)
+        for j in range(scaled.shape[1]):
+            margin += scaled[:, j]
         return 1.0 / (1.0 + np.exp(-np.clip(margin, -30, 30)))
 
     def predict_one(self, row: list[float]) -> float:
@@ -112,9 +118,16 @@ class OnlineClassifier:
 
     def learn_label(self, transaction_id: str, fraud: bool) -> bool:
         """Learn from one label if its features are cached; returns whether it was learnt."""
+        if transaction_id not in self._slot_of:
+            self.missed_labels += 1
+            return False
+        return self.learn_label_if_cached(transaction_id, fraud)
+
+    def learn_label_if_cached(self, transaction_id: str, fraud: bool) -> bool:
+        """``learn_label`` for a label that may be another partition's (not counted as missed
+        when its features are not here)."""
         slot = self._slot_of.pop(transaction_id, None)
         if slot is None:
-            self.missed_labels += 1
             return False
         if fraud:
             weight = 1.0

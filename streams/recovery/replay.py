@@ -253,6 +253,14 @@ class Replayer:
     def _run_both(self, sink: Sink, progress: Callable[[int], None] | None) -> None:
         assert self.rules is not None
         state = PartitionedScreener(self.settings, self.rules)
+        # every partition from the start, as a worker's rebuild has them: a partition created
+        # at its first record would miss the labels released (and trimmed) before it
+        consumer = reader(self.settings)
+        try:
+            for p in partitions_of(consumer, self.topic):
+                state.reset(p)
+        finally:
+            consumer.close()
         labels = load_labels(self.settings, self.end_ms)
         released = 0
         size = self.settings.stage1_batch_size

@@ -1,27 +1,23 @@
-"""Stage-1 state per partition, and rebuilding it from the source topic.
+"""Stage-1 state per partition.
 
 Cards are keyed to partitions (the producer partitions by card), so each partition a worker owns
-gets its own ``Screener``: its own feature engine (card windows) and its own anomaly model. What
-comes from the labels topic is shared by every partition of a worker: the terminal label table
-and the online classifier. Per-partition state depends only on that partition's records in offset
-order, so it can be rebuilt exactly by reading the partition again from the beginning (a worker
-that takes over a partition does this up to the committed offset before processing it), and it
-does not depend on how many workers share the topic or how the records were batched.
+gets its own ``Screener``: its own feature engine (card windows), anomaly model, flag policy and
+online classifier (which learns the labels of the partition's own transactions). Only the
+terminal label table is shared by the partitions of a worker; it holds every label released so
+far and its delay filter makes its features a function of event time alone. So a partition's
+state depends only on its records in offset order and on the labels in event time, not on how
+many workers share the topic, which partitions a worker owns or how the records were batched,
+and it can be rebuilt exactly (``streams.stage1.rebuild``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 from collections.abc import Iterable
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
-
-from streams.errors import MessageError, ValidationError
+from streams.errors import ValidationError
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
-from streams.kafka import clients
-from streams.recovery.labelgate import LabelGate, release_labels, segments
+from streams.recovery.labelgate import ClassifierFeed, LabelGate, release_labels, segments
 from streams.rules.model import RuleSet
 from streams.schema import Transaction, decode
 from streams.settings import Settings
@@ -30,6 +26,7 @@ from streams.stage1.screen import merge_batches as merge_batches  # where it use
 
 log = logging.getLogger(__name__)
 
+COMPACT_EVERY_LABELS = 50_000
 MAX_TRANSACTION_BYTES = 64 * 1024
 """A transaction message larger than this is a dead letter of kind ``too_large``."""
 
@@ -48,43 +45,83 @@ def decode_transaction(value: bytes | None) -> Transaction:
 
 
 class PartitionedScreener:
-    """One ``Screener`` per partition; terminal labels and the online classifier shared."""
+    """One ``Screener`` per partition (card windows, anomaly model, online classifier, flag
+    policy); the terminal label table is shared by every partition of the worker."""
 
     def __init__(self, settings: Settings, rules: RuleSet):
         self.settings = settings
         self.rules = rules
         shared = Screener.from_settings(settings, rules)
         self.terminals = shared.engine.terminals
-        self.classifier = shared.classifier
+        # partitions at different event times share it: compacted against the earliest one
+        self.terminals.auto_compact = False
+        self._compacted_at = 0
         self.card_out = shared.card_out
         self.parts: dict[int, Screener] = {}
         # labels wait here for the stream's event time (streams.recovery.labelgate)
         self.gate = LabelGate()
+        self.feeds: dict[int, ClassifierFeed] = {}
         self.positions: dict[int, int] = {}  # transactions screened per partition
+        self.latest: dict[int, int] = {}  # event time of each partition's latest transaction
         self.horizons: dict[int, int] = {}  # event time of each partition's segment start
 
     def _new(self) -> Screener:
         screener = Screener.from_settings(self.settings, self.rules)
-        screener.engine.terminals = self.terminals
-        screener.classifier = self.classifier
-        screener.card_out = self.card_out  # one object: partitions' rows are judged together
+        self._attach(screener)
         return screener
+
+    def _attach(self, screener: Screener) -> None:
+        screener.engine.terminals = self.terminals
+        screener.card_out = self.card_out  # one object: partitions' rows are judged together
+
+    @property
+    def learned(self) -> int:
+        """Labels the partitions' classifiers have learnt."""
+        return sum(s.classifier.learned for s in self.parts.values())
 
     def partition(self, partition: int) -> Screener:
         screener = self.parts.get(partition)
         if screener is None:
-            screener = self.parts[partition] = self._new()
+            screener = self.reset(partition)
         return screener
 
     def reset(self, partition: int) -> Screener:
         """Fresh (empty) state for a partition."""
         screener = self.parts[partition] = self._new()
         self.positions[partition] = 0
+        self.latest.pop(partition, None)
+        self.horizons.pop(partition, None)
+        self.feeds[partition] = ClassifierFeed(self.gate)
         return screener
+
+    def adopt(self, partition: int, other: PartitionedScreener) -> None:
+        """Take over ``partition`` as rebuilt in ``other`` (a private state fed the partition's
+        history and the labels in event time): its screener joins this worker's terminal table,
+        and its classifier continues with the labels it has not learnt. ``other``'s gate must
+        have released every label up to this gate's ``released_upto``."""
+        screener = other.parts[partition]
+        self._attach(screener)
+        screener.rules = self.rules
+        self.parts[partition] = screener
+        self.positions[partition] = other.positions.get(partition, 0)
+        if partition in other.latest:
+            self.latest[partition] = other.latest[partition]
+        if partition in other.horizons:
+            self.horizons[partition] = other.horizons[partition]
+        else:
+            self.horizons.pop(partition, None)
+        rebuilt = other.feeds[partition]
+        through = max(self.gate.released_upto, other.gate.released_upto)
+        self.feeds[partition] = ClassifierFeed(
+            self.gate, rebuilt.learned_through, rebuilt.pending(through), through
+        )
 
     def drop(self, partition: int) -> None:
         self.parts.pop(partition, None)
         self.positions.pop(partition, None)
+        self.horizons.pop(partition, None)
+        self.feeds.pop(partition, None)
+        self.latest.pop(partition, None)
 
     def set_rules(self, rules: RuleSet) -> None:
         self.rules = rules
@@ -104,15 +141,23 @@ class PartitionedScreener:
         parts: list[tuple[Screener, Scored]] = []
         for partition, txs in batches:
             screener = self.partition(partition)
+            feed = self.feeds[partition]
             position = self.positions.get(partition, 0)
             for a, b in segments(position, len(txs), every):
                 if (position + a) % every == 0:  # a segment starts: the classifier's horizon
                     self.horizons[partition] = txs[a].ts_ms
                 horizon = self.horizons.get(partition, txs[a].ts_ms)
                 segment = txs[a:b] if b - a < len(txs) else txs
-                release_labels(screener, self.gate, segment, horizon)
+                release_labels(screener, self.gate, feed, segment, horizon)
                 parts.append((screener, screener.score(segment)))
             self.positions[partition] = position + len(txs)
+            if txs:
+                self.latest[partition] = txs[-1].ts_ms
+        self.gate.trim([f.cursor for f in self.feeds.values()])
+        if self.terminals.labels_seen - self._compacted_at > COMPACT_EVERY_LABELS:
+            self._compacted_at = self.terminals.labels_seen
+            if self.latest and len(self.latest) == len(self.parts):
+                self.terminals.compact_all(min(self.latest.values()))
         return judge(parts)
 
     def learn_label(
@@ -129,56 +174,3 @@ class PartitionedScreener:
         if known_at_ms is None or known_at_ms <= 0:
             known_at_ms = ts_ms + LABEL_DELAY_DAYS * DAY_MS
         self.gate.offer((transaction_id, terminal, ts_ms, fraud), known_at_ms)
-
-
-def rebuild_partitions(
-    settings: Settings,
-    screeners: dict[int, Screener],
-    topic: str,
-    ends: dict[int, int],
-    stop: threading.Event | None = None,
-    chunk: int = 5000,
-) -> dict[int, int]:
-    """Feed records ``[0, ends[p])`` of each partition ``p`` through ``screeners[p]`` without
-    emitting; all partitions with one consumer, each in offset order.
-
-    Reads from the beginning (the log start, after retention) until the end offset or the end
-    of the partition; messages that fail ``decode_transaction`` are skipped, as the worker sent
-    them to the dead-letter topic. Returns the transactions replayed per partition.
-    """
-    rebuilt = dict.fromkeys(ends, 0)
-    pending = {p for p, end in ends.items() if end > 0}
-    if not pending:
-        return rebuilt
-    consumer = clients.consumer(
-        settings,
-        f"{settings.stage1_group}-rebuild",
-        **{"enable.auto.commit": False, "enable.partition.eof": True},
-    )
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
-    try:
-        while pending and not (stop is not None and stop.is_set()):
-            groups: dict[int, list[Transaction]] = {}
-            for msg in consumer.consume(num_messages=chunk, timeout=0.5):
-                p = msg.partition() or 0
-                if p not in pending:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(p)  # the log ends before the offset (a recreated topic)
-                    continue
-                offset = msg.offset() or 0
-                if offset >= ends[p]:
-                    pending.discard(p)
-                    continue
-                with contextlib.suppress(MessageError):  # a dead letter, not state
-                    groups.setdefault(p, []).append(decode_transaction(msg.value()))
-                if offset >= ends[p] - 1:
-                    pending.discard(p)
-            for p, txs in groups.items():
-                screeners[p].screen(txs)
-                rebuilt[p] += len(txs)
-    finally:
-        consumer.close()
-    return rebuilt

@@ -1,6 +1,7 @@
 """Partition ownership: on assignment, each partition's state is rebuilt from the beginning of
-the partition up to the committed offset (``streams.recovery.state.rebuild_partitions``) before
-it is processed; on revoke or loss, its state is dropped. ``rewind`` undoes an aborted batch."""
+the partition up to the committed offset, with the labels in event time
+(``streams.stage1.rebuild``), before it is processed; on revoke or loss, its state is dropped.
+``rewind`` undoes an aborted batch."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streams.logging_setup import where
-from streams.recovery.state import PartitionedScreener, rebuild_partitions
+from streams.recovery.state import PartitionedScreener
 from streams.settings import Settings
 from streams.stage1.broker_watch import BrokerWatch
+from streams.stage1.rebuild import rebuild_partitions
 from streams.stage1.stats import Stage1Stats
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,7 @@ class Assignment:
         started = time.perf_counter()
         topic = committed[0].topic
         ends = {tp.partition: max(tp.offset, 0) for tp in committed}
-        screeners = {p: self.state.reset(p) for p in ends}
-        rebuilt = rebuild_partitions(self.settings, screeners, topic, ends, self.stop)
+        rebuilt = rebuild_partitions(self.settings, self.state, topic, ends, self.stop)
         if self.stop.is_set():  # stopped mid-rebuild: process none of these partitions
             for p in ends:
                 self.state.drop(p)

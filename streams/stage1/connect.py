@@ -24,7 +24,6 @@ from streams.settings import Settings
 AUTO_COMMIT_MS = 1000
 # Labels arrive days after their transactions, so their consumer need not poll the broker every
 # few ms: on the embedded broker each fetch costs CPU the transaction path needs.
-LABELS_FETCH_WAIT_MS = 250
 """Stored offsets reach the broker within a second: less to redo after a crash."""
 
 
@@ -76,7 +75,7 @@ def labels_consumer(settings: Settings) -> LabelsConsumer:
     labels = clients.consumer(
         s,
         f"{s.stage1_group}-labels",
-        **{"enable.auto.commit": False, "fetch.wait.max.ms": LABELS_FETCH_WAIT_MS},
+        **{"enable.auto.commit": False, "fetch.wait.max.ms": s.labels_fetch_wait_ms},
     )
     meta = labels.list_topics(s.topic_labels, timeout=10).topics.get(s.topic_labels)
     parts = sorted(meta.partitions) if meta and not meta.error else []

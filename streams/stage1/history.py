@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, MODEL_FEATURES
-from streams.recovery.labelgate import LabelGate, screen_segment
+from streams.recovery.labelgate import ClassifierFeed, LabelGate, screen_segment
 from streams.rules.loader import load_rules
 from streams.schema import Transaction
 from streams.settings import Settings
@@ -54,6 +54,7 @@ def screen_history(
     fired: list[list[str]] = []
     shadow: list[list[str]] = []
     gate = LabelGate()
+    feed = ClassifierFeed(gate)
     published = 0  # labels offered to the gate so far (stream order = publication order)
     for start in range(0, n, size):
         batch = txs[start : start + size]
@@ -64,7 +65,8 @@ def screen_history(
                 label = (tx.transaction_id, tx.terminal_id, tx.ts_ms, labels[published])
                 gate.offer(label, tx.ts_ms + _DELAY_MS)
                 published += 1
-        out = screen_segment(screener, gate, batch)
+        out = screen_segment(screener, gate, feed, batch)
+        gate.trim([feed.cursor])
         end = start + len(batch)
         X[start:end] = out.X
         anomaly[start:end], prob[start:end] = out.anomaly, out.probability

@@ -4,6 +4,7 @@ label table, online classifier), through ``PartitionedScreener.learn_label``."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import orjson
@@ -51,12 +52,13 @@ class LabelFeed:
         self.stats = stats
         self.telemetry = telemetry
         self.time: dict[int, int] = {}  # last record timestamp read per label partition
+        self.arrived: dict[int, float] = {}  # when a label last came, per partition (monotonic)
 
     def drain(self, limit: int = 50_000, timeout: float = 0) -> int:
         """Learn from the labels that have arrived; returns how many."""
         msgs = self.consumer.consume(num_messages=limit, timeout=timeout)
         learn = self.state.learn_label
-        before = self.state.classifier.learned
+        before = self.state.learned
         n = 0
         for msg in msgs:
             if msg.error():
@@ -70,30 +72,56 @@ class LabelFeed:
                 continue
             known_at = msg.timestamp()[1]
             learn(*label, known_at)
-            self.time[msg.partition() or 0] = known_at
+            partition = msg.partition() or 0
+            self.time[partition] = known_at
+            self.arrived[partition] = time.monotonic()
             n += 1
         self.stats.labels += n
+        late = self.state.gate.late
+        if late > self.stats.late_labels:
+            log.warning(
+                "%d labels arrived after the stream passed their publication time (applied at "
+                "the next segment: decisions may differ from a replay)",
+                late - self.stats.late_labels,
+            )
+            self.stats.late_labels = late
         if self.telemetry is not None:
-            self.telemetry.labels(n, self.state.classifier.learned - before)
+            self.telemetry.labels(n, self.state.learned - before)
         return n
 
     def await_time(self, upto_ms: int, stopped: Callable[[], bool]) -> None:
-        """``labels_wait``: read the labels topic until every partition of it has reached
-        ``upto_ms`` in event time or its end, so the batch sees every label known by then."""
+        """``labels_wait``: read the labels topic until every partition of it has shown a label
+        published after ``upto_ms`` (labels are published in time order per partition, as
+        ``fraudstream produce`` does, so none published by then can still come), so the batch
+        sees every label known by then, wherever the labels consumer's fetches happen to be.
+
+        A partition that shows none is waited for only while labels flow on it: once it is at
+        its end (asked of the broker) and has brought nothing for ``labels_idle_ms``, it is
+        idle and the batch goes on; and no batch waits longer than ``labels_wait_ms`` (a label
+        that comes later is *late*: counted, logged, applied at the next segment)."""
         topic = self.settings.topic_labels
+        idle_s = self.settings.labels_idle_ms / 1000
+        deadline = time.monotonic() + self.settings.labels_wait_ms / 1000
         while not stopped():
-            behind = [p for p in self.partitions if self.time.get(p, -1) < upto_ms]
+            behind = [p for p in self.partitions if self.time.get(p, -1) <= upto_ms]
             if not behind:
                 return
-            if self.drain(timeout=0.1):
+            if self.drain(timeout=0):
                 continue
-            ends = [
-                self.consumer.get_watermark_offsets(TopicPartition(topic, p), 5, False)[1]
-                for p in behind
-            ]
-            done = self.consumer.position([TopicPartition(topic, p) for p in behind])
-            if all(tp.offset >= end for tp, end in zip(done, ends, strict=True)):
+            now = time.monotonic()
+            if now > deadline:
+                self.stats.label_wait_timeouts += 1
                 return
+            flowing = [p for p in behind if now - self.arrived.get(p, -1e9) < idle_s]
+            if not flowing and all(self._at_end(topic, p) for p in behind):
+                return
+            self.drain(timeout=0.002)
+
+    def _at_end(self, topic: str, partition: int) -> bool:
+        tp = TopicPartition(topic, partition)
+        low, high = self.consumer.get_watermark_offsets(tp, 5, False)
+        position = self.consumer.position([tp])[0].offset
+        return bool(high <= low or (position >= 0 and high <= position))
 
     def close(self) -> None:
         self.consumer.close()

@@ -12,6 +12,8 @@ class Stage1Stats:
     approved: int = 0
     dead_letters: int = 0
     labels: int = 0
+    label_wait_timeouts: int = 0
+    late_labels: int = 0  # offered after their publication time had been screened
     batches: int = 0
     assigned: list[int] = field(default_factory=list)
     rebuilt: dict[int, int] = field(default_factory=dict)  # partition -> records replayed

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from streams.evaluation.through_kafka import Published, compare, summarise
-from streams.recovery.labelgate import LabelGate, segments
+from streams.recovery.labelgate import ClassifierFeed, LabelGate, segments
 from streams.recovery.state import PartitionedScreener
 from streams.rules.loader import load_rules
 from streams.schema import Transaction
@@ -21,16 +21,50 @@ DAY = 86_400_000
 def test_labels_wait_for_their_time_in_publication_order() -> None:
     gate = LabelGate()
     gate.offer(("b", "t1", 20, 1), 20 + 7 * DAY)
-    gate.offer(("a", "t1", 10, 0), 10 + 7 * DAY)
-    gate.offer(("c", "t2", 10, 1), 10 + 7 * DAY)  # same time as "a": arrival order
+    gate.offer(("c", "t2", 10, 1), 10 + 7 * DAY)
+    gate.offer(("a", "t1", 10, 0), 10 + 7 * DAY)  # same time as "c": transaction id order
     assert gate.watermark == 20 + 7 * DAY and len(gate) == 3
     assert list(gate.for_terminals(7 * DAY)) == []
     assert [lab[0] for lab in gate.for_terminals(10 + 7 * DAY)] == ["a", "c"]
     # the classifier only gets what the terminal table already has, up to its own horizon
-    assert list(gate.for_classifier(10 + 7 * DAY - 1)) == []
-    assert list(gate.for_classifier(30 * DAY)) == [("a", 0), ("c", 1)]
+    assert [x[1] for _, x in gate.released_since(0, 10 + 7 * DAY - 1)] == []
+    assert [x[1] for _, x in gate.released_since(0, 30 * DAY)] == ["a", "c"]
     assert [lab[0] for lab in gate.for_terminals(30 * DAY)] == ["b"]
-    assert list(gate.for_classifier(30 * DAY)) == [("b", 1)] and len(gate) == 0
+    assert [x[1] for _, x in gate.released_since(2, 30 * DAY)] == ["b"] and len(gate) == 0
+    gate.offer(("d", "t3", 5, 1), 5 + 7 * DAY)  # its time was released already: late
+    assert gate.late == 1
+
+
+class _Learner:
+    def __init__(self, known: set[str]):
+        self.known = known
+        self.learnt: list[str] = []
+
+    def learn_label_if_cached(self, tid: str, fraud: bool) -> bool:
+        if tid in self.known:
+            self.learnt.append(tid)
+            return True
+        return False
+
+
+def test_a_feed_learns_its_own_labels_once_and_continues_after_a_rebuild() -> None:
+    gate = LabelGate()
+    for i in range(6):
+        gate.offer((f"t{i}", "x", i * DAY, 0), (i + 7) * DAY)
+    list(gate.for_terminals(20 * DAY))
+    mine = _Learner({"t0", "t2", "t4", "t5"})
+    feed = ClassifierFeed(gate)
+    feed.learn(mine, 9 * DAY)  # labels t0..t2 are published by then
+    feed.learn(mine, 9 * DAY)
+    assert mine.learnt == ["t0", "t2"]
+    # a partition rebuilt elsewhere up to day 10 joins: it learns only what came after
+    other = _Learner({"t2", "t3", "t4"})
+    late = ClassifierFeed(gate, learned_through=10 * DAY)
+    late.learn(other, 20 * DAY)
+    assert other.learnt == ["t4"]
+    gate.trim([feed.cursor, late.cursor])  # nothing older than keep_ms: nothing forgotten
+    feed.learn(mine, 20 * DAY)
+    assert mine.learnt == ["t0", "t2", "t4", "t5"]
 
 
 @pytest.mark.parametrize(
@@ -95,6 +129,43 @@ def test_results_do_not_depend_on_batching_or_on_how_early_labels_arrive() -> No
     assert reference[:, -3].max() > 0  # the online classifier did learn from labels
     assert np.array_equal(_run([7, 100, 1, 64, 300, 9, 1079, 1000], early_labels=False), reference)
     assert np.array_equal(_run([2560], early_labels=True), reference)
+
+
+def _partitioned(
+    settings: Settings, owned: list[list[int]], txs: list[Transaction], frauds: list[int]
+) -> dict[str, tuple[float, float]]:
+    """Screen a two-partition stream (cards split by parity) with the partitions spread over
+    workers as ``owned`` says, each worker reading all labels; (probability, anomaly) by id."""
+    parts = {0: [t for t in txs if int(t.card_id[1:]) % 2 == 0]}
+    parts[1] = [t for t in txs if int(t.card_id[1:]) % 2 == 1]
+    out: dict[str, tuple[float, float]] = {}
+    for partitions in owned:
+        state = PartitionedScreener(settings, load_rules(settings.rules_dir))
+        offered = 0
+        for start in range(0, len(txs), 50):
+            chunk = txs[start : start + 50]
+            while offered < len(txs) and txs[offered].ts_ms + 7 * DAY <= chunk[-1].ts_ms:
+                tx = txs[offered]
+                state.learn_label(tx.transaction_id, tx.terminal_id, tx.ts_ms, frauds[offered])
+                offered += 1
+            ids = {t.transaction_id for t in chunk}
+            groups = [(p, [t for t in parts[p] if t.transaction_id in ids]) for p in partitions]
+            screened = state.screen_many([(p, g) for p, g in groups if g])
+            for i, tx in enumerate(screened.txs):
+                out[tx.transaction_id] = (
+                    float(screened.probability[i]),
+                    float(screened.anomaly[i]),
+                )
+    return out
+
+
+def test_scores_do_not_depend_on_which_partitions_a_worker_owns() -> None:
+    settings = Settings(stage1_batch_size=64, rules_dir=REPO / "rules")
+    txs, frauds = _stream(3000, seed=3)
+    together = _partitioned(settings, [[0, 1]], txs, frauds)
+    apart = _partitioned(settings, [[0], [1]], txs, frauds)
+    assert max(p for p, _ in together.values()) > 0  # the classifiers learnt
+    assert together == apart
 
 
 def test_the_comparison_reports_every_difference() -> None:
