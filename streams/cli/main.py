@@ -15,6 +15,7 @@ import typer
 from streams import __version__
 from streams.cli import (
     bench_cmds,
+    crash_cmds,
     data_cmds,
     kafka_cmds,
     model_cmds,
@@ -67,6 +68,7 @@ for module in (
     ops_cmds,
     recovery_cmds,
     bench_cmds,
+    crash_cmds,
 ):
     module.register(app)
 app.add_typer(rules_cmds.app, name="rules")

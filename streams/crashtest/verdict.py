@@ -1,0 +1,90 @@
+"""What a crash test found, from the records a downstream reader saw (pure; no Kafka here).
+
+* **lost**: a transaction sent and never decided; **lost after forwarding**: of those, the ones
+  that reached the flagged topic (stage 2 took them and gave no decision).
+* **duplicates**: decision records beyond the first of their transaction (at-least-once).
+* **conflicting**: transactions whose decisions differ in action, stage or score; ``by_bytes``
+  counts those whose bytes differ at all (e.g. only in the reasons' order).
+* **dead letters**: distinct source positions of dead letters, and the extra copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass
+class Verdict:
+    transactions: int = 0
+    decisions: int = 0
+    lost: int = 0
+    lost_after_forwarding: int = 0
+    duplicates: int = 0
+    conflicting: int = 0
+    conflicting_action: int = 0
+    conflicting_stage: int = 0
+    conflicting_score: int = 0
+    differing_bytes: int = 0
+    poison_sent: int = 0
+    dead_letters: int = 0
+    dead_letter_copies: int = 0
+    examples: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        """No lost decision, no conflicting duplicate, one dead letter per poisoned message."""
+        return self.lost == 0 and self.conflicting == 0 and self.dead_letters == self.poison_sent
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def judge(
+    expected: set[str],
+    decisions: Iterable[bytes],
+    forwarded: set[str],
+    dead_letter_sources: Iterable[tuple[str, str, str]],
+    poison_sent: int,
+) -> Verdict:
+    """``expected``: the transaction ids sent; ``decisions``: every decision value read;
+    ``forwarded``: ids seen on the flagged topic; ``dead_letter_sources``: (topic, partition,
+    offset) of each dead letter read."""
+    by_tid: dict[str, list[bytes]] = {}
+    n = 0
+    for value in decisions:
+        n += 1
+        tid = str(orjson.loads(value)["transaction_id"])
+        by_tid.setdefault(tid, []).append(value)
+    v = Verdict(transactions=len(expected), decisions=n, poison_sent=poison_sent)
+    missing = expected - set(by_tid)
+    v.lost = len(missing)
+    v.lost_after_forwarding = len(missing & forwarded)
+    examples: dict[str, Any] = {}
+    if missing:
+        examples["lost"] = sorted(missing)[:5]
+    for values in by_tid.values():
+        v.duplicates += len(values) - 1
+        if len(values) == 1 or len(set(values)) == 1:
+            continue
+        v.differing_bytes += 1
+        parsed = [orjson.loads(x) for x in values]
+        examples.setdefault("differing", [p for p in parsed[:2]])
+        fields = {
+            name: len({orjson.dumps(p.get(name)) for p in parsed}) > 1
+            for name in ("action", "stage", "score")
+        }
+        if any(fields.values()):
+            v.conflicting += 1
+            v.conflicting_action += fields["action"]
+            v.conflicting_stage += fields["stage"]
+            v.conflicting_score += fields["score"]
+            examples.setdefault("conflicting", [p for p in parsed[:2]])
+    sources = list(dead_letter_sources)
+    v.dead_letters = len(set(sources))
+    v.dead_letter_copies = len(sources) - v.dead_letters
+    v.examples = examples or None
+    return v
