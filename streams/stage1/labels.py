@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 import orjson
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from streams.errors import MessageError
 from streams.logging_setup import where
@@ -118,9 +118,15 @@ class LabelFeed:
             self.drain(timeout=0.002)
 
     def _at_end(self, topic: str, partition: int) -> bool:
+        """Whether the partition has no record left to read; False when the broker cannot say
+        (an outage: ``await_time`` then waits until its deadline)."""
         tp = TopicPartition(topic, partition)
-        low, high = self.consumer.get_watermark_offsets(tp, 5, False)
-        position = self.consumer.position([tp])[0].offset
+        try:
+            low, high = self.consumer.get_watermark_offsets(tp, 1, False)
+            position = self.consumer.position([tp])[0].offset
+        except KafkaException as exc:
+            log.debug("labels %s: end unknown (%s)", where(topic, partition, None), exc)
+            return False
         return bool(high <= low or (position >= 0 and high <= position))
 
     def close(self) -> None:

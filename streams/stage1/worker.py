@@ -24,17 +24,19 @@ Delivery
     committed offset, consumer seeked back.
 
 State
-    Per partition (card windows, anomaly model; ``streams.recovery.state``): on assignment the
-    worker reads the partition from the beginning up to the committed offset through the screener
-    without emitting, then processes it. Shared (terminal label table, online classifier): fed from
-    the labels topic, which every worker reads from the beginning.
+    Per partition (card windows, anomaly model, flag budget, online classifier;
+    ``streams.recovery.state``): on assignment the worker reads the partition from the beginning
+    up to the committed offset, with the labels topic beside it in event time, through a private
+    state that then joins the live one (``streams.stage1.rebuild``). Shared by the partitions of
+    a worker: the terminal label table, fed from the labels topic, which every worker reads.
 
 Determinism
-    Per-partition state is a function of the partition's records in offset order, so a rebuilt
-    partition continues exactly as an uninterrupted one. The label-fed parts are not: when a label
-    reaches the worker relative to the transactions (and, for the classifier, which partitions the
-    worker owned when the transaction was screened) changes terminal-risk features and the online
-    probability. Without label traffic, decisions are a pure function of the partition history.
+    A partition's state is a function of its records in offset order and of the labels in
+    event time (``streams.recovery.labelgate``), not of poll timing, batching or which other
+    partitions the worker owns. ``labels_wait`` (default on) reads the labels topic before each
+    batch until every labels partition shows a label published after the batch's time or is
+    idle at its end, so labels published before the transactions that pass their time are never
+    late: a crash, a rebuild and a replay give the same decision bytes.
 
 Broker outages
     At start the worker polls the broker with backoff until it answers. During a run librdkafka

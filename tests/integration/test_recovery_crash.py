@@ -5,9 +5,9 @@ decided more than once (at-least-once redelivery after a crash) has byte-identic
 every decision equals the one of an uninterrupted in-process run of the same code over the same
 topic (the replay engine without a range). This holds because each partition's stage-1 state is
 rebuilt from the topic before the partition is processed, stage 2 remembers the card context it
-gave each transaction, and decisions hold no wall-clock value. The traffic carries no labels:
-label-fed state (terminal risk, online classifier) depends on when labels arrive, which no
-restart can reproduce (see streams/stage1/worker.py, "Determinism").
+gave each transaction, and decisions hold no wall-clock value. This traffic carries no labels, so
+the comparison with the replay is exact by construction; ``test_crash_kills.py`` kills both
+stages with labels flowing.
 """
 
 from __future__ import annotations
