@@ -77,6 +77,14 @@ DEAD_LETTERS = Counter(
 RETRIES = Counter("fraudstream_retries", "Messages sent to a retry topic", ["stage", "kind"])
 RULE_HITS = Counter("fraudstream_rule_hits", "Rule firings (shadow rules too)", ["rule", "shadow"])
 LABELS_CONSUMED = Counter("fraudstream_labels_consumed", "Fraud/genuine labels read")
+LABELS_LATE = Counter(
+    "fraudstream_labels_late",
+    "Labels read after the stream passed their publication time (applied at the next segment)",
+)
+LABEL_WAIT_TIMEOUTS = Counter(
+    "fraudstream_label_wait_timeouts",
+    "Batches screened after waiting labels_wait_ms for labels that did not come",
+)
 ONLINE_MODEL_UPDATES = Counter(
     "fraudstream_online_model_updates", "learn_one calls on the online models", ["model"]
 )
@@ -178,6 +186,15 @@ def record_rule_hits(hits: Mapping[str, int], shadow: bool = False) -> None:
 def record_labels_consumed(n: int = 1) -> None:
     if n > 0:
         LABELS_CONSUMED.inc(n)
+
+
+def record_late_labels(n: int) -> None:
+    if n > 0:
+        LABELS_LATE.inc(n)
+
+
+def record_label_wait_timeout() -> None:
+    LABEL_WAIT_TIMEOUTS.inc()
 
 
 def record_online_model_update(model: str, n: int = 1) -> None:

@@ -12,6 +12,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from streams.errors import MessageError
 from streams.logging_setup import where
+from streams.observability import metrics
 from streams.recovery.state import PartitionedScreener
 from streams.schema import parse_timestamp
 from streams.settings import Settings
@@ -84,6 +85,7 @@ class LabelFeed:
                 "the next segment: decisions may differ from a replay)",
                 late - self.stats.late_labels,
             )
+            metrics.record_late_labels(late - self.stats.late_labels)
             self.stats.late_labels = late
         if self.telemetry is not None:
             self.telemetry.labels(n, self.state.learned - before)
@@ -111,6 +113,7 @@ class LabelFeed:
             now = time.monotonic()
             if now > deadline:
                 self.stats.label_wait_timeouts += 1
+                metrics.record_label_wait_timeout()
                 return
             flowing = [p for p in behind if now - self.arrived.get(p, -1e9) < idle_s]
             if not flowing and all(self._at_end(topic, p) for p in behind):
@@ -118,12 +121,16 @@ class LabelFeed:
             self.drain(timeout=0.002)
 
     def _at_end(self, topic: str, partition: int) -> bool:
-        """Whether the partition has no record left to read; False when the broker cannot say
-        (an outage: ``await_time`` then waits until its deadline)."""
+        """Whether the partition has no record left to read, by the high watermark the last
+        fetch brought (no broker round trip: the consumer fetches every
+        ``labels_fetch_wait_ms``), or asked of the broker when no fetch has told yet. False when
+        the broker cannot say (an outage: ``await_time`` then waits until its deadline)."""
         tp = TopicPartition(topic, partition)
         try:
-            low, high = self.consumer.get_watermark_offsets(tp, 1, False)
             position = self.consumer.position([tp])[0].offset
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if low < 0 or high < 0:
+                low, high = self.consumer.get_watermark_offsets(tp, 1, False)
         except KafkaException as exc:
             log.debug("labels %s: end unknown (%s)", where(topic, partition, None), exc)
             return False

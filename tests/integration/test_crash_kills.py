@@ -30,9 +30,9 @@ def _run(broker: Broker, tmp_path, seed: int, stage1_workers: int) -> dict:
     )
     plan = Plan(
         customers=500,
-        days=60,
+        days=75,
         seed=seed,
-        rate=1500.0,  # ~60k transactions: about 40 s of traffic
+        rate=1500.0,  # ~70k transactions: about 50 s of traffic
         labels=True,
         poison=7,
         stage1_workers=stage1_workers,

@@ -1,0 +1,114 @@
+"""``LabelFeed.await_time``: a batch waits for the labels published up to its time, not for an
+idle labels partition, and never longer than ``labels_wait_ms`` (a fake consumer at the seam)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.recovery.state import PartitionedScreener
+from streams.rules.loader import load_rules
+from streams.settings import Settings
+from streams.stage1.connect import LabelsConsumer
+from streams.stage1.labels import LabelFeed
+from streams.stage1.stats import Stage1Stats
+from tests.conftest import REPO
+
+DAY = 86_400_000
+
+
+@dataclass
+class _Msg:
+    part: int
+    ts: int
+    tid: str
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return self.part
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.ts)
+
+    def value(self) -> bytes:
+        return orjson.dumps(
+            {"transaction_id": self.tid, "terminal_id": "t", "timestamp": "2018-04-01T00:00:00",
+             "fraud": 0}
+        )
+
+    def topic(self) -> str:
+        return "labels"
+
+    def offset(self) -> int:
+        return 0
+
+
+@dataclass
+class _Consumer:
+    """Hands out ``pending`` messages whose release time (monotonic) has come."""
+
+    pending: list[tuple[float, _Msg]] = field(default_factory=list)
+    high: dict[int, int] = field(default_factory=dict)
+    read: dict[int, int] = field(default_factory=dict)
+
+    def consume(self, num_messages: int = 1, timeout: float = 0) -> list[_Msg]:
+        if timeout:
+            time.sleep(timeout)
+        now = time.monotonic()
+        out = [m for at, m in self.pending if at <= now]
+        self.pending = [(at, m) for at, m in self.pending if at > now]
+        for m in out:
+            self.read[m.part] = self.read.get(m.part, 0) + 1
+        return out
+
+    def position(self, tps: list[Any]) -> list[Any]:
+        return [type("TP", (), {"offset": self.read.get(tp.partition, 0)})() for tp in tps]
+
+    def get_watermark_offsets(self, tp: Any, *args: Any, **kw: Any) -> tuple[int, int]:
+        return 0, self.high.get(tp.partition, 0)
+
+    def close(self) -> None:
+        pass
+
+
+def _feed(consumer: _Consumer, **overrides: Any) -> LabelFeed:
+    settings = Settings(rules_dir=REPO / "rules", **overrides)
+    state = PartitionedScreener(settings, load_rules(settings.rules_dir))
+    return LabelFeed(settings, LabelsConsumer(consumer, [0, 1]), state, Stage1Stats(), None)
+
+
+def test_waits_for_a_label_published_after_the_batch_on_every_partition() -> None:
+    soon = time.monotonic() + 0.05
+    consumer = _Consumer(
+        pending=[(0, _Msg(0, 10 * DAY, "a")), (soon, _Msg(1, 9 * DAY, "b")),
+                 (soon + 0.05, _Msg(1, 11 * DAY, "c"))],
+        high={0: 1, 1: 2},
+    )
+    feed = _feed(consumer)
+    feed.await_time(10 * DAY - 1, lambda: False)
+    # partition 1 was flowing: the batch waited for its label published after the batch
+    assert feed.stats.labels == 3 and feed.stats.label_wait_timeouts == 0
+    assert len(feed.state.gate) == 3
+
+
+def test_an_idle_partition_at_its_end_is_not_waited_for() -> None:
+    consumer = _Consumer(pending=[(0, _Msg(0, 20 * DAY, "a"))], high={0: 1, 1: 0})
+    feed = _feed(consumer)
+    started = time.monotonic()
+    feed.await_time(10 * DAY, lambda: False)
+    assert time.monotonic() - started < 0.5 and feed.stats.label_wait_timeouts == 0
+
+
+def test_a_flowing_partition_is_waited_for_at_most_labels_wait_ms() -> None:
+    consumer = _Consumer(pending=[(0, _Msg(0, 20 * DAY, "a")), (0, _Msg(1, 5 * DAY, "b"))],
+                         high={0: 1, 1: 1})
+    feed = _feed(consumer, labels_wait_ms=200)
+    started = time.monotonic()
+    feed.await_time(10 * DAY, lambda: False)  # partition 1 just brought a label: flowing
+    waited = time.monotonic() - started
+    assert 0.15 < waited < 2.0 and feed.stats.label_wait_timeouts == 1
