@@ -30,6 +30,8 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "fraudstream_rule_reloads": ("counter", ("result",)),
     "fraudstream_broker_up": ("gauge", ("stage",)),
     "fraudstream_labels_consumed": ("counter", ()),
+    "fraudstream_labels_late": ("counter", ()),
+    "fraudstream_label_wait_timeouts": ("counter", ()),
     "fraudstream_online_model_updates": ("counter", ("model",)),
     "fraudstream_drift_psi": ("gauge", ("stage", "signal")),
     "fraudstream_flag_rate": ("gauge", ()),
