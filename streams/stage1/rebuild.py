@@ -11,7 +11,6 @@ partition had been processed without interruption.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
@@ -68,8 +67,12 @@ def rebuild_partitions(
                     if offset >= ends[p]:
                         pending.discard(p)
                         continue
-                    with contextlib.suppress(MessageError):  # a dead letter, not state
-                        groups.setdefault(p, []).append(decode_transaction(msg.value()))
+                    try:
+                        tx = decode_transaction(msg.value())
+                    except MessageError:  # a dead letter, not state
+                        tx = None
+                    if tx is not None:
+                        groups.setdefault(p, []).append(tx)
                     if offset >= ends[p] - 1:
                         pending.discard(p)
                 if groups:
