@@ -11,11 +11,17 @@ the published file is not reproduced row for row, only in distribution):
 - each day each customer makes Poisson(rate) transactions at int(Normal(43200, 20000)) seconds,
   kept if 0 < t < 86400, amount Normal(mean, std) (a negative one redrawn uniform(0, 2·mean)),
   rounded to cents, terminal uniform among the customer's;
-- frauds, in this order: amount > ``large_amount`` (scenario 1); each day, terminals whose
-  transactions of the next ``terminal_compromise_days`` days are all fraud (scenario 2); each
-  day, cards a third of whose transactions of the next ``card_compromise_days`` days get
-  amount × 5 (scenario 3). As in the handbook, compromises start on days 0 .. last day − 1, a
-  later scenario overrides an earlier one, and a card compromised twice may be hit twice (× 25).
+- frauds, in this order: amount > ``large_amount`` (scenario 1, handbook 220); each day,
+  ``compromised_terminals_per_day`` terminals (2) whose transactions of the next
+  ``terminal_compromise_days`` days (28) are all fraud (scenario 2); each day,
+  ``compromised_cards_per_day`` cards (3) a ``compromised_card_share`` (1/3, rounded down) of
+  whose transactions of the next ``card_compromise_days`` days (14) get amount ×
+  ``compromised_card_multiplier`` (5) (scenario 3). As in the handbook, compromises start on
+  days 0 .. last day − 1, a later scenario overrides an earlier one, and a card compromised
+  twice may be hit twice (× 25 with the defaults).
+
+The defaults are the handbook's; ``fraudstream simulate`` exposes each fraud parameter as a flag
+so that the detectors can be tried on fraud they were not tuned to.
 
 Rows are sorted by time (stable: ties keep customer then generation order) and numbered from 0.
 """
@@ -56,6 +62,8 @@ def simulate(
     compromised_cards_per_day: int = 3,
     card_compromise_days: int = 14,
     large_amount: float = 220.0,
+    compromised_card_share: float = 1 / 3,
+    compromised_card_multiplier: float = 5.0,
 ) -> pl.DataFrame:
     """A labelled handbook-format transaction frame (``COLUMNS``), deterministic in ``seed``."""
     # Independent streams: changing the fraud settings leaves the genuine transactions unchanged.
@@ -71,6 +79,8 @@ def simulate(
         compromised_cards_per_day=compromised_cards_per_day,
         card_compromise_days=card_compromise_days,
         large_amount=large_amount,
+        compromised_card_share=compromised_card_share,
+        compromised_card_multiplier=compromised_card_multiplier,
     )
 
 
@@ -136,10 +146,14 @@ def add_frauds(
     compromised_cards_per_day: int = 3,
     card_compromise_days: int = 14,
     large_amount: float = 220.0,
+    compromised_card_share: float = 1 / 3,
+    compromised_card_multiplier: float = 5.0,
 ) -> pl.DataFrame:
-    """``df`` plus ``TX_FRAUD``, ``TX_FRAUD_SCENARIO``, with scenario 3's amounts × 5.
+    """``df`` plus ``TX_FRAUD``, ``TX_FRAUD_SCENARIO``, with scenario 3's amounts multiplied.
 
-    ``df`` is ``generate_transactions``' frame (ids below ``customers`` and ``terminals``).
+    ``df`` is ``generate_transactions``' frame (ids below ``customers`` and ``terminals``). Of
+    each compromised card's transactions in its window, ``floor(n × compromised_card_share)``
+    are picked and their amounts multiplied by ``compromised_card_multiplier``.
     """
     amount = df["TX_AMOUNT"].to_numpy().astype(np.float64, copy=True)
     cust = df["CUSTOMER_ID"].to_numpy().astype(np.int64)
@@ -163,12 +177,14 @@ def add_frauds(
     by_card = np.lexsort((day, cust))  # stable: time order within a card and day
     keys = cust[by_card] * n_days + day[by_card]
     for d, hit in enumerate(card_hits):
+        if not hit.size:  # no card compromised a day: no scenario 3
+            continue
         end = min(d + card_compromise_days, n_days)
         lo = np.searchsorted(keys, hit * n_days + d, side="left")
         hi = np.searchsorted(keys, hit * n_days + end, side="left")
         rows = np.sort(np.concatenate([by_card[a:b] for a, b in zip(lo, hi, strict=True)]))
-        picked = rng.choice(rows, size=rows.size // 3, replace=False)
-        amount[picked] *= 5.0
+        picked = rng.choice(rows, size=_share_of(rows.size, compromised_card_share), replace=False)
+        amount[picked] *= compromised_card_multiplier
         scenario[picked] = 3
 
     return df.with_columns(
@@ -203,6 +219,12 @@ def draw_compromises(
         dtype=np.int64,
     ).reshape(first_days, k_cards)
     return terminal_hits, card_hits
+
+
+def _share_of(n: int, share: float) -> int:
+    """``floor(n × share)``, robust to float error: 29 % of 100 rows is 29 (0.29 × 100 is
+    28.999…), and with share 1/3 it is exactly ``n // 3``, the handbook's ``int(n / 3)``."""
+    return min(n, int(n * share + 1e-9))
 
 
 def write_csv(df: pl.DataFrame, path: Path | str) -> Path:

@@ -225,3 +225,319 @@ def test_small_simulation_is_fast() -> None:
     began = time.perf_counter()
     simulate(customers=500, terminals=10000, days=60)
     assert time.perf_counter() - began < 5.0
+
+
+# The fraud-scenario parameters (``fraudstream simulate`` flags, shared/docs/CLI.md).
+
+HANDBOOK_FRAUD = {
+    "large_amount": 220.0,
+    "compromised_terminals_per_day": 2,
+    "terminal_compromise_days": 28,
+    "compromised_cards_per_day": 3,
+    "card_compromise_days": 14,
+    "compromised_card_share": 1 / 3,
+    "compromised_card_multiplier": 5.0,
+}
+
+
+def _small(**fraud: float) -> pl.DataFrame:
+    return simulate(SMALL["customers"], SMALL["terminals"], SMALL["days"], seed=3, **fraud)  # type: ignore[arg-type]
+
+
+def _csv_bytes(df: pl.DataFrame, tmp_path: Path, name: str) -> bytes:
+    return write_csv(df, tmp_path / name).read_bytes()
+
+
+def _staged_frauds(staged: Staged, **fraud: float) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """``staged``'s genuine frame through add_frauds with ``fraud``, and the schedule it used."""
+    genuine = staged[0]
+    customers, terminals = 500, 1000
+    labelled = add_frauds(genuine, customers, terminals, np.random.default_rng(12), **fraud)  # type: ignore[arg-type]
+    n_days = genuine.select(pl.col("TX_TIME_DAYS").max()).item() + 1
+    terminal_hits, card_hits = draw_compromises(
+        np.random.default_rng(12),
+        n_days,
+        terminals,
+        customers,
+        int(fraud.get("compromised_terminals_per_day", 2)),
+        int(fraud.get("compromised_cards_per_day", 3)),
+    )
+    return labelled, terminal_hits, card_hits
+
+
+def _windows_per_row(
+    ids: np.ndarray, day: np.ndarray, hits: np.ndarray, length: int
+) -> tuple[np.ndarray, list[int]]:
+    """How many compromise windows each row falls in, and each window's row count."""
+    times = np.zeros(ids.size, dtype=np.int64)
+    sizes: list[int] = []
+    for d, hit in enumerate(hits.tolist()):
+        inside = np.isin(ids, hit) & (day >= d) & (day < d + length)
+        times += inside
+        sizes.append(int(inside.sum()))
+    return times, sizes
+
+
+def test_handbook_fraud_defaults_are_unchanged(small: pl.DataFrame, tmp_path: Path) -> None:
+    # The same seed gives the same file as before the parameters existed: the old values spelled
+    # out give byte-for-byte the default file.
+    explicit = _small(**HANDBOOK_FRAUD)
+    assert explicit.equals(small)
+    assert _csv_bytes(explicit, tmp_path, "a.csv") == _csv_bytes(small, tmp_path, "b.csv")
+
+
+def test_fraud_parameters_leave_the_genuine_transactions_alone(small: pl.DataFrame) -> None:
+    other = _small(
+        large_amount=300.0,
+        compromised_terminals_per_day=5,
+        terminal_compromise_days=3,
+        compromised_cards_per_day=6,
+        card_compromise_days=4,
+        compromised_card_share=0.5,
+        compromised_card_multiplier=2.0,
+    )
+    same = [c for c in COLUMNS if c not in ("TX_AMOUNT", "TX_FRAUD", "TX_FRAUD_SCENARIO")]
+    assert other.select(same).equals(small.select(same))
+    assert not other["TX_FRAUD_SCENARIO"].equals(small["TX_FRAUD_SCENARIO"])
+
+
+def test_larger_big_amount_moves_the_scenario_1_threshold(small: pl.DataFrame) -> None:
+    raised = _small(large_amount=250.0)
+    scenario, amount = raised["TX_FRAUD_SCENARIO"], raised["TX_AMOUNT"]
+    assert (scenario == 1).sum() > 0
+    assert (amount.filter(scenario == 1) > 250.0).all()  # no scenario-1 fraud at or below it
+    # Genuine amounts are the same: above 250 still scenario 1 unless another scenario overrode.
+    assert (scenario.filter((amount > 250.0) & (scenario < 2)) == 1).all()
+    # Between the two thresholds: fraud by default, genuine now (scenarios 2 and 3 aside).
+    between = (small["TX_AMOUNT"] > 220.0) & (small["TX_AMOUNT"] <= 250.0)
+    between &= small["TX_FRAUD_SCENARIO"] == 1
+    assert between.sum() > 0
+    assert (scenario.filter(between) == 0).all()
+    assert (raised["TX_FRAUD"].filter(between) == 0).all()
+
+
+def test_infinite_big_amount_means_no_scenario_1() -> None:
+    df = _small(large_amount=float("inf"))
+    assert 1 not in df["TX_FRAUD_SCENARIO"].unique().to_list()
+    assert df["TX_AMOUNT"].max() > 220.0  # type: ignore[operator]
+
+
+def test_no_compromised_terminals_means_no_scenario_2(small: pl.DataFrame) -> None:
+    df = _small(compromised_terminals_per_day=0)
+    assert set(df["TX_FRAUD_SCENARIO"].unique().to_list()) == {0, 1, 3}
+    assert (small["TX_FRAUD_SCENARIO"] == 2).sum() > 0
+
+
+def test_no_compromised_cards_means_no_scenario_3_and_genuine_amounts(
+    small: pl.DataFrame,
+) -> None:
+    df = _small(compromised_cards_per_day=0)
+    assert set(df["TX_FRAUD_SCENARIO"].unique().to_list()) == {0, 1, 2}
+    # Only scenario 3 changes amounts: the default frame's other rows have the same ones, its
+    # scenario-3 rows (non-zero) are 5^k times these.
+    was_3 = small["TX_FRAUD_SCENARIO"] == 3
+    assert (df["TX_AMOUNT"] == small["TX_AMOUNT"]).filter(~was_3).all()
+    multiplied = (small["TX_AMOUNT"] / df["TX_AMOUNT"]).filter(was_3 & (df["TX_AMOUNT"] > 0))
+    assert multiplied.len() > 0
+    assert (multiplied >= 5.0 - 1e-9).all()
+
+
+@pytest.mark.parametrize("multiplier", [3.0, 0.5])
+def test_customer_multiplier_scales_scenario_3_amounts(
+    small: pl.DataFrame, multiplier: float
+) -> None:
+    genuine = _small(compromised_cards_per_day=0)["TX_AMOUNT"].to_numpy()  # same seed, no ×
+    scaled = _small(compromised_card_multiplier=multiplier)
+    # The multiplier draws nothing: the same transactions are picked as with the default × 5.
+    assert scaled["TX_FRAUD_SCENARIO"].equals(small["TX_FRAUD_SCENARIO"])
+    hit = scaled["TX_FRAUD_SCENARIO"].to_numpy() == 3
+    nonzero = genuine > 0
+    assert (hit & nonzero).sum() > 10
+    ratio = scaled["TX_AMOUNT"].to_numpy()[nonzero] / genuine[nonzero]
+    ratio_5 = small["TX_AMOUNT"].to_numpy()[nonzero] / genuine[nonzero]
+    hit = hit[nonzero]
+    powers = np.round(np.log(ratio_5[hit]) / np.log(5.0)).astype(int)  # times picked
+    assert (powers >= 1).all()
+    np.testing.assert_allclose(ratio[hit], multiplier**powers, rtol=1e-12)
+    assert (powers == 1).sum() > 0
+    np.testing.assert_allclose(ratio[hit][powers == 1], multiplier, rtol=1e-12)
+    assert (ratio[~hit] == 1.0).all()
+
+
+@pytest.mark.parametrize("days", [14, 5])
+def test_customer_share_one_takes_every_transaction_in_the_window(
+    staged: Staged, days: int
+) -> None:
+    genuine = staged[0]
+    labelled, _, card_hits = _staged_frauds(
+        staged,
+        compromised_card_share=1.0,
+        card_compromise_days=days,
+        compromised_card_multiplier=2.0,
+    )
+    times, _ = _windows_per_row(
+        labelled["CUSTOMER_ID"].to_numpy(), labelled["TX_TIME_DAYS"].to_numpy(), card_hits, days
+    )
+    hit = labelled["TX_FRAUD_SCENARIO"].to_numpy() == 3
+    assert hit.sum() > 0
+    assert (hit == (times > 0)).all()  # scenario 3 is exactly the compromised cards' windows
+    # Each row is doubled once per window it falls in.
+    np.testing.assert_allclose(
+        labelled["TX_AMOUNT"].to_numpy(), genuine["TX_AMOUNT"].to_numpy() * 2.0**times
+    )
+
+
+def test_customer_share_half_picks_half_of_each_window(staged: Staged) -> None:
+    genuine = staged[0]
+    labelled, _, card_hits = _staged_frauds(
+        staged, compromised_card_share=0.5, compromised_card_multiplier=2.0
+    )
+    times, sizes = _windows_per_row(
+        labelled["CUSTOMER_ID"].to_numpy(), labelled["TX_TIME_DAYS"].to_numpy(), card_hits, 14
+    )
+    hit = labelled["TX_FRAUD_SCENARIO"].to_numpy() == 3
+    assert (times[hit] > 0).all()
+    before, after = genuine["TX_AMOUNT"].to_numpy(), labelled["TX_AMOUNT"].to_numpy()
+    nonzero = before > 0
+    powers = np.round(np.log2(after[nonzero] / before[nonzero])).astype(int)
+    picks = sum(n // 2 for n in sizes)
+    # Every pick doubles an amount: the powers add up to the picks (zero amounts aside).
+    assert powers.sum() <= picks <= powers.sum() + int((~nonzero).sum())
+    # Half, not the default third: clearly more than a third of the window rows.
+    assert picks > 1.4 * sum(n // 3 for n in sizes)
+
+
+def test_terminal_parameters_set_scenario_2(staged: Staged) -> None:
+    labelled, terminal_hits, _ = _staged_frauds(
+        staged, compromised_terminals_per_day=4, terminal_compromise_days=3
+    )
+    assert terminal_hits.shape[1] == 4
+    times, _ = _windows_per_row(
+        labelled["TERMINAL_ID"].to_numpy(), labelled["TX_TIME_DAYS"].to_numpy(), terminal_hits, 3
+    )
+    scenario = labelled["TX_FRAUD_SCENARIO"].to_numpy()
+    assert (scenario == 2).sum() > 0
+    not_3 = scenario != 3
+    assert ((scenario == 2) == (times > 0))[not_3].all()
+    assert (labelled["TX_FRAUD"].to_numpy()[times > 0] == 1).all()
+
+
+def test_share_of_is_floor_robust_to_float_error() -> None:
+    from streams.data.simulate import _share_of
+
+    assert [_share_of(n, 1 / 3) for n in range(10)] == [n // 3 for n in range(10)]
+    assert all(_share_of(n, 1 / 3) == n // 3 for n in range(0, 3_000_000, 7))
+    assert _share_of(100, 0.29) == 29  # 0.29 × 100 is 28.999… in floats
+    assert _share_of(7, 1.0) == 7
+    assert _share_of(1, 0.5) == 0
+
+
+# The command line: fraudstream simulate [scenario flags].
+
+CLI_SMALL = ["--customers", "50", "--terminals", "200", "--days", "10", "--seed", "5"]
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from streams.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    code = exit_info.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+def test_cli_simulate_defaults_are_the_handbooks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tx.csv"
+    code, stdout, err = _cli(["simulate", "--out", str(out), *CLI_SMALL], capsys)
+    assert code == 0, err
+    expected = simulate(customers=50, terminals=200, days=10, seed=5, **HANDBOOK_FRAUD)  # type: ignore[arg-type]
+    assert out.read_bytes() == _csv_bytes(expected, tmp_path, "expected.csv")
+    assert f"wrote {expected.height} transactions ({int(expected['TX_FRAUD'].sum())} frauds)" in (
+        stdout
+    )
+
+
+@pytest.mark.parametrize("share", ["1/2", "0.5"])
+def test_cli_simulate_passes_every_scenario_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], share: str
+) -> None:
+    out = tmp_path / "tx.csv"
+    flags = [
+        "--big-amount=150",
+        "--terminals-per-day=3",
+        "--terminal-days=5",
+        "--customers-per-day=4",
+        "--customer-days=6",
+        f"--customer-share={share}",
+        "--customer-multiplier=3",
+    ]
+    code, _, err = _cli(["simulate", "--out", str(out), *CLI_SMALL, *flags], capsys)
+    assert code == 0, err
+    expected = simulate(
+        customers=50,
+        terminals=200,
+        days=10,
+        seed=5,
+        large_amount=150.0,
+        compromised_terminals_per_day=3,
+        terminal_compromise_days=5,
+        compromised_cards_per_day=4,
+        card_compromise_days=6,
+        compromised_card_share=0.5,
+        compromised_card_multiplier=3.0,
+    )
+    assert out.read_bytes() == _csv_bytes(expected, tmp_path, "expected.csv")
+    default = simulate(customers=50, terminals=200, days=10, seed=5)
+    assert not expected.equals(default)
+
+
+def test_cli_simulate_big_amount_inf_disables_scenario_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tx.csv"
+    code, _, err = _cli(
+        ["simulate", "--out", str(out), *CLI_SMALL, "--big-amount", "inf", "--days", "30"], capsys
+    )
+    assert code == 0, err
+    assert 1 not in read_handbook(out)["TX_FRAUD_SCENARIO"].unique().to_list()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--customer-share", "0"),
+        ("--customer-share", "1.5"),
+        ("--customer-share", "-1/3"),
+        ("--customer-share", "a third"),
+        ("--customer-share", "1/0"),
+        ("--customer-share", "nan"),
+        ("--customer-multiplier", "0"),
+        ("--customer-multiplier", "-5"),
+        ("--customer-multiplier", "nan"),
+        ("--customer-multiplier", "inf"),
+        ("--big-amount", "0"),
+        ("--big-amount", "-220"),
+        ("--big-amount", "nan"),
+        ("--days", "0"),
+        ("--customers", "0"),
+        ("--terminals", "0"),
+        ("--terminal-days", "0"),
+        ("--customer-days", "0"),
+        ("--terminals-per-day", "-1"),
+        ("--customers-per-day", "-1"),
+    ],
+)
+def test_cli_simulate_rejects_bad_scenario_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    out = tmp_path / "tx.csv"
+    code, _, err = _cli(["simulate", "--out", str(out), *CLI_SMALL, f"{flag}={value}"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: {flag} must be"), lines[0]
+    assert "Traceback" not in err
+    assert not out.exists()
