@@ -26,6 +26,16 @@ def invisible_frauds(frame: pl.DataFrame) -> pl.Expr:
     )
 
 
+def reachable_frauds(frame: pl.DataFrame) -> np.ndarray | None:
+    """Per row: a fraud not hidden by the label delay (every fraud but ``invisible_frauds``),
+    or None without the ``TX_FRAUD_SCENARIO`` column. A fraud whose scenario is missing counts
+    as reachable."""
+    if "TX_FRAUD_SCENARIO" not in frame.columns:
+        return None
+    reachable = (pl.col("TX_FRAUD") == 1) & ~invisible_frauds(frame).fill_null(False)
+    return frame.select(reachable.fill_null(False))[:, 0].to_numpy().astype(bool)
+
+
 def delay_ceiling(kept: pl.DataFrame) -> dict[str, Any] | None:
     """Metrics of the delay ceiling on the evaluated rows, or None without scenario labels."""
     if "TX_FRAUD_SCENARIO" not in kept.columns or kept.height == 0:

@@ -22,6 +22,12 @@ DEFINITIONS = {
     "single_stage": "stage 2 scoring every test transaction",
     "predictions_csv": "every test transaction of every fold, before known-card removal",
     "fold": "0-based index; mean is over folds",
+    "stage1_recall_reachable": "stage-1 recall of the frauds not hidden by the label delay "
+    "(all but scenario-2 frauds at terminals with no known fraud; null without scenarios)",
+    "stage1_recall_at": "recall if stage 1 forwarded the top share of the evaluated rows by "
+    "STAGE1_SCORE: exactly ceil(share * rows) rows, ties in stream order",
+    "stream": "stage 1 over the whole screened history in stream order; "
+    "max_forward_share_5000: largest forwarded share in any 5,000 consecutive transactions",
 }
 
 
@@ -39,14 +45,22 @@ def clean(value: Any) -> Any:
 
 
 def fold_mean(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean over folds of every float metric (NaN skipped), nested dicts too; lists skipped."""
+    """Mean over folds of every float metric, nested dicts key by key (``stage1_recall_at``).
+
+    NaN, None and missing values are skipped (a metric with none left is NaN); a key that is
+    None in every fold stays None; lists, ints and strings are left out.
+    """
     out: dict[str, Any] = {}
-    for key, first in results[0].items():
-        if isinstance(first, dict):
-            out[key] = fold_mean([r[key] for r in results])
-        elif isinstance(first, float):
-            vals = [r[key] for r in results if not math.isnan(r[key])]
+    for key in dict.fromkeys(k for r in results for k in r):
+        values = [r.get(key) for r in results]
+        dicts = [v for v in values if isinstance(v, dict)]
+        if dicts:
+            out[key] = fold_mean(dicts)
+        elif any(isinstance(v, float) for v in values):
+            vals = [v for v in values if isinstance(v, float) and not math.isnan(v)]
             out[key] = float(np.mean(vals)) if vals else math.nan
+        elif all(v is None for v in values):
+            out[key] = None
     return out
 
 
@@ -56,8 +70,10 @@ def assemble(
     results: list[dict[str, Any]],
     options: dict[str, Any],
     rows: int,
+    stream: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``metrics.json`` document: per fold (``folds``, a list) and ``mean``."""
+    """The ``metrics.json`` document: per fold (``folds``, a list), ``mean`` and ``stream``
+    (stage 1 over the whole screened history)."""
     mean = fold_mean(results)
     mean["evaluated_rows"] = sum(r["evaluated_rows"] for r in results)
     mean["evaluated_frauds"] = sum(r["evaluated_frauds"] for r in results)
@@ -67,6 +83,7 @@ def assemble(
         "history_rows": rows,
         "folds": results,
         "mean": mean,
+        "stream": stream,
         "options": options,
         "definitions": DEFINITIONS,
     }

@@ -1,7 +1,8 @@
 """``report.md`` and its plots for an evaluation run.
 
 Plots use matplotlib's object API (``Figure``; no pyplot state, no display). All figures are over
-the evaluated test transactions (after known-card removal), pooled over folds.
+the evaluated test transactions (after known-card removal), pooled over folds, except the
+recall-at-share plot, drawn from ``metrics.json``'s per-fold and mean ``stage1_recall_at``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ REPORT_FILE = "report.md"
 PR_PLOT = "pr_curve.png"
 TRADEOFF_PLOT = "stage1_forward_rate_recall.png"
 RULES_PLOT = "rule_contribution.png"
+RECALL_AT_PLOT = "stage1_recall_at.png"
 
 # DATA.md, "Published results on this data (test folds)".
 PUBLISHED = (
@@ -94,6 +96,43 @@ def plot_tradeoff(path: Path, frame: pl.DataFrame) -> bool:
     return True
 
 
+def _recall_at_points(recall_at: dict[str, Any] | None) -> tuple[list[float], list[float]]:
+    points = sorted((float(q), r) for q, r in (recall_at or {}).items() if r is not None)
+    return [q for q, _ in points], [r for _, r in points]
+
+
+def plot_recall_at(path: Path, metrics: dict[str, Any]) -> bool:
+    """Stage-1 recall when forwarding the top shares by stage-1 score (``stage1_recall_at``),
+    per fold and their mean (reachable frauds too when known), with the operating point."""
+    mean = metrics["mean"]
+    xs, ys = _recall_at_points(mean.get("stage1_recall_at"))
+    if not xs:
+        return False
+    fig = Figure(figsize=(5.5, 4.5), dpi=90)
+    ax = fig.subplots()
+    for i, fold in enumerate(metrics["folds"]):
+        fx, fy = _recall_at_points(fold.get("stage1_recall_at"))
+        ax.plot(fx, fy, color="C0", alpha=0.35, lw=1, marker=".", label="folds" if i == 0 else None)
+    ax.plot(xs, ys, color="C0", lw=2, marker="o", label="mean, all frauds")
+    rx, ry = _recall_at_points(mean.get("stage1_recall_reachable_at"))
+    if rx:
+        ax.plot(rx, ry, color="C2", lw=2, ls="--", marker="o", label="mean, reachable frauds")
+    rate, recall = mean.get("stage1_forward_rate"), mean.get("stage1_recall")
+    if rate is not None and recall is not None:
+        ax.scatter([rate], [recall], color="C3", zorder=3, label="operating point (mean)")
+    ax.set(
+        xlabel="share of traffic forwarded (top by stage-1 score)",
+        ylabel="recall",
+        xlim=(0, max(xs[-1], rate or 0) * 1.05),
+        ylim=(0, 1.02),
+        title="stage 1: recall at forward share",
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
 def plot_rules(path: Path, rules: pl.DataFrame) -> bool:
     if rules.height == 0:
         return False
@@ -127,8 +166,9 @@ def _f(value: Any, digits: int = 3) -> str:
 def _metric_rows(metrics: dict[str, Any]) -> list[str]:
     lines = [
         "| fold | test week | AUC ROC | avg precision | CP@100 | single-stage AUC | "
-        "single-stage AP | single-stage CP@100 | forward rate | stage-1 recall |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "single-stage AP | single-stage CP@100 | forward rate | stage-1 recall | "
+        "stage-1 recall (reachable) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     rows = [(str(f["fold"]), f"{f['test_start']} to {f['test_end']}", f) for f in metrics["folds"]]
     rows.append(("**mean**", "", metrics["mean"]))
@@ -138,7 +178,8 @@ def _metric_rows(metrics: dict[str, Any]) -> list[str]:
             f"| {name} | {week} | {_f(m['auc_roc'])} | {_f(m['average_precision'])} | "
             f"{_f(m['card_precision_at_100'])} | {_f(s['auc_roc'])} | "
             f"{_f(s['average_precision'])} | {_f(s['card_precision_at_100'])} | "
-            f"{_f(m['stage1_forward_rate'], 4)} | {_f(m['stage1_recall'])} |"
+            f"{_f(m['stage1_forward_rate'], 4)} | {_f(m['stage1_recall'])} | "
+            f"{_f(m.get('stage1_recall_reachable'))} |"
         )
     return lines
 
@@ -188,8 +229,19 @@ def render(metrics: dict[str, Any], rules: pl.DataFrame, plots: dict[str, bool])
     if plots.get(PR_PLOT):
         lines += [f"![precision-recall curves]({PR_PLOT})", ""]
     lines += ["## Stage 1", ""]
+    stream = metrics.get("stream")
+    if stream:
+        lines += [
+            f"Over the whole screened history stage 1 forwarded {_f(stream['forward_rate'], 4)} "
+            f"of the transactions, at most {_f(stream['max_forward_share_5000'], 4)} of any "
+            "5,000 consecutive ones. Recall (reachable): of the frauds not hidden by the label "
+            "delay (see the ceiling above).",
+            "",
+        ]
     if plots.get(TRADEOFF_PLOT):
         lines += [f"![stage-1 forward rate against recall]({TRADEOFF_PLOT})", ""]
+    if plots.get(RECALL_AT_PLOT):
+        lines += [f"![stage-1 recall at forward share]({RECALL_AT_PLOT})", ""]
     if rules.height:
         lines += [
             "| rule | fired | frauds | frauds forwarded | ... no other rule fired | precision |",
@@ -234,6 +286,7 @@ def write_report(out_dir: Path, metrics: dict[str, Any], scored: pl.DataFrame) -
         PR_PLOT: plot_pr(out_dir / PR_PLOT, evaluated),
         TRADEOFF_PLOT: plot_tradeoff(out_dir / TRADEOFF_PLOT, evaluated),
         RULES_PLOT: plot_rules(out_dir / RULES_PLOT, rules),
+        RECALL_AT_PLOT: plot_recall_at(out_dir / RECALL_AT_PLOT, metrics),
     }
     path = out_dir / REPORT_FILE
     path.write_text(render(metrics, rules, plots), encoding="utf-8")

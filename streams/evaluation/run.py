@@ -7,7 +7,8 @@
    forwarded transactions get the stage-2 score, the others keep their stage-1 score below them
    (``metrics.two_stage_scores``); stage 2 scoring every transaction gives the single-stage figure.
 4. Remove the known compromised cards, measure, and write ``metrics.json``, ``predictions.csv``
-   (every test transaction, before the removal) and ``report.md`` with its plots.
+   (every test transaction, before the removal) and ``report.md`` with its plots. Stage 1's
+   forwarding over the whole screened history goes to ``metrics.json``'s ``stream``.
 5. With ``through_kafka``, run the same history through the broker and both worker processes and
    check that they publish the same scores (``streams.evaluation.through_kafka``).
 """
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -26,7 +28,7 @@ import polars as pl
 
 from streams.data.handbook import read_handbook
 from streams.errors import DataError
-from streams.evaluation.ceiling import delay_ceiling
+from streams.evaluation.ceiling import delay_ceiling, reachable_frauds
 from streams.evaluation.fit import DEFAULT_ROUNDS, fit_model, validated_rounds
 from streams.evaluation.metrics import (
     auc_roc,
@@ -38,7 +40,12 @@ from streams.evaluation.metrics import (
 )
 from streams.evaluation.outputs import assemble, clean, fold_mean, write_outputs
 from streams.evaluation.protocol import Fold, folds
-from streams.evaluation.stage1_stats import forward_rate_recall
+from streams.evaluation.stage1_stats import (
+    RECALL_AT_SHARES,
+    forward_rate_recall,
+    max_window_share,
+    recall_at_shares,
+)
 from streams.features.names import DAY_MS, MODEL_FEATURES
 from streams.settings import Settings
 from streams.stage2.model import RiskModel
@@ -130,7 +137,7 @@ def evaluate(
         "rounds": opts.rounds if opts.rounds is not None else "validated per fold",
         "seed": opts.seed,
     }
-    metrics = assemble(protocol, data, results, options, df.height)
+    metrics = assemble(protocol, data, results, options, df.height, _stream(screened))
     if through_kafka:
         from streams.evaluation.through_kafka import ThroughKafkaError
         from streams.evaluation.through_kafka import through_kafka as run_through_kafka
@@ -151,6 +158,17 @@ def evaluate(
             f"{tk['first_mismatches']}); see {out_dir}/metrics.json"
         )
     return metrics
+
+
+def _stream(screened: pl.DataFrame) -> dict[str, Any]:
+    """Stage 1's forwarding over the whole screened history, in stream order (``ts_ms``, then
+    the order stage 1 screened in)."""
+    flagged = screened.sort("ts_ms", maintain_order=True)["FLAGGED"].to_numpy().astype(bool)
+    return {
+        "rows": len(flagged),
+        "forward_rate": float(flagged.mean()) if len(flagged) else math.nan,
+        "max_forward_share_5000": max_window_share(flagged, 5_000),
+    }
 
 
 def _kafka_measure(compared: pl.DataFrame, fold: int) -> dict[str, Any]:
@@ -223,11 +241,12 @@ def _run_fold(
         how="left",
         maintain_order="left",
     ).with_columns(pl.col("evaluated").fill_null(False))
+    kept = _with_scenario(kept, df)
     result: dict[str, Any] = {
         **fold.as_dict(),
         **_measure(kept, "score"),
         "single_stage": _measure(kept, "single_stage_score", stage1=False),
-        "delay_ceiling": delay_ceiling(_with_scenario(kept, df)),
+        "delay_ceiling": delay_ceiling(kept),
         "rounds": rounds,
         "model_version": model.version,
         "test_rows": test.height,
@@ -253,9 +272,29 @@ def _measure(frame: pl.DataFrame, column: str, stage1: bool = True) -> dict[str,
         "card_precision_at_100_daily": daily,
     }
     if stage1:
-        rate, recall = forward_rate_recall(frame["FLAGGED"].to_numpy(), y)
-        out["stage1_forward_rate"], out["stage1_recall"] = rate, recall
+        out.update(_stage1_measure(frame))
     return out
+
+
+def _stage1_measure(frame: pl.DataFrame) -> dict[str, Any]:
+    """Stage 1 on the evaluated rows: its forwarding (``FLAGGED``) and what forwarding the top
+    shares by ``STAGE1_SCORE`` would catch, of all frauds and of the frauds not hidden by the
+    label delay (``ceiling.reachable_frauds``; None without ``TX_FRAUD_SCENARIO``)."""
+    flagged, y = frame["FLAGGED"].to_numpy().astype(bool), frame["TX_FRAUD"].to_numpy()
+    score = frame["STAGE1_SCORE"].to_numpy()
+    rate, recall = forward_rate_recall(flagged, y)
+    reachable = reachable_frauds(frame)
+    return {
+        "stage1_forward_rate": rate,
+        "stage1_recall": recall,
+        "stage1_recall_reachable": None
+        if reachable is None
+        else forward_rate_recall(flagged, reachable)[1],
+        "stage1_recall_at": recall_at_shares(score, y, RECALL_AT_SHARES),
+        "stage1_recall_reachable_at": None
+        if reachable is None
+        else recall_at_shares(score, reachable, RECALL_AT_SHARES),
+    }
 
 
 def _with_scenario(kept: pl.DataFrame, df: pl.DataFrame) -> pl.DataFrame:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import polars as pl
+
+# Shares of traffic for ``recall_at_shares`` (CLI.md, ``stage1_recall_at``), as the JSON keys.
+RECALL_AT_SHARES = ("0.01", "0.02", "0.05", "0.1", "0.2")
+STREAM_WINDOW = 5_000  # rows per window of ``max_window_share`` (``max_forward_share_5000``)
 
 
 def forward_rate_recall(
@@ -17,6 +22,44 @@ def forward_rate_recall(
     rate = float(f.mean()) if len(f) else math.nan
     recall = float((f & y).sum() / y.sum()) if y.any() else math.nan
     return rate, recall
+
+
+def recall_at_shares(
+    score: np.ndarray | pl.Series,
+    fraud: np.ndarray | pl.Series,
+    shares: tuple[str, ...] = RECALL_AT_SHARES,
+) -> dict[str, float]:
+    """Recall if stage 1 forwarded the top share ``q`` of the rows by ``score``, per share.
+
+    Forwarding ``q`` takes exactly ``ceil(q * n)`` rows (``q`` read exactly from its decimal
+    key, so ``0.1 * 30`` is 3 rows, not 4) in a stable descending order of ``score``: among tied
+    scores the earlier rows (stream order) go first, so a tie straddling the cut is split, not
+    taken whole. NaN scores rank last. Keys are the shares as given; values are forwarded
+    frauds / all frauds, NaN without frauds.
+    """
+    s = np.asarray(score, dtype=np.float64)
+    y = np.asarray(fraud).astype(bool)
+    n, n_fraud = len(s), int(y.sum())
+    if n_fraud == 0:
+        return {q: math.nan for q in shares}
+    caught = np.cumsum(y[np.argsort(-s, kind="stable")])
+    out = {}
+    for q in shares:
+        k = min(n, math.ceil(Fraction(q) * n))
+        out[q] = float(caught[k - 1] / n_fraud) if k else 0.0
+    return out
+
+
+def max_window_share(flagged: np.ndarray | pl.Series, window: int = STREAM_WINDOW) -> float:
+    """Largest share of forwarded rows in any ``window`` consecutive rows (rows in stream order);
+    the share over all rows if there are fewer than ``window``; NaN without rows."""
+    f = np.asarray(flagged, dtype=bool)
+    if len(f) == 0:
+        return math.nan
+    if len(f) <= window:
+        return float(f.mean())
+    counts = np.concatenate(([0], np.cumsum(f, dtype=np.int64)))
+    return float((counts[window:] - counts[:-window]).max() / window)
 
 
 def threshold_sweep(

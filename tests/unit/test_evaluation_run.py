@@ -120,6 +120,7 @@ def test_files_and_metric_keys(evaluated):
         "pr_curve.png",
         "stage1_forward_rate_recall.png",
         "rule_contribution.png",
+        "stage1_recall_at.png",
     ):
         assert (out / name).is_file(), name
     on_disk = json.loads((out / "metrics.json").read_text())
@@ -138,12 +139,25 @@ def test_files_and_metric_keys(evaluated):
             "single_stage"
         ].keys()
         assert all(isinstance(part[k], float) for k in keys)
+        assert list(part["stage1_recall_at"]) == ["0.01", "0.02", "0.05", "0.1", "0.2"]
+        assert all(0.0 <= v <= 1.0 for v in part["stage1_recall_at"].values())
+        # the simulated data has no TX_FRAUD_SCENARIO: reachable recall is unknown
+        assert part["stage1_recall_reachable"] is None
+        assert part["stage1_recall_reachable_at"] is None
     for k in keys:
         assert metrics["mean"][k] == pytest.approx(
             np.mean([f[k] for f in metrics["folds"]]), abs=1e-6
         )
+    for q, v in metrics["mean"]["stage1_recall_at"].items():
+        assert v == pytest.approx(
+            np.mean([f["stage1_recall_at"][q] for f in metrics["folds"]]), abs=1e-6
+        )
+    stream = metrics["stream"]
+    assert stream["rows"] == metrics["history_rows"]
+    assert 0.0 < stream["forward_rate"] <= stream["max_forward_share_5000"] <= 1.0
     report = (out / "report.md").read_text()
     assert "before** known-card" in report and "pr_curve.png" in report
+    assert "stage1_recall_at.png" in report and "stage-1 recall (reachable)" in report
 
 
 def test_predictions_cover_every_test_transaction(evaluated):
@@ -184,6 +198,99 @@ def test_metrics_recompute_from_predictions(evaluated):
         assert cp == pytest.approx(f["card_precision_at_100"], abs=1e-6)
         flagged = kept["stage1_flagged"].to_numpy() == 1
         assert flagged.mean() == pytest.approx(f["stage1_forward_rate"], abs=1e-6)
+
+
+def test_metrics_recompute_stage1_recall_at(evaluated):
+    """``stage1_recall_at`` from ``predictions.csv`` and the stand-in's STAGE1_SCORE: the top
+    ceil(share * rows) evaluated rows by score, ties in stream order."""
+    data, out, metrics, _ = evaluated
+    preds = pl.read_csv(out / "predictions.csv")
+    df = pl.read_csv(data)
+    screened = fake_screen(run.read_handbook(data), None).select("TRANSACTION_ID", "STAGE1_SCORE")
+    df = df.with_columns(pl.col("TX_DATETIME").str.to_date("%Y-%m-%dT%H:%M:%S").alias("day"))
+    for f in metrics["folds"]:
+        test = (
+            preds.filter(pl.col("fold") == f["fold"])
+            .join(
+                df.select("TRANSACTION_ID", "CUSTOMER_ID", "day", "TX_FRAUD"), on="TRANSACTION_ID"
+            )
+            .join(screened, on="TRANSACTION_ID")
+            .sort("TRANSACTION_ID")  # ids are in stream order
+        )
+        start = pl.Series([f["train_start"]]).str.to_date()[0]
+        kept = remove_known_cards(test, df, start).sort("TRANSACTION_ID")
+        ranked = kept.sort("STAGE1_SCORE", descending=True, maintain_order=True)
+        for q, want in f["stage1_recall_at"].items():
+            k = -(-round(float(q) * 100) * kept.height // 100)  # ceil, in integers
+            got = ranked.head(k)["TX_FRAUD"].sum() / kept["TX_FRAUD"].sum()
+            assert got == pytest.approx(want, abs=1e-6), q
+
+
+def _stage1_frame(**extra):
+    # frauds: scenario 1 forwarded, scenario 2 at a terminal with no known fraud (hidden by the
+    # label delay) not forwarded, scenario 2 at a known terminal not forwarded, scenario 3
+    # forwarded; four genuine rows, one forwarded
+    return pl.DataFrame(
+        {
+            "TX_FRAUD": [1, 1, 1, 1, 0, 0, 0, 0],
+            "FLAGGED": [True, False, False, True, True, False, False, False],
+            "STAGE1_SCORE": [0.9, 0.95, 0.2, 0.8, 0.7, 0.1, 0.3, 0.05],
+            "TERMINAL_NB_FRAUD_30DAY_WINDOW": [0, 0, 3, 0, 0, 0, 1, 0],
+            **extra,
+        }
+    )
+
+
+def test_stage1_recall_reachable_excludes_invisible_frauds():
+    frame = _stage1_frame(TX_FRAUD_SCENARIO=[1, 2, 2, 3, 0, 0, 0, 0])
+    got = run._stage1_measure(frame)
+    assert got["stage1_forward_rate"] == 3 / 8
+    assert got["stage1_recall"] == 2 / 4
+    assert got["stage1_recall_reachable"] == 2 / 3  # the hidden fraud (row 1) left out
+    # top 0.2 of 8 rows is 2 (scores 0.95, 0.9): 2 of 4 frauds, 1 of the 3 reachable ones
+    assert got["stage1_recall_at"]["0.2"] == 0.5
+    assert got["stage1_recall_reachable_at"]["0.2"] == pytest.approx(1 / 3)
+    assert got["stage1_recall_reachable_at"]["0.01"] == 0.0  # 1 row: the hidden fraud
+
+
+def test_stage1_recall_reachable_needs_the_scenario():
+    got = run._stage1_measure(_stage1_frame())
+    assert got["stage1_recall"] == 0.5
+    assert got["stage1_recall_reachable"] is None and got["stage1_recall_reachable_at"] is None
+
+
+def test_stream_forwarding_in_stream_order():
+    # out of time order on input: a burst of forwards once sorted by ts_ms
+    n = 12_000
+    ts = np.arange(n)
+    flagged = np.zeros(n, dtype=bool)
+    flagged[2_000:3_000] = True
+    perm = np.random.default_rng(0).permutation(n)
+    screened = pl.DataFrame({"ts_ms": ts[perm], "FLAGGED": flagged[perm]})
+    got = run._stream(screened)
+    assert got == {"rows": n, "forward_rate": 1_000 / n, "max_forward_share_5000": 0.2}
+    small = run._stream(pl.DataFrame({"ts_ms": [2, 1, 1], "FLAGGED": [True, False, True]}))
+    assert small["max_forward_share_5000"] == pytest.approx(2 / 3)
+
+
+def test_evaluate_with_scenarios_gives_reachable_recall(tmp_path, monkeypatch):
+    data = tmp_path / "tx.csv"
+    df = simulate(data, days=24, customers=120)
+    # scenario 1: big amounts; the other frauds are the compromised terminals' (scenario 2)
+    df.with_columns(
+        pl.when(pl.col("TX_FRAUD") == 0)
+        .then(0)
+        .when(pl.col("TX_AMOUNT") > 220)
+        .then(1)
+        .otherwise(2)
+        .alias("TX_FRAUD_SCENARIO")
+    ).write_csv(data)
+    monkeypatch.setattr(run, "_screen", fake_screen)
+    metrics = run.evaluate(data, "handbook-ch3", tmp_path / "o", None, Settings(), rounds=5)
+    for part in (metrics["folds"][0], metrics["mean"]):
+        assert 0.0 <= part["stage1_recall_reachable"] <= 1.0
+        assert list(part["stage1_recall_reachable_at"]) == ["0.01", "0.02", "0.05", "0.1", "0.2"]
+    assert metrics["folds"][0]["delay_ceiling"] is not None
 
 
 def test_train_history_days_and_models_written(tmp_path, monkeypatch):
