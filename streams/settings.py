@@ -151,12 +151,27 @@ class Settings(BaseSettings):
     )
     rules_dir: Path = Path("rules")
     rules_reload: bool = True
-    flag_probability_threshold: float = Field(
-        default=0.5, description="forward when the online fraud probability reaches this"
+    stage1_warm_start: bool = Field(
+        default=True,
+        description="start each partition's online classifier from the model directory's "
+        "stage1_online.json (written by train) when there is one, instead of from nothing",
     )
-    flag_budget: float = Field(
-        default=0.05,
-        description="also forward the top share of recent traffic by online fraud probability",
+    stage1_recall_target: float = Field(
+        default=0.98,
+        gt=0,
+        le=1,
+        description="share of the labelled frauds within the maximum budget's reach that stage 1 "
+        "aims to forward; its recall controller sets the forward budget for it",
+    )
+    stage1_min_forward_share: float = Field(
+        default=0.02, ge=0, le=1, description="the forward budget's floor (share of traffic)"
+    )
+    stage1_max_forward_share: float = Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description="the most stage 1 forwards by its model and rules together (share of "
+        "traffic); the model never forwards beyond it, even when its scores jump",
     )
     flag_anomaly_threshold: float = Field(
         default=0.999, description="forward when the anomaly percentile reaches this"
@@ -246,6 +261,15 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(YamlFileSource(settings_cls, path))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _check_forward_shares(self) -> Settings:
+        if self.stage1_min_forward_share > self.stage1_max_forward_share:
+            raise ValueError(
+                f"stage1_min_forward_share ({self.stage1_min_forward_share}) exceeds "
+                f"stage1_max_forward_share ({self.stage1_max_forward_share})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:

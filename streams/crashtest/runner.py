@@ -95,9 +95,7 @@ class CrashTest:
         self, settings: Settings, plan: Plan, log_dir: Path | None = None, prefix: str = ""
     ):
         tag = prefix or f"crash-{int(time.time())}-{random.randrange(1 << 16):04x}"
-        self.settings = scoped(settings, tag).model_copy(
-            update={"exactly_once": plan.exactly_once}
-        )
+        self.settings = scoped(settings, tag).model_copy(update={"exactly_once": plan.exactly_once})
         self.plan = plan
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="fraudstream-crash-"))
         self.rng = random.Random(plan.seed)
@@ -212,6 +210,4 @@ class CrashTest:
                 verdict.examples = {**(verdict.examples or {}), "lost_on_flagged": spots[:20]}
                 if spots:
                     log.warning("lost on the flagged topic at %s ... %s", spots[:5], spots[-5:])
-        return Outcome(
-            verdict, self.kills, time.monotonic() - started, flagged, logs, self.exited
-        )
+        return Outcome(verdict, self.kills, time.monotonic() - started, flagged, logs, self.exited)

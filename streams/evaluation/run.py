@@ -28,7 +28,7 @@ import polars as pl
 
 from streams.data.handbook import read_handbook
 from streams.errors import DataError
-from streams.evaluation.ceiling import delay_ceiling, reachable_frauds
+from streams.evaluation.ceiling import delay_ceiling, hidden_by_delay, reachable_frauds
 from streams.evaluation.fit import DEFAULT_ROUNDS, fit_model, validated_rounds
 from streams.evaluation.metrics import (
     auc_roc,
@@ -100,6 +100,8 @@ def evaluate(
     if train_history_days is not None and train_history_days < 1:
         raise DataError(f"train_history_days must be at least 1, not {train_history_days}")
     opts = Options(train_history_days, rounds, seed)
+    # stage 1 learns online from the start of the history, not from a model trained elsewhere
+    settings = settings.model_copy(update={"stage1_warm_start": False})
     df = read_handbook(data)
     if "TX_FRAUD" not in df.columns:
         raise DataError(f"{data}: evaluation needs labels; the data has no TX_FRAUD column")
@@ -298,9 +300,11 @@ def _stage1_measure(frame: pl.DataFrame) -> dict[str, Any]:
 
 
 def _with_scenario(kept: pl.DataFrame, df: pl.DataFrame) -> pl.DataFrame:
+    """``kept`` with the data's scenario and whether each fraud was hidden by the label delay
+    (``ceiling.hidden_by_delay``, on the whole history)."""
     if "TX_FRAUD_SCENARIO" not in df.columns:
         return kept
-    scenario = df.select("TRANSACTION_ID", "TX_FRAUD_SCENARIO")
+    scenario = df.select("TRANSACTION_ID", "TX_FRAUD_SCENARIO").with_columns(hidden_by_delay(df))
     keys = kept["TRANSACTION_ID"].dtype
     return kept.join(
         scenario.with_columns(pl.col("TRANSACTION_ID").cast(keys)),

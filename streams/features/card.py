@@ -1,10 +1,15 @@
 """Per-card event-time windows.
 
-State per card: the timestamps (ms), prefix sums of amounts and terminal keys of the card's
-transactions in the last 30 days (plus at most ``_SLACK`` stale entries awaiting compaction).
-A card making k transactions a day holds about 30·k entries: 8 + 8 bytes in two ``array``s plus
-a 4-byte terminal key (``terminal_key``: ``FeatureEngine`` numbers its terminal ids) in a
-``bytearray``, so about 16 + 20·30·k bytes of payload.
+State per card: the timestamps (ms), prefix sums of amounts, the amounts (float32), each
+transaction's amount against the card's median at its time (float32) and terminal keys of the
+card's transactions in the last 30 days (plus at most ``_SLACK`` stale entries awaiting
+compaction). A card making k transactions a day holds about 30·k entries: 8 + 8 + 4 + 4 bytes in
+four ``array``s plus a 4-byte terminal key (``terminal_key``: ``FeatureEngine`` numbers its
+terminal ids) in a ``bytearray``, so about 16 + 28·30·k bytes of payload.
+
+The card's habit is the median of its previous 30 days' amounts: unlike the mean, a few
+fraudulent amounts (a compromised card paying several times its usual sums) do not move it, so
+the later frauds of the same compromise still stand out against it.
 
 Terminal keys are fixed-width and only their first byte has the high bit set, so a key can only
 be found in the ``bytearray`` at an entry's start: "has the card used this terminal in the
@@ -23,6 +28,9 @@ _HORIZON_MS = max(WINDOWS_DAYS) * DAY_MS
 _HORIZON_S = _HORIZON_MS / 1000.0
 _HOUR_MS = 3_600_000
 _SLACK = 64
+_D14_MS = 14 * DAY_MS  # "recently" for the habit features: two weeks
+# a payment "well above the card's habit": twice its median (a generic multiple, not fitted)
+HIGH_RATIO = 2.0
 # ``features`` is unrolled for these windows (a loop over them costs a tenth of its time).
 if WINDOWS_DAYS != (1, 7, 30):  # pragma: no cover - a guard for whoever changes the windows
     raise ImportError("CardWindows.features is written for windows of 1, 7 and 30 days")
@@ -42,11 +50,13 @@ def terminal_key(number: int) -> bytes:
 class CardWindows:
     """The transactions of one card over the longest window, with prefix sums of amounts."""
 
-    __slots__ = ("cum", "terms", "ts")
+    __slots__ = ("amounts", "cum", "ratios", "terms", "ts")
 
     def __init__(self) -> None:
         self.ts = array("q")
         self.cum = array("d", [0.0])  # cum[i] = sum of the first i amounts
+        self.amounts = array("f")  # the amounts (float32: the median's input)
+        self.ratios = array("f")  # each amount / the card's median before it (``features``)
         self.terms = bytearray()  # KEY_BYTES per entry: terminal keys (``terminal_key``)
 
     def add(self, ts_ms: int, amount: float, terminal: bytes) -> int:
@@ -56,10 +66,14 @@ class CardWindows:
         if not ts or ts_ms >= ts[-1]:
             ts.append(ts_ms)
             self.cum.append(self.cum[-1] + amount)
+            self.amounts.append(amount)
+            self.ratios.append(1.0)
             self.terms += terminal
             return len(ts) - 1
         pos = bisect_right(ts, ts_ms)
         ts.insert(pos, ts_ms)
+        self.amounts.insert(pos, amount)
+        self.ratios.insert(pos, 1.0)  # the later entries keep the ratios they were given
         self.terms[pos * KEY_BYTES : pos * KEY_BYTES] = terminal
         amounts = [self.cum[i + 1] - self.cum[i] for i in range(len(self.cum) - 1)]
         amounts.insert(pos, amount)
@@ -75,6 +89,8 @@ class CardWindows:
         if lo > _SLACK:
             base = self.cum[lo]
             del self.ts[:lo]
+            del self.amounts[:lo]
+            del self.ratios[:lo]
             del self.terms[: lo * KEY_BYTES]
             self.cum = array("d", (c - base for c in self.cum[lo:]))
 
@@ -84,7 +100,10 @@ class CardWindows:
         """Append the card features of the transaction at ``idx`` to ``out``.
 
         Order: for n in (1, 7, 30): count, mean amount; then amount ratio to the previous 30 days'
-        mean, seconds since the previous transaction, count in the last hour, new terminal.
+        mean, seconds since the previous transaction, count in the last hour, new terminal; then
+        the habit features: amount ratio to the previous 30 days' median, how many of the
+        previous 14 days' payments were at least ``HIGH_RATIO`` times the median of their time,
+        and the largest such ratio over those 14 days (0 without any).
         The windows nest (30 days ⊇ 7 ⊇ 1 ⊇ 1 hour), so each search starts where the wider one
         ended: the same positions as searching from 0, with fewer probes.
         """
@@ -96,6 +115,18 @@ class CardWindows:
         top = cum[hi]
         n1, n7, n30 = hi - lo1, hi - lo7, hi - lo30
         prev = idx - lo30
+        if prev:
+            before = sorted(self.amounts[lo30:idx])
+            half = prev >> 1
+            median = before[half] if prev & 1 else (before[half - 1] + before[half]) * 0.5
+            ratio = amount / median if median > 0 else 1.0
+            lo14 = bisect_right(ts, ts_ms - _D14_MS, lo30, idx)
+            recent = self.ratios[lo14:idx]
+            high = float(sum(map(HIGH_RATIO.__le__, recent)))
+            top_ratio = float(max(recent)) if recent else 0.0
+        else:
+            ratio, high, top_ratio = 1.0, 0.0, 0.0
+        self.ratios[idx] = ratio
         out += (
             float(n1),
             (top - cum[lo1]) / n1,
@@ -108,4 +139,7 @@ class CardWindows:
             float(hi - bisect_right(ts, ts_ms - _HOUR_MS, lo1, hi)),
             # the key in the entries [lo30, idx): a match can only start at an entry
             1.0 if self.terms.find(terminal, lo30 * KEY_BYTES, idx * KEY_BYTES) < 0 else 0.0,
+            ratio,
+            high,
+            top_ratio,
         )

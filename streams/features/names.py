@@ -29,8 +29,16 @@ EXTRA_FEATURES = [
     "CARD_SECONDS_SINCE_LAST_TX",  # seconds since the card's previous transaction (30 days if none)
     "CARD_NB_TX_1HOUR_WINDOW",  # the card's transactions in the last hour, this one included
     "CARD_NEW_TERMINAL",  # 1 if the card has not used this terminal in the previous 30 days
+    "CARD_AMOUNT_RATIO_MEDIAN_30DAY",  # amount / median amount of the card's previous 30 days
+    "CARD_NB_HIGH_RATIO_14DAY",  # previous 14 days' payments at >= 2x the card's median then
+    "CARD_MAX_RATIO_14DAY",  # the largest such ratio over the previous 14 days (0 if none)
     "TERMINAL_NB_FRAUD_30DAY_WINDOW",  # known frauds at the terminal, 7-day label delay
+    "TERMINAL_FRAUD_RUN",  # the terminal's latest known labels that are all fraud, in a row
+    "TERMINAL_FRAUD_RUN_DAYS",  # days that run spans
+    "TERMINAL_DAYS_SINCE_FRAUD",  # days from the latest known fraud to now - delay (37 if none)
 ]
+CARD_EXTRA = EXTRA_FEATURES[:7]
+TERMINAL_EXTRA = EXTRA_FEATURES[7:]
 
 # Everything a model sees, in the order the stream code computes it.
 MODEL_FEATURES = [
@@ -38,9 +46,9 @@ MODEL_FEATURES = [
     "TX_DURING_WEEKEND",
     "TX_DURING_NIGHT",
     *CARD_FEATURES,
-    *EXTRA_FEATURES[:4],
+    *CARD_EXTRA,
     *TERMINAL_FEATURES,
-    *EXTRA_FEATURES[4:],
+    *TERMINAL_EXTRA,
 ]
 
 # Stage-1 online scores, available to rules and recorded with every flagged transaction.

@@ -5,6 +5,12 @@ topic (not the worker's own transaction partitions). A label carries the transac
 query at time t sees only labels of transactions with t − (n+7)·D < tⱼ ≤ t − 7·D, so a label that
 arrives early is never used before its delay has passed. State per terminal: the labelled
 transactions of the last 37 days (timestamps, prefix counts of frauds).
+
+Besides the windowed counts and rates, the table answers "is this terminal still compromised?":
+how many of its latest known labels were fraud in a row (the run), how many days that run spans,
+and how many days ago (in known time, i.e. minus the delay) the latest known fraud happened. A
+compromised terminal yields frauds for days or weeks; a run that keeps growing up to the latest
+known label says the compromise was still going on then.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, WINDOWS_DAYS
 
 _DELAY_MS = LABEL_DELAY_DAYS * DAY_MS
 _HORIZON_MS = (max(WINDOWS_DAYS) + LABEL_DELAY_DAYS) * DAY_MS
-_NO_LABELS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+# the run features of a terminal without a known fraud: no run, none "days ago" (the horizon)
+_NO_RUN = (0.0, 0.0, float(max(WINDOWS_DAYS) + LABEL_DELAY_DAYS))
+_NO_LABELS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, *_NO_RUN)
 # ``features`` is unrolled for these windows.
 if WINDOWS_DAYS != (1, 7, 30):  # pragma: no cover - a guard for whoever changes the windows
     raise ImportError("TerminalTable.features is written for windows of 1, 7 and 30 days")
@@ -71,7 +79,8 @@ class TerminalTable:
             state.compact(ts_ms)
 
     def features(self, terminal: str, ts_ms: int, out: list[float]) -> None:
-        """Append, for n in (1, 7, 30): count, risk; then the 30-day fraud count."""
+        """Append, for n in (1, 7, 30): count, risk; then the 30-day fraud count, the fraud run
+        (length, days spanned) and the days since the latest known fraud (``_NO_RUN``)."""
         state = self.terminals.get(terminal)
         if state is None:
             out += _NO_LABELS
@@ -95,6 +104,22 @@ class TerminalTable:
             f30 / n30 if n30 else 0.0,
             float(f30),
         )
+        if f30 == 0:
+            out += _NO_RUN
+            return
+        # the run: the known labels just before ``hi`` that are all frauds, within the 30-day
+        # window (older labels may or may not be compacted away yet)
+        run, most = 0, hi - lo30
+        while run < most and frauds[hi - run] - frauds[hi - run - 1] == 1:
+            run += 1
+        if run:
+            span = (ts[hi - 1] - ts[hi - run]) / DAY_MS
+            last = ts[hi - 1]
+        else:  # the latest fraud in the window: the last index where the prefix count rises
+            span = 0.0
+            last_idx = bisect_right(frauds, top - 1, lo30, hi) - 1
+            last = ts[last_idx]
+        out += (float(run), span, (end - last) / DAY_MS)
 
     def compact_all(self, now_ms: int) -> None:
         for state in self.terminals.values():

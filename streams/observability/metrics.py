@@ -128,6 +128,27 @@ DRIFT_PSI = Gauge(
     "fraudstream_drift_psi", "Population stability index, window vs reference", ["stage", "signal"]
 )
 FLAG_RATE = Gauge("fraudstream_flag_rate", "Share of the recent window stage 1 forwarded")
+STAGE1_RECALL = Gauge(
+    "fraudstream_stage1_recall",
+    "Share of the partition's recent labelled frauds that stage 1 forwarded",
+    ["partition"],
+)
+STAGE1_BUDGET = Gauge(
+    "fraudstream_stage1_budget",
+    "Share of traffic the partition's recall controller lets stage 1 forward",
+    ["partition"],
+)
+STAGE1_BUDGET_MAXIMUM = Gauge(
+    "fraudstream_stage1_budget_maximum", "The forward budget's maximum (stage1_max_forward_share)"
+)
+STAGE1_RECALL_TARGET = Gauge(
+    "fraudstream_stage1_recall_target", "The recall target (stage1_recall_target)"
+)
+STAGE1_FORWARD_SHARE = Gauge(
+    "fraudstream_stage1_forward_share",
+    "Share of the partition's recent window (50,000 transactions) that stage 1 forwarded",
+    ["partition"],
+)
 
 
 def init_stage(stage: str) -> None:
@@ -282,6 +303,25 @@ def set_model_version(version: str, challenger: str | None = None) -> None:
 
 def set_drift_psi(stage: str, signal: str, value: float) -> None:
     DRIFT_PSI.labels(stage, signal).set(value)
+
+
+def set_stage1_recall(partition: int, recall: float, budget: float, forward_share: float) -> None:
+    """The recall controller's state of one partition (NaN until it has seen a fraud)."""
+    label = str(partition)
+    STAGE1_RECALL.labels(label).set(recall)
+    STAGE1_BUDGET.labels(label).set(budget)
+    STAGE1_FORWARD_SHARE.labels(label).set(forward_share)
+
+
+def set_stage1_targets(target: float, maximum: float) -> None:
+    STAGE1_RECALL_TARGET.set(target)
+    STAGE1_BUDGET_MAXIMUM.set(maximum)
+
+
+def clear_stage1_recall(partition: int) -> None:
+    for gauge in (STAGE1_RECALL, STAGE1_BUDGET, STAGE1_FORWARD_SHARE):
+        with contextlib.suppress(KeyError):
+            gauge.remove(str(partition))
 
 
 def set_flag_rate(rate: float) -> None:

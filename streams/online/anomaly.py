@@ -26,7 +26,7 @@ import numpy as np
 from river.tree.padded import PaddedBranch, PaddedLeaf, make_padded_tree
 
 from streams.features.names import MODEL_FEATURES
-from streams.online.window import RecentValues
+from streams.online.window import CheckpointedValues
 
 # feature -> (low, high) limits for the trees; values outside are clipped by river's splits.
 ANOMALY_INPUTS: dict[str, tuple[float, float]] = {
@@ -99,7 +99,7 @@ class AnomalyScorer:
         self._first_window = True
         self._counter = 0  # rows learnt in the current window
         self._seen = 0  # rows scored so far
-        self._recent = RecentValues(calibration_window)
+        self._recent = CheckpointedValues(calibration_window)
 
     def percentile(self, raw: np.ndarray) -> np.ndarray:
         """Calibrate raw HalfSpaceTrees scores (whose scale depends on the data and the tree

@@ -1,60 +1,162 @@
-"""The stage-1 flag policy: what is forwarded to stage 2.
+"""The stage-1 flag policy: what is forwarded to stage 2, and how much.
 
-A transaction is forwarded when an acting ``flag`` rule fires, when the online fraud
-probability reaches an absolute threshold, when the anomaly score reaches its threshold, or —
-the budget — when its online probability is among the top ``budget`` share of recent traffic.
-The budget turns spare stage-2 capacity into recall without a hand-set probability cut-off,
-which would drift as the online model learns. It is measured over a sliding window of the last
-``window`` transactions, so a replay of the same stream gives the same decisions.
+A transaction is forwarded when an acting ``flag`` rule fires, when the anomaly score reaches
+its threshold, or when the online classifier ranks it among the top ``budget`` share of recent
+traffic. Model-driven forwarding is a share of traffic, never an absolute probability (the
+online model's scale drifts as it learns; a cut-off that fits one week floods the next):
+
+- the **budget** is the share of traffic stage 1 forwards in total. Recent transactions already
+  forwarded by a rule or the anomaly score fill it first; the model takes the rest, so the total
+  is max(budget, what rules and anomalies forward). The model's threshold is the quantile of its
+  recent probabilities (``CheckpointedValues``: fixed stream positions, so every batching and
+  every replay gets the same decisions);
+- **no floods**: between two checkpoints (``every`` transactions) stage 1 forwards at most
+  ``ceil(budget * every)`` transactions by the model and rules together (rules and anomalies
+  beyond it still forward: they are the analysts' to tune), whatever the model's scores do;
+- the **recall controller** (``RecallController``) moves the budget between a floor and a
+  maximum. For every labelled fraud of the partition it knows the share of traffic that ranked
+  above that transaction when it was screened (0 when a rule or the anomaly score forwarded it);
+  the budget is the smallest share that would have forwarded ``target`` of the recent labelled
+  frauds, within [floor, maximum]. When even the maximum would not have (frauds nothing in the
+  transaction reveals yet, such as the first frauds of a compromise), the budget stays at the
+  maximum and the measured recall (a gauge, with an alert) says so.
+
+Labels reach the controller at fixed stream positions (``streams.recovery.labelgate``), so the
+budget, like the scores, is a function of the partition's stream and the label times.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
+
 import numpy as np
 
-from streams.online.window import RecentValues
+from streams.online.window import CHECKPOINT_EVERY, CheckpointedValues, RecentValues
 from streams.settings import Settings
+
+MIN_BUDGET_WINDOW = 1000  # no model-driven forwarding while the reference holds fewer values
+FORWARDED = np.inf  # the reference value of a transaction forwarded by a rule or an anomaly
+
+
+class RecallController:
+    """The forward budget, learnt from the partition's labelled frauds (see the module)."""
+
+    def __init__(
+        self,
+        target: float = 0.98,
+        floor: float = 0.02,
+        maximum: float = 0.10,
+        memory: int = 200,
+        min_frauds: int = 20,
+    ):
+        if not 0 <= floor <= maximum <= 1:
+            raise ValueError(f"need 0 <= floor ({floor}) <= maximum ({maximum}) <= 1")
+        self.target, self.floor, self.maximum = target, floor, maximum
+        self.min_frauds = min_frauds
+        self.budget = maximum  # until enough frauds are labelled: the most stage 2 takes
+        # (share of traffic ranked above the fraud when screened, was it forwarded)
+        self._frauds: deque[tuple[float, bool]] = deque(maxlen=memory)
+
+    def observe(self, share: float, forwarded: bool) -> None:
+        """A labelled fraud of this partition: how it ranked and whether it was forwarded."""
+        self._frauds.append((share, forwarded))
+        if len(self._frauds) < self.min_frauds:
+            self.budget = self.maximum
+            return
+        shares = sorted(s for s, _ in self._frauds)
+        needed = shares[max(0, math.ceil(self.target * len(shares)) - 1)]
+        self.budget = min(self.maximum, max(self.floor, needed))
+
+    @property
+    def frauds(self) -> int:
+        return len(self._frauds)
+
+    @property
+    def recall(self) -> float:
+        """Share of the recent labelled frauds that were forwarded (NaN before any)."""
+        if not self._frauds:
+            return math.nan
+        return sum(f for _, f in self._frauds) / len(self._frauds)
+
+    @property
+    def at_maximum(self) -> bool:
+        return self.budget >= self.maximum
 
 
 class FlagPolicy:
     def __init__(
         self,
-        probability_threshold: float = 0.5,
         anomaly_threshold: float = 0.995,
-        budget: float = 0.0,
+        controller: RecallController | None = None,
         window: int = 50_000,
+        every: int = CHECKPOINT_EVERY,
     ):
-        self.probability_threshold = probability_threshold
         self.anomaly_threshold = anomaly_threshold
-        self.budget = budget
-        self._recent = RecentValues(window)
+        self.controller = controller or RecallController()
+        self.every = every
+        # model probabilities of recent traffic, FORWARDED for those rules or anomalies took
+        self._reference = CheckpointedValues(window, every)
+        self._used = 0  # forwards since the last checkpoint (model, rules and anomalies)
+        self._flags = RecentValues(window)  # forwarded (1) or not (0): the forward share
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlagPolicy:
         return cls(
-            settings.flag_probability_threshold,
             settings.flag_anomaly_threshold,
-            settings.flag_budget,
+            RecallController(
+                settings.stage1_recall_target,
+                settings.stage1_min_forward_share,
+                settings.stage1_max_forward_share,
+            ),
         )
 
-    def budget_threshold(self, probability: np.ndarray) -> float:
-        """The probability that the top ``budget`` share of the window reaches (after adding
-        this batch to the window); +inf while the window holds fewer than 1,000 values."""
-        self._recent.add(probability)
-        if self.budget <= 0 or len(self._recent) < 1000:
-            return float("inf")
-        return self._recent.quantile(1.0 - self.budget)
+    @property
+    def budget(self) -> float:
+        return self.controller.budget
+
+    def forward_share(self) -> float:
+        """Share of the recent window that was forwarded (NaN before any)."""
+        values = self._flags.values()
+        return float(values.mean()) if len(values) else math.nan
 
     def flag(
         self, rule_flag: np.ndarray, probability: np.ndarray, anomaly: np.ndarray
-    ) -> np.ndarray:
-        budget = self.budget_threshold(probability)
-        return (
-            rule_flag
-            | (probability >= self.probability_threshold)
-            | (probability > budget)  # strict: ties (e.g. an unlearned model's zeros) never flood
-            | (anomaly >= self.anomaly_threshold)
-        )
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(forwarded, share): the verdict of each transaction, and the share of the reference
+        that ranked above it (0 for those a rule or the anomaly score forwarded)."""
+        other = rule_flag | (anomaly >= self.anomaly_threshold)
+        reference = self._reference
+        budget = self.controller.budget
+        cap = math.ceil(budget * self.every)
+        flagged = other.copy()
+        share = np.zeros(len(probability))
+        for a, b, ref in reference.segments(probability):
+            if (reference.added + a) % self.every == 0:
+                self._used = 0
+            rest = ~other[a:b]
+            if len(ref):
+                # strictly above: ties (an unlearned model's zeros) never flood
+                above = len(ref) - np.searchsorted(ref, probability[a:b], side="right")
+                share[a:b] = np.where(rest, above / len(ref), 0.0)
+            else:
+                share[a:b] = np.where(rest, 1.0, 0.0)
+            model = np.zeros(b - a, dtype=bool)
+            if len(ref) >= MIN_BUDGET_WINDOW:
+                # the budget counts what rules and anomalies forwarded (FORWARDED sorts last)
+                threshold = ref[min(len(ref) - 1, math.floor((1.0 - budget) * len(ref)))]
+                if np.isfinite(threshold):
+                    model = rest & (probability[a:b] > threshold)
+                # in stream order: a model candidate goes while the forwards before it in this
+                # checkpoint (rules, anomalies, model) are fewer than the cap
+                wanted = (model | other[a:b]).astype(np.int64)
+                before = self._used + np.cumsum(wanted) - wanted
+                model &= before < cap
+            flagged[a:b] |= model
+            self._used += int(other[a:b].sum()) + int(model.sum())
+        reference.add(np.where(other, FORWARDED, probability))
+        self._flags.add(flagged.astype(np.float64))
+        return flagged, share
 
     @staticmethod
     def stage1_score(

@@ -17,7 +17,7 @@ import polars as pl
 from streams.features.engine import FeatureEngine
 from streams.features.names import DAY_MS, MODEL_FEATURES, RULE_FIELDS
 from streams.online.anomaly import AnomalyScorer
-from streams.online.supervised import OnlineClassifier
+from streams.online.supervised import WARM_START_FILE, OnlineClassifier
 from streams.rules.model import RuleSet
 from streams.schema import Transaction
 from streams.settings import Settings
@@ -170,6 +170,7 @@ class Scored:
     ts: np.ndarray
     anomaly: np.ndarray
     probability: np.ndarray
+    slots: np.ndarray  # where the classifier keeps each row for its label (``remember``)
 
 
 def judge(parts: Sequence[tuple[Screener, Scored]]) -> ScreenedBatch:
@@ -196,9 +197,10 @@ def judge(parts: Sequence[tuple[Screener, Scored]]) -> ScreenedBatch:
     start = 0
     for screener, scored in parts:
         end = start + len(scored.txs)
-        part_flagged = screener.policy.flag(
+        part_flagged, share = screener.policy.flag(
             result.flag[start:end], scored.probability, scored.anomaly
         )
+        screener.classifier.mark(scored.slots, share, part_flagged)
         flags.append(part_flagged)
         scores.append(
             screener.policy.stage1_score(result.score[start:end], scored.probability, part_flagged)
@@ -260,26 +262,28 @@ class Screener:
         self.engine = engine or FeatureEngine()
         self.anomaly = anomaly or AnomalyScorer()
         self.classifier = classifier or OnlineClassifier()
+        # the labelled frauds tell the policy's recall controller how it did
+        self.classifier.on_fraud = self.policy.controller.observe
         self.card_out: Callable[[str], str] = str
 
     @classmethod
     def from_settings(cls, settings: Settings, rules: RuleSet) -> Screener:
-        """The configured screener, with batch-independent calibrations (every path, live or
-        offline, gets the same scores whatever its batch boundaries)."""
+        """The configured screener (its calibrations are batch-independent: every path, live
+        or offline, gets the same scores whatever its batch boundaries)."""
         from streams.privacy import Pseudonymizer
-        from streams.recovery.calibration import make_batch_independent
 
         pseudonymizer = Pseudonymizer(settings.pseudonymize_key)
-        screener = make_batch_independent(
-            cls(
-                rules,
-                FlagPolicy.from_settings(settings),
-                anomaly=AnomalyScorer(
-                    settings.anomaly_trees, settings.anomaly_height, settings.anomaly_learn_every
-                ),
-                classifier=OnlineClassifier(cache_size=settings.label_cache_size),
-            )
+        screener = cls(
+            rules,
+            FlagPolicy.from_settings(settings),
+            anomaly=AnomalyScorer(
+                settings.anomaly_trees, settings.anomaly_height, settings.anomaly_learn_every
+            ),
+            classifier=OnlineClassifier(cache_size=settings.label_cache_size),
         )
+        warm_start = settings.model_dir / WARM_START_FILE
+        if settings.stage1_warm_start and warm_start.exists():
+            screener.classifier.load(warm_start)
         if pseudonymizer.enabled:
             screener.card_out = pseudonymizer
         return screener
@@ -310,9 +314,9 @@ class Screener:
         X = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(n, len(MODEL_FEATURES))
         anomaly = self.anomaly.percentile(self.anomaly.score_and_learn(X))
         prob = self.classifier.predict_batch(X)
-        self.classifier.remember([tx.transaction_id for tx in txs], X)
+        slots = self.classifier.remember([tx.transaction_id for tx in txs], X)
         ts = np.fromiter((tx.ts_ms for tx in txs), dtype=np.int64, count=n)
-        return Scored(txs, X, ts, anomaly, prob)
+        return Scored(txs, X, ts, anomaly, prob, slots)
 
     def learn_label(self, transaction_id: str, terminal: str, ts_ms: int, fraud: int) -> None:
         """A label from the labels topic: terminal risk table and the online classifier."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -11,7 +12,11 @@ from streams.observability import metrics as m
 from streams.rules.model import RuleSet
 from streams.stage1.screen import ScreenedBatch
 
+if TYPE_CHECKING:
+    from streams.stage1.screen import Screener
+
 STAGE = m.STAGE1
+RECALL_EVERY_S = 1.0
 
 
 class Stage1Telemetry:
@@ -20,6 +25,9 @@ class Stage1Telemetry:
         self.drift = m.DriftTracker(STAGE)
         self.rules_changed(rules)
         self._lag_at = 0.0
+        self._recall_at = 0.0
+        self._partitions: set[int] = set()
+        self._targets_set = False
 
     def rules_changed(self, rules: RuleSet) -> None:
         self._shadow = {r.id for r in rules.rules if r.shadow}
@@ -49,6 +57,26 @@ class Stage1Telemetry:
         self.drift.observe_flags(flagged, n)
         if sent_ms:
             m.observe_end_to_end_since(STAGE, np.asarray(sent_ms, dtype=np.float64))
+
+    def recall(self, parts: Mapping[int, Screener]) -> None:
+        """Each owned partition's recall controller (measured recall, budget, forward share),
+        at most every ``RECALL_EVERY_S``; partitions no longer owned leave the gauges."""
+        now = time.monotonic()
+        if now - self._recall_at < RECALL_EVERY_S:
+            return
+        self._recall_at = now
+        for partition in self._partitions - parts.keys():
+            m.clear_stage1_recall(partition)
+        self._partitions = set(parts)
+        for partition, screener in parts.items():
+            policy = screener.policy
+            controller = policy.controller
+            if not self._targets_set:
+                m.set_stage1_targets(controller.target, controller.maximum)
+                self._targets_set = True
+            m.set_stage1_recall(
+                partition, controller.recall, controller.budget, policy.forward_share()
+            )
 
     def dead_letter(self, kind: str) -> None:
         m.record_dead_letter(STAGE, kind)

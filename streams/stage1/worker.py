@@ -189,6 +189,7 @@ class Stage1Worker:
                 self.on_batch(merged)
         if self.telemetry is not None:
             self.telemetry.batch(batch.consumed, merged, batch.sent, batch.seconds)
+            self.telemetry.recall(self.state.parts)
 
     def run(
         self, max_messages: int | None = None, idle_timeout_s: float | None = None

@@ -21,6 +21,7 @@ import xgboost as xgb
 from streams.errors import DataError
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, MODEL_FEATURES
 from streams.features.offline import compute_features
+from streams.online.supervised import WARM_START_FILE, OnlineClassifier
 from streams.stage2.model import sigmoid
 from streams.training.artifact import save_model_dir
 from streams.training.metrics import known_card_mask, validation_metrics
@@ -121,6 +122,12 @@ def train_model(
     scores = booster.get_score(importance_type="total_gain")
     gain = {k: round(float(np.sum(v)), 4) for k, v in scores.items()}
 
+    # stage 1's online classifier, warm-started on the same window (it keeps learning live)
+    warm = OnlineClassifier(cache_size=50_000)
+    warm_learned = warm.learn_rows(
+        df["TRANSACTION_ID"].cast(pl.Utf8).to_numpy()[train].tolist(), X_all[train], y_all[train]
+    )
+
     metric = full_params["eval_metric"]
     metadata: dict[str, Any] = {
         "name": name,
@@ -149,6 +156,11 @@ def train_model(
         "params": full_params,
         "seed": seed,
         "feature_importance_gain": gain,
+        "stage1_warm_start": {
+            "file": WARM_START_FILE,
+            "window": "the training window",
+            "labels_learned": warm_learned,
+        },
         "data": {
             "source": source,
             "history_rows": df.height,
@@ -158,6 +170,7 @@ def train_model(
     }
 
     def card(out: Path, meta: dict[str, Any]) -> None:
+        warm.save(out / WARM_START_FILE)
         write_card(out, meta, y_all[valid], p_valid)
 
     return save_model_dir(booster, metadata, Path(out_dir), name=name, extras=card)

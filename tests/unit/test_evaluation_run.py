@@ -364,3 +364,25 @@ def test_rounds_chosen_by_validation(tmp_path, monkeypatch):
     simulate(short, days=30, customers=60)
     with pytest.raises(run.DataError, match="14 days of data before"):
         run.evaluate(short, "handbook-ch3", tmp_path / "p", None, Settings(), rounds=None)
+
+
+def test_hidden_by_delay_follows_each_compromise_from_its_first_fraud():
+    """A scenario-2 fraud is hidden until the first fraud of its own compromise (a run of
+    frauds at the terminal with no genuine payment between) is a label delay old."""
+    from streams.evaluation.ceiling import hidden_by_delay
+
+    day = 86_400_000
+    df = pl.DataFrame(
+        {
+            "TERMINAL_ID": ["a"] * 6 + ["b"] * 2,
+            "ts_ms": [0, day, 3 * day, 8 * day, 9 * day, 20 * day, 0, 10 * day],
+            "TX_FRAUD": [0, 1, 1, 1, 0, 1, 1, 1],
+            "TX_FRAUD_SCENARIO": [0, 2, 2, 2, 0, 2, 3, 2],
+        }
+    )
+    # a: the compromise from day 1 is known from day 8 on; a genuine payment on day 9 ends it,
+    # so day 20 starts a new one (hidden). b: a card fraud (scenario 3) is not a compromise of
+    # the terminal, and the compromise starting on day 10 is hidden.
+    expected = [False, True, True, False, False, True, False, True]
+    assert hidden_by_delay(df).to_list() == expected
+    assert hidden_by_delay(df.reverse()).to_list() == expected[::-1]

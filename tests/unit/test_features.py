@@ -46,12 +46,44 @@ def naive_card(
     out["CARD_SECONDS_SINCE_LAST_TX"] = (t - previous[-1][0]) / 1000 if previous else 30 * 86400.0
     out["CARD_NB_TX_1HOUR_WINDOW"] = sum(1 for tj, _, _ in rows if t - H < tj <= t)
     out["CARD_NEW_TERMINAL"] = 0.0 if any(term == terminal for _, _, term in previous) else 1.0
+    out["CARD_AMOUNT_RATIO_MEDIAN_30DAY"] = _median_ratio(history, t, amount)
+    recent = [
+        _median_ratio(history[:j], tj, a)
+        for j, (tj, a, _) in enumerate(history)
+        if t - 14 * D < tj <= t
+    ]
+    out["CARD_NB_HIGH_RATIO_14DAY"] = float(sum(r >= 2.0 for r in recent))
+    out["CARD_MAX_RATIO_14DAY"] = max(recent, default=0.0)
     return out
 
 
-def assert_card_features(row: list[float], expected: dict[str, float]) -> None:
+def _median_ratio(history: list[tuple[int, float, str]], t: int, amount: float) -> float:
+    """amount / median of the card's amounts in the 30 days before ``t`` (1 without any)."""
+    previous = sorted(a for tj, a, _ in history if t - 30 * D < tj <= t)
+    if not previous:
+        return 1.0
+    k = len(previous)
+    median = previous[k // 2] if k % 2 else (previous[k // 2 - 1] + previous[k // 2]) / 2
+    return amount / median if median > 0 else 1.0
+
+
+# the habit features keep amounts and ratios as float32: equal to about 1e-7
+_FLOAT32 = {"CARD_AMOUNT_RATIO_MEDIAN_30DAY", "CARD_MAX_RATIO_14DAY"}
+
+
+# each transaction's own ratio is stored when it is screened: an event arriving late does not
+# change the ratios of the later ones already screened (only these two features read them)
+AS_SCREENED = ("CARD_NB_HIGH_RATIO_14DAY", "CARD_MAX_RATIO_14DAY")
+
+
+def assert_card_features(
+    row: list[float], expected: dict[str, float], skip: tuple[str, ...] = ()
+) -> None:
     for name, value in expected.items():
-        assert feature(row, name) == pytest.approx(value, rel=1e-12, abs=1e-9), name
+        if name in skip:
+            continue
+        rel = 1e-6 if name in _FLOAT32 else 1e-12
+        assert feature(row, name) == pytest.approx(value, rel=rel, abs=1e-9), name
 
 
 # --- calendar -------------------------------------------------------------------------------
@@ -101,7 +133,14 @@ def test_feature_vector_layout() -> None:
     assert feature(row, "TX_DURING_WEEKEND") == 1.0  # Sunday
     assert feature(row, "TX_DURING_NIGHT") == 0.0  # 08:00
     assert_card_features(row, naive_card([], T0 + 8 * H, 12.5, "t"))
-    assert all(feature(row, n) == 0.0 for n in MODEL_FEATURES if n.startswith("TERMINAL"))
+    assert_no_terminal_labels(row)
+
+
+def assert_no_terminal_labels(row: list[float]) -> None:
+    """A terminal without known labels: zeros, and no fraud within the horizon (37 days)."""
+    for name in MODEL_FEATURES:
+        if name.startswith("TERMINAL"):
+            assert feature(row, name) == (37.0 if name == "TERMINAL_DAYS_SINCE_FRAUD" else 0.0)
 
 
 @pytest.mark.parametrize("n", [1, 7, 30])
@@ -187,7 +226,7 @@ def test_out_of_order_card_event() -> None:
     # A later event sees the late one in place, as if it had come in order.
     history = [(T0 + 5 * D, 40.0, "c"), (T0 + 10 * D, 10.0, "a"), (T0 + 12 * D, 20.0, "b")]
     row = engine.transform("c", "c", 5.0, T0 + 13 * D)
-    assert_card_features(row, naive_card(history, T0 + 13 * D, 5.0, "c"))
+    assert_card_features(row, naive_card(history, T0 + 13 * D, 5.0, "c"), skip=AS_SCREENED)
 
 
 def test_shuffled_events_then_in_order_event_match_sorted_stream() -> None:
@@ -204,7 +243,9 @@ def test_shuffled_events_then_in_order_event_match_sorted_stream() -> None:
     assert list(shuffled.cards["c"].ts) == list(ordered.cards["c"].ts)
     a = shuffled.transform("c", "t0", 50.0, T0 + 21 * D)
     b = ordered.transform("c", "t0", 50.0, T0 + 21 * D)
-    assert a == pytest.approx(b, rel=1e-12)
+    as_screened = [MODEL_FEATURES.index(name) for name in AS_SCREENED]
+    keep = [i for i in range(len(a)) if i not in as_screened]
+    assert [a[i] for i in keep] == pytest.approx([b[i] for i in keep], rel=1e-12)
 
 
 # --- compaction -----------------------------------------------------------------------------
@@ -223,7 +264,8 @@ def test_compaction_keeps_features_and_bounds_memory(per_day: float) -> None:
         t += int(rng.expovariate(per_day) * D) + 1
         amount, terminal = round(rng.uniform(0, 150), 2), f"t{rng.randrange(8)}"
         row = engine.transform("card", terminal, amount, t)
-        recent = history[bisect_right(times, t - 31 * D) :]
+        # what the features can see: 30 days, and 30 more before the 14 days of ratios
+        recent = history[bisect_right(times, t - 45 * D) :]
         assert_card_features(row, naive_card(recent, t, amount, terminal))
         history.append((t, amount, terminal))
         times.append(t)
@@ -257,7 +299,7 @@ def test_label_younger_than_seven_days_is_not_used() -> None:
     engine = FeatureEngine()
     engine.add_label("T", T0, 1)
     row = engine.transform("c", "T", 10.0, T0 + 7 * D - 1)
-    assert all(feature(row, n) == 0.0 for n in MODEL_FEATURES if n.startswith("TERMINAL"))
+    assert_no_terminal_labels(row)
 
 
 def test_label_exactly_seven_days_old_is_used() -> None:
@@ -295,10 +337,43 @@ def test_terminal_features_sequence() -> None:
             seen = [f for off, f in labels if t - (n + 7) * D < T0 + off <= t - 7 * D]
             expected += [float(len(seen)), sum(seen) / len(seen) if seen else 0.0]
         expected.append(float(sum(seen)))
-        assert out == expected, query
+        expected += naive_run([(T0 + off, f) for off, f in labels], t)
+        assert out == pytest.approx(expected, rel=1e-12), query
     out = []
     table.features("unknown", T0 + 80 * D, out)
-    assert out == [0.0] * 7
+    assert out == [0.0] * 7 + [0.0, 0.0, 37.0]
+
+
+def naive_run(labels: list[tuple[int, int]], t: int) -> list[float]:
+    """The run features by brute force: the known labels of the last 30 days (before the
+    7-day delay), the frauds in a row at their end, and days since the latest known fraud."""
+    known = sorted((tj, f) for tj, f in labels if t - 37 * D < tj <= t - 7 * D)
+    frauds = [tj for tj, f in known if f]
+    if not frauds:
+        return [0.0, 0.0, 37.0]
+    run = 0
+    while run < len(known) and known[len(known) - 1 - run][1] == 1:
+        run += 1
+    span = (known[-1][0] - known[len(known) - run][0]) / D if run else 0.0
+    return [float(run), span, (t - 7 * D - frauds[-1]) / D]
+
+
+def test_terminal_run_of_frauds() -> None:
+    table = TerminalTable(auto_compact=False)  # queried back in time after every label
+    rng = random.Random(11)
+    labels: list[tuple[int, int]] = []
+    t = T0
+    for day in range(60):  # genuine, then a compromise (all fraud) from day 20 to 40
+        for _ in range(rng.randrange(0, 4)):
+            t = T0 + day * D + rng.randrange(D)
+            labels.append((t, 1 if 20 <= day < 40 else int(rng.random() < 0.02)))
+    for tj, f in labels:
+        table.add_label("T", tj, f)
+    for query_day in range(0, 75):
+        now = T0 + query_day * D + 12 * H
+        out: list[float] = []
+        table.features("T", now, out)
+        assert out[7:] == pytest.approx(naive_run(labels, now), rel=1e-12), query_day
 
 
 def test_out_of_order_labels_match_in_order() -> None:

@@ -37,8 +37,12 @@ class _Msg:
 
     def value(self) -> bytes:
         return orjson.dumps(
-            {"transaction_id": self.tid, "terminal_id": "t", "timestamp": "2018-04-01T00:00:00",
-             "fraud": 0}
+            {
+                "transaction_id": self.tid,
+                "terminal_id": "t",
+                "timestamp": "2018-04-01T00:00:00",
+                "fraud": 0,
+            }
         )
 
     def topic(self) -> str:
@@ -85,8 +89,11 @@ def _feed(consumer: _Consumer, **overrides: Any) -> LabelFeed:
 def test_waits_for_a_label_published_after_the_batch_on_every_partition() -> None:
     soon = time.monotonic() + 0.05
     consumer = _Consumer(
-        pending=[(0, _Msg(0, 10 * DAY, "a")), (soon, _Msg(1, 9 * DAY, "b")),
-                 (soon + 0.05, _Msg(1, 11 * DAY, "c"))],
+        pending=[
+            (0, _Msg(0, 10 * DAY, "a")),
+            (soon, _Msg(1, 9 * DAY, "b")),
+            (soon + 0.05, _Msg(1, 11 * DAY, "c")),
+        ],
         high={0: 1, 1: 2},
     )
     feed = _feed(consumer)
@@ -105,8 +112,9 @@ def test_an_idle_partition_at_its_end_is_not_waited_for() -> None:
 
 
 def test_a_flowing_partition_is_waited_for_at_most_labels_wait_ms() -> None:
-    consumer = _Consumer(pending=[(0, _Msg(0, 20 * DAY, "a")), (0, _Msg(1, 5 * DAY, "b"))],
-                         high={0: 1, 1: 1})
+    consumer = _Consumer(
+        pending=[(0, _Msg(0, 20 * DAY, "a")), (0, _Msg(1, 5 * DAY, "b"))], high={0: 1, 1: 1}
+    )
     feed = _feed(consumer, labels_wait_ms=200)
     started = time.monotonic()
     feed.await_time(10 * DAY, lambda: False)  # partition 1 just brought a label: flowing

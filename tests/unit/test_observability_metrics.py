@@ -35,6 +35,11 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "fraudstream_online_model_updates": ("counter", ("model",)),
     "fraudstream_drift_psi": ("gauge", ("stage", "signal")),
     "fraudstream_flag_rate": ("gauge", ()),
+    "fraudstream_stage1_recall": ("gauge", ("partition",)),
+    "fraudstream_stage1_budget": ("gauge", ("partition",)),
+    "fraudstream_stage1_budget_maximum": ("gauge", ()),
+    "fraudstream_stage1_recall_target": ("gauge", ()),
+    "fraudstream_stage1_forward_share": ("gauge", ("partition",)),
 }
 
 
@@ -227,3 +232,34 @@ def test_server_probe_that_raises_is_unhealthy_and_close_frees_the_port() -> Non
         port = server.port
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_stage1_recall_gauges_follow_the_partitions_controllers() -> None:
+    from pathlib import Path
+
+    from streams.rules.model import RuleSet
+    from streams.stage1.policy import FlagPolicy, RecallController
+    from streams.stage1.screen import Screener
+    from streams.stage1.telemetry import Stage1Telemetry
+
+    rules = RuleSet((), "empty", Path("."))
+    telemetry = Stage1Telemetry(rules)
+    parts = {}
+    for partition in (0, 1):
+        controller = RecallController(target=0.9, floor=0.02, maximum=0.1, min_frauds=2)
+        screener = Screener(rules, FlagPolicy(controller=controller))
+        parts[partition] = screener
+    parts[0].policy.controller.observe(0.0, True)
+    parts[0].policy.controller.observe(0.5, False)  # beyond any budget: the maximum
+    for _ in range(3):
+        parts[1].policy.controller.observe(0.01, True)
+    telemetry.recall(parts)
+    assert value("fraudstream_stage1_recall", partition="0") == 0.5
+    assert value("fraudstream_stage1_budget", partition="0") == 0.1
+    assert value("fraudstream_stage1_recall", partition="1") == 1.0
+    assert value("fraudstream_stage1_budget", partition="1") == 0.02  # the floor
+    assert value("fraudstream_stage1_recall_target") == 0.9
+    assert value("fraudstream_stage1_budget_maximum") == 0.1
+    telemetry._recall_at = 0.0  # the next call publishes (at most one a second)
+    telemetry.recall({1: parts[1]})  # partition 0 was revoked: it leaves the gauges
+    assert REGISTRY.get_sample_value("fraudstream_stage1_recall", {"partition": "0"}) is None

@@ -124,17 +124,19 @@ def test_matches_a_row_by_row_reference(ruleset: RuleSet) -> None:
 
 def test_default_rules_on_the_handbook_patterns() -> None:
     ruleset = load_rules(Path(__file__).parents[2] / "rules")
+    habit = {"CUSTOMER_ID_NB_TX_30DAY_WINDOW": 40.0}
     rows = [
-        {"TX_AMOUNT": 250.0, "CARD_AMOUNT_RATIO_30DAY": 1.2},  # scenario 1
+        # scenario 1 (an absolute amount): no rule, the online model learns what is large
+        {"TX_AMOUNT": 250.0, "CARD_AMOUNT_RATIO_MEDIAN_30DAY": 1.2, **habit},
         {"TERMINAL_ID_RISK_1DAY_WINDOW": 1.0, "TERMINAL_ID_NB_TX_1DAY_WINDOW": 1.0},  # scenario 2
-        {"TX_AMOUNT": 150.0, "CARD_AMOUNT_RATIO_30DAY": 5.0},  # scenario 3
-        {"TX_AMOUNT": 40.0, "CARD_AMOUNT_RATIO_30DAY": 1.0},  # ordinary
+        {"TX_AMOUNT": 150.0, "CARD_AMOUNT_RATIO_MEDIAN_30DAY": 5.0, **habit},  # scenario 3
+        {"TX_AMOUNT": 40.0, "CARD_AMOUNT_RATIO_MEDIAN_30DAY": 1.0, **habit},  # ordinary
     ]
     frame = pl.DataFrame(
         [{name: row.get(name, 0.0) for name in RULE_FIELDS} for row in rows],
         schema=dict.fromkeys(RULE_FIELDS, pl.Float64),
     )
     result = ruleset.evaluate(frame)
-    assert result.flag.tolist() == [True, True, True, False]
-    assert result.reasons[0] == ["LARGE_AMOUNT"] and result.reasons[2] == ["AMOUNT_SPIKE"]
+    assert result.flag.tolist() == [False, True, True, False]
+    assert result.reasons[2] == ["AMOUNT_SPIKE"]
     assert "RISKY_TERMINAL" in result.reasons[1]

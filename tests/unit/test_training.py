@@ -1,5 +1,6 @@
 import json
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -7,13 +8,18 @@ import pytest
 
 from streams.data.handbook import read_handbook
 from streams.data.simulate import simulate, write_csv
-from streams.errors import DataError
+from streams.errors import DataError, ModelError
 from streams.features.names import DAY_MS, MODEL_FEATURES
 from streams.features.offline import compute_features
+from streams.online.supervised import WARM_START_FILE, OnlineClassifier
+from streams.rules.loader import load_rules
+from streams.settings import load_settings
+from streams.stage1.screen import Screener
 from streams.stage2.model import RiskModel
 from streams.training.metrics import card_precision_at_k, known_card_mask
 from streams.training.train import train_model
 
+REPO = Path(__file__).resolve().parents[2]
 START, END = date(2018, 4, 15), date(2018, 5, 1)  # validation 2018-05-08 .. 05-15
 
 
@@ -87,6 +93,31 @@ def test_model_directory_contents(trained):
     assert meta["version"] in card
     assert "(pr_curve.png)" in card and "(feature_importance.png)" in card
     assert "## Limitations" in card and "## Intended use" in card
+
+
+def test_the_model_directory_warm_starts_stage_one(history, trained, tmp_path):
+    """train writes the online classifier learnt on the training window; a screener of that
+    model directory starts from it (and ranks its window's frauds first), or from nothing when
+    the warm start is off."""
+    out, meta = trained
+    warm = meta["stage1_warm_start"]
+    assert warm["file"] == WARM_START_FILE and warm["labels_learned"] > 0
+    state = json.loads((out / WARM_START_FILE).read_text())
+    assert state["features"] == MODEL_FEATURES and state["learned"] == warm["labels_learned"]
+    rules = load_rules(REPO / "rules")
+    settings = load_settings(bootstrap_servers="127.0.0.1:1", model_dir=out)
+    screener = Screener.from_settings(settings, rules)
+    assert screener.classifier.learned == warm["labels_learned"]
+    cold = Screener.from_settings(settings.model_copy(update={"stage1_warm_start": False}), rules)
+    assert cold.classifier.learned == 0
+    # the warm-started classifier ranks the training window's frauds well above its genuines
+    X = compute_features(history).to_numpy()
+    y = history["TX_FRAUD"].to_numpy().astype(bool)
+    p = screener.classifier.predict_batch(X)
+    assert np.median(p[y]) > np.quantile(p[~y], 0.9)
+    (tmp_path / WARM_START_FILE).write_text(json.dumps({**state, "features": ["x"]}))
+    with pytest.raises(ModelError, match="online classifier state is for features"):
+        OnlineClassifier().load(tmp_path / WARM_START_FILE)
 
 
 def test_validation_metrics_match_scoring_path(history, features, trained):

@@ -1,0 +1,127 @@
+"""Stage 1's flag policy: calibrations that do not depend on batching, a budget the model never
+exceeds, and a recall controller that sets the budget from the labelled frauds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streams.online.window import CheckpointedValues
+from streams.stage1.policy import FlagPolicy, RecallController
+
+
+def _batched(n: int, rng: np.random.Generator) -> list[int]:
+    cuts, pos = [], 0
+    while pos < n:
+        step = int(rng.integers(1, 2500))
+        cuts.append(min(step, n - pos))
+        pos += step
+    return cuts
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rank_does_not_depend_on_batches(seed):
+    rng = np.random.default_rng(seed)
+    stream = rng.random(12_345)
+    results = []
+    for sizes in ([len(stream)], [1] * 3000 + [len(stream) - 3000], _batched(len(stream), rng)):
+        window = CheckpointedValues(4000, every=700)
+        out, pos = [], 0
+        for size in sizes:
+            batch = stream[pos : pos + size]
+            out.append(window.rank(batch))
+            window.add(batch)
+            pos += size
+        results.append(np.concatenate(out))
+    assert np.array_equal(results[0], results[1])
+    assert np.array_equal(results[0], results[2])
+
+
+def test_rank_is_against_the_window_at_the_last_checkpoint():
+    window = CheckpointedValues(3, every=2)
+    window.add(np.array([5.0, 1.0]))  # checkpoint at 2: reference [1, 5]
+    assert window.rank(np.array([3.0])).tolist() == [0.5]
+    window.add(np.array([9.0, 7.0, 8.0]))  # checkpoint at 4: last 3 before it: [1, 9, 7]
+    assert window.rank(np.array([8.0])).tolist() == [2 / 3]
+
+
+def _run(policy: FlagPolicy, prob, sizes, rule=None, anomaly=None):
+    rule = np.zeros(len(prob), dtype=bool) if rule is None else rule
+    anomaly = np.zeros(len(prob)) if anomaly is None else anomaly
+    flags, shares, pos = [], [], 0
+    for size in sizes:
+        sl = slice(pos, pos + size)
+        flagged, share = policy.flag(rule[sl], prob[sl], anomaly[sl])
+        flags.append(flagged)
+        shares.append(share)
+        pos += size
+    return np.concatenate(flags), np.concatenate(shares)
+
+
+def _fixed(budget: float) -> RecallController:
+    return RecallController(floor=budget, maximum=budget)
+
+
+def test_budget_policy_does_not_depend_on_batches():
+    rng = np.random.default_rng(7)
+    prob = rng.random(9000) ** 4
+    results = []
+    for sizes in ([9000], [100] * 90, [1, 4999, 4000]):
+        policy = FlagPolicy(0.999, _fixed(0.05), window=5000)
+        results.append(_run(policy, prob, sizes))
+    for flags, shares in results[1:]:
+        assert np.array_equal(results[0][0], flags) and np.array_equal(results[0][1], shares)
+    flags = results[0][0]
+    # no budget before the reference holds 1,000 values; then about the top 5 %
+    assert not flags[:1000].any()
+    assert 0.03 < flags[2000:].mean() <= 0.05
+
+
+def test_the_model_never_exceeds_its_budget_when_its_scores_jump():
+    # a model that suddenly scores everything above all it scored before (it learnt a label)
+    prob = np.concatenate([np.linspace(0, 0.1, 5000), np.linspace(0.5, 0.9, 5000)])
+    policy = FlagPolicy(0.999, _fixed(0.05), window=5000, every=1000)
+    flags, _ = _run(policy, prob, [700] * 14 + [200])
+    per_checkpoint = flags.reshape(10, 1000).sum(axis=1)
+    # every later score is above the reference's top 5 %: the cap holds it to 5 % of each 1,000
+    assert per_checkpoint[5] == 50 and per_checkpoint.max() <= 50
+
+
+def test_rules_and_anomalies_fill_the_budget_first():
+    rng = np.random.default_rng(3)
+    prob = rng.random(20_000)
+    rule = np.zeros(len(prob), dtype=bool)
+    rule[::25] = True  # rules forward 4 % of traffic
+    policy = FlagPolicy(0.999, _fixed(0.10), window=5000)
+    flags, shares = _run(policy, prob, [500] * 40, rule=rule)
+    assert 0.09 <= flags[5000:].mean() <= 0.105  # 4 % by rules, the rest by the model
+    assert (shares[rule] == 0).all()  # a rule-forwarded transaction counts as ranked first
+    # when rules alone forward more than the budget, the model adds nothing
+    policy = FlagPolicy(0.999, _fixed(0.03), window=5000)
+    flags, _ = _run(policy, prob, [500] * 40, rule=rule)
+    assert np.array_equal(flags[5000:], rule[5000:])
+
+
+def test_the_controller_budget_is_the_share_that_reaches_the_target():
+    controller = RecallController(target=0.9, floor=0.01, maximum=0.10, min_frauds=10)
+    assert controller.budget == 0.10  # nothing labelled yet: the maximum
+    shares = np.linspace(0.0, 0.06, 20)  # 20 frauds ranked within the top 6 %
+    for share in shares:
+        controller.observe(float(share), forwarded=True)
+    # 90 % of the 20: the 18th smallest share
+    assert controller.budget == pytest.approx(shares[17])
+    assert controller.recall == 1.0 and not controller.at_maximum
+    # frauds no budget up to the maximum reaches: the budget goes to the maximum and stays
+    for _ in range(5):
+        controller.observe(0.5, forwarded=False)
+    assert controller.budget == 0.10 and controller.at_maximum
+    assert controller.recall == pytest.approx(20 / 25)
+    # frauds that all rank first: down to the floor
+    for _ in range(200):
+        controller.observe(0.0, forwarded=True)
+    assert controller.budget == 0.01
+
+
+def test_the_controller_refuses_a_floor_above_the_maximum():
+    with pytest.raises(ValueError, match="floor"):
+        RecallController(floor=0.2, maximum=0.1)
