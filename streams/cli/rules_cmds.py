@@ -62,7 +62,7 @@ def backtest(
     from streams.cli.options import settings_from
     from streams.cli.progress import progress_bar
     from streams.data.handbook import read_handbook, to_epoch_ms
-    from streams.rules.backtest import report_markdown, run_backtest
+    from streams.rules.backtest import report_markdown, rules_over_budget, run_backtest
 
     settings = settings_from(config)
     df = read_handbook(data)
@@ -76,8 +76,11 @@ def backtest(
     if against is not None:
         with progress_bar(df.height, f"backtest {against}") as advance:
             other = run_backtest(against, df, settings, lo, hi, advance)
-    text = report_markdown(result, other)
+    text = report_markdown(result, other, settings.stage1_max_forward_share)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text)
     Console().print(Markdown(text))
     typer.echo(f"report written to {report}")
+    warning = rules_over_budget(result, settings.stage1_max_forward_share)
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)

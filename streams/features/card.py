@@ -20,7 +20,7 @@ each id.
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 
 from streams.features.names import DAY_MS, WINDOWS_DAYS
 
@@ -50,14 +50,20 @@ def terminal_key(number: int) -> bytes:
 class CardWindows:
     """The transactions of one card over the longest window, with prefix sums of amounts."""
 
-    __slots__ = ("amounts", "cum", "ratios", "terms", "ts")
+    __slots__ = ("amounts", "cum", "highs", "ratios", "terms", "ts", "whi", "window", "wlo")
 
     def __init__(self) -> None:
         self.ts = array("q")
         self.cum = array("d", [0.0])  # cum[i] = sum of the first i amounts
         self.amounts = array("f")  # the amounts (float32: the median's input)
         self.ratios = array("f")  # each amount / the card's median before it (``features``)
+        self.highs = array("i", [0])  # highs[i] = ratios >= HIGH_RATIO among the first i
         self.terms = bytearray()  # KEY_BYTES per entry: terminal keys (``terminal_key``)
+        # the amounts of the entries [wlo, whi), sorted: the next median is a few bisections
+        # away (the entries that left the 30 days out, the latest one in); whi < 0: rebuild
+        self.window = array("f")
+        self.wlo = 0
+        self.whi = -1
 
     def add(self, ts_ms: int, amount: float, terminal: bytes) -> int:
         """Record a transaction (``terminal``: its terminal's key); returns its index.
@@ -68,12 +74,17 @@ class CardWindows:
             self.cum.append(self.cum[-1] + amount)
             self.amounts.append(amount)
             self.ratios.append(1.0)
+            self.highs.append(self.highs[-1])
             self.terms += terminal
             return len(ts) - 1
         pos = bisect_right(ts, ts_ms)
         ts.insert(pos, ts_ms)
         self.amounts.insert(pos, amount)
         self.ratios.insert(pos, 1.0)  # the later entries keep the ratios they were given
+        self.highs.insert(pos + 1, self.highs[pos])
+        for i in range(pos + 2, len(self.highs)):  # the later prefix counts: the entry moved in
+            self.highs[i] = self.highs[i - 1] + (self.ratios[i - 1] >= HIGH_RATIO)
+        self.whi = -1  # entries moved: the sorted window is rebuilt at the next transaction
         self.terms[pos * KEY_BYTES : pos * KEY_BYTES] = terminal
         amounts = [self.cum[i + 1] - self.cum[i] for i in range(len(self.cum) - 1)]
         amounts.insert(pos, amount)
@@ -93,6 +104,13 @@ class CardWindows:
             del self.ratios[:lo]
             del self.terms[: lo * KEY_BYTES]
             self.cum = array("d", (c - base for c in self.cum[lo:]))
+            high_base = self.highs[lo]
+            self.highs = array("i", (h - high_base for h in self.highs[lo:]))
+            if self.whi >= 0 and self.wlo >= lo:
+                self.wlo -= lo
+                self.whi -= lo
+            else:
+                self.whi = -1
 
     def features(
         self, idx: int, ts_ms: int, amount: float, terminal: bytes, out: list[float]
@@ -115,18 +133,30 @@ class CardWindows:
         top = cum[hi]
         n1, n7, n30 = hi - lo1, hi - lo7, hi - lo30
         prev = idx - lo30
+        amounts, highs = self.amounts, self.highs
+        window = self.window
+        if self.whi == idx and self.wlo <= lo30:  # the previous transaction's window: slide it
+            for j in range(self.wlo, lo30):
+                del window[bisect_left(window, amounts[j])]
+        else:  # the first transaction, or after an out-of-order one
+            window = self.window = array("f", sorted(amounts[lo30:idx]))
         if prev:
-            before = sorted(self.amounts[lo30:idx])
             half = prev >> 1
-            median = before[half] if prev & 1 else (before[half - 1] + before[half]) * 0.5
+            median = window[half] if prev & 1 else (window[half - 1] + window[half]) * 0.5
             ratio = amount / median if median > 0 else 1.0
             lo14 = bisect_right(ts, ts_ms - _D14_MS, lo30, idx)
-            recent = self.ratios[lo14:idx]
-            high = float(sum(map(HIGH_RATIO.__le__, recent)))
-            top_ratio = float(max(recent)) if recent else 0.0
+            high = float(highs[idx] - highs[lo14])
+            top_ratio = float(max(self.ratios[lo14:idx])) if lo14 < idx else 0.0
         else:
             ratio, high, top_ratio = 1.0, 0.0, 0.0
+        insort(window, amounts[idx])
+        self.wlo, self.whi = lo30, idx + 1
         self.ratios[idx] = ratio
+        was = highs[idx + 1] - highs[idx]
+        now = 1 if self.ratios[idx] >= HIGH_RATIO else 0
+        if now != was:
+            for i in range(idx + 1, len(highs)):
+                highs[i] += now - was
         out += (
             float(n1),
             (top - cum[lo1]) / n1,

@@ -144,6 +144,10 @@ STAGE1_BUDGET_MAXIMUM = Gauge(
 STAGE1_RECALL_TARGET = Gauge(
     "fraudstream_stage1_recall_target", "The recall target (stage1_recall_target)"
 )
+RULES_FORWARD_SHARE = Gauge(
+    "fraudstream_rules_forward_share",
+    "Share of the recent traffic the current rule set forwards by itself (set on reload)",
+)
 STAGE1_FORWARD_SHARE = Gauge(
     "fraudstream_stage1_forward_share",
     "Share of the partition's recent window (50,000 transactions) that stage 1 forwarded",
@@ -311,6 +315,10 @@ def set_stage1_recall(partition: int, recall: float, budget: float, forward_shar
     STAGE1_RECALL.labels(label).set(recall)
     STAGE1_BUDGET.labels(label).set(budget)
     STAGE1_FORWARD_SHARE.labels(label).set(forward_share)
+
+
+def set_rules_forward_share(share: float) -> None:
+    RULES_FORWARD_SHARE.set(share)
 
 
 def set_stage1_targets(target: float, maximum: float) -> None:

@@ -70,21 +70,53 @@ class RecentValues:
 
 
 class CheckpointedValues(RecentValues):
-    """``RecentValues`` whose ``rank`` and ``quantiles`` use the window as it was at the last
-    checkpoint (every ``every`` values), so results do not depend on batch boundaries."""
+    """``RecentValues`` whose ``rank`` and the references of ``segments`` use the window as it
+    was at the last checkpoint (every ``every`` values), so results do not depend on batch
+    boundaries. The next checkpoint's sorted window is the last one with the ``every`` values
+    that left taken out and the ``every`` that came in merged in (the same array a sort gives,
+    at a fraction of the cost); the buffer keeps ``every`` values beyond the window for that."""
 
     def __init__(self, size: int, every: int = CHECKPOINT_EVERY):
-        super().__init__(size)
+        super().__init__(size + every)
         self.size = size
         self.every = every
         self.added = 0
         self._ref = np.empty(0)  # sorted window at the last checkpoint
+        self._ref_at = 0  # that checkpoint's stream position
+        self._ahead: tuple[int, np.ndarray] | None = None  # a later one ``segments`` computed
+        self._ahead_of: np.ndarray | None = None  # the values it was computed with
+
+    def _window_at(self, combined: np.ndarray, base: int, checkpoint: int) -> np.ndarray:
+        """The sorted values at stream positions [checkpoint - size, checkpoint), given
+        ``combined[k]`` at stream position ``base + k``."""
+        if self._ahead is not None and self._ahead[0] == checkpoint:
+            return self._ahead[1]
+        prev, prev_at = self._ref, self._ref_at
+        if self._ahead is not None and self._ahead[0] == checkpoint - self.every:
+            prev, prev_at = self._ahead[1], self._ahead[0]
+        lo = max(0, checkpoint - self.size)
+        ref = None
+        if (
+            prev_at == checkpoint - self.every
+            and len(prev) == self.size
+            and lo - self.every >= base
+            and lo == checkpoint - self.size
+        ):
+            leaving = combined[lo - self.every - base : lo - base]
+            entering = combined[checkpoint - self.every - base : checkpoint - base]
+            ref = _slide(prev, leaving, entering)
+        if ref is None:
+            ref = np.sort(combined[lo - base : checkpoint - base])
+        self._ahead = (checkpoint, ref)
+        return ref
 
     def segments(self, values: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
         """(start, end, sorted reference) for the runs of ``values`` between checkpoints, as if
         ``values`` were appended to the stream."""
         n, start, ref = len(values), self.added, self._ref
         combined: np.ndarray | None = None
+        base = start - len(self)
+        self._ahead, self._ahead_of = None, values
         pos = 0
         while pos < n:
             nxt = ((start + pos) // self.every + 1) * self.every - start
@@ -93,8 +125,7 @@ class CheckpointedValues(RecentValues):
             if end < n:  # a checkpoint falls inside the batch: the window just before it
                 if combined is None:
                     combined = np.concatenate([self.values(), values])
-                upto = len(combined) - n + end
-                ref = np.sort(combined[max(0, upto - self.size) : upto])
+                ref = self._window_at(combined, base, start + end)
             pos = end
 
     def rank(self, values: np.ndarray) -> np.ndarray:
@@ -105,27 +136,28 @@ class CheckpointedValues(RecentValues):
                 out[a:b] = np.searchsorted(ref, values[a:b], side="left") / len(ref)
         return out
 
-    def quantiles(
-        self, values: np.ndarray, q: float, min_size: int, positive_only: bool = False
-    ) -> np.ndarray:
-        """For each value's position, the ``q`` quantile of its reference (inf while the
-        reference holds fewer than ``min_size`` values). ``positive_only`` leaves zeros out of
-        the reference (an unlearned model's output)."""
-        out = np.full(len(values), np.inf)
-        for a, b, ref in self.segments(values):
-            if positive_only:
-                ref = ref[ref > 0]
-            if len(ref) >= min_size:
-                out[a:b] = np.quantile(ref, q)
-        return out
-
     def add(self, values: np.ndarray) -> None:
         n, old = len(values), self.added
         checkpoint = ((old + n) // self.every) * self.every
+        if values is not self._ahead_of:  # segments saw other values: its references are not these
+            self._ahead = None
         if checkpoint > old:  # the reference at the last checkpoint passed, as segments has it
-            # the window before this batch is read only here (a copy of up to ``size`` values)
             combined = np.concatenate([self.values(), values])
-            upto = len(combined) - n + checkpoint - old
-            self._ref = np.sort(combined[max(0, upto - self.size) : upto])
+            self._ref = self._window_at(combined, old - len(self), checkpoint)
+            self._ref_at = checkpoint
+        self._ahead, self._ahead_of = None, None
         super().add(values)
         self.added = old + n
+
+
+def _slide(prev: np.ndarray, leaving: np.ndarray, entering: np.ndarray) -> np.ndarray | None:
+    """``prev`` (sorted) without the values ``leaving`` and with ``entering``, sorted; None when
+    a NaN makes the merge ambiguous (the caller sorts instead)."""
+    if np.isnan(leaving).any() or np.isnan(entering).any():
+        return None
+    out = np.sort(leaving)
+    first = np.searchsorted(out, out, side="left")  # each value's first copy among the leaving
+    at = np.searchsorted(prev, out, side="left") + (np.arange(len(out)) - first)
+    kept = np.delete(prev, at)
+    come = np.sort(entering)
+    return np.insert(kept, np.searchsorted(kept, come, side="left"), come)

@@ -102,7 +102,22 @@ def run_backtest(
     )
 
 
-def report_markdown(result: Backtest, against: Backtest | None = None) -> str:
+def rules_over_budget(result: Backtest, max_share: float) -> str | None:
+    """A warning when the rules alone forward more than the maximum forward share (stage 1 then
+    forwards beyond its budget: the model gets none of it), else None."""
+    share = result.rule_forwarded / max(result.rows, 1)
+    if share <= max_share:
+        return None
+    return (
+        f"the rules alone forward {share:.2%} of this traffic, more than the maximum forward "
+        f"share {max_share:.2%} (stage1_max_forward_share): stage 1 would forward beyond its "
+        "budget and its online model would forward nothing"
+    )
+
+
+def report_markdown(
+    result: Backtest, against: Backtest | None = None, max_share: float | None = None
+) -> str:
     lines = [
         f"# Rule backtest — rule set {result.rules_version}",
         "",
@@ -134,6 +149,9 @@ def report_markdown(result: Backtest, against: Backtest | None = None) -> str:
             f"{r.rule_forwarded_frauds / max(r.frauds, 1):.4f} | {r.rule_forwarded} | "
             f"{r.rule_forwarded_frauds} |"
         )
+    warning = rules_over_budget(result, max_share) if max_share is not None else None
+    if warning is not None:
+        lines += ["", f"**Warning:** {warning}."]
     if against is not None:
         lines += [
             "",

@@ -10,9 +10,13 @@ online model's scale drifts as it learns; a cut-off that fits one week floods th
   is max(budget, what rules and anomalies forward). The model's threshold is the quantile of its
   recent probabilities (``CheckpointedValues``: fixed stream positions, so every batching and
   every replay gets the same decisions);
-- **no floods**: between two checkpoints (``every`` transactions) stage 1 forwards at most
-  ``ceil(budget * every)`` transactions by the model and rules together (rules and anomalies
-  beyond it still forward: they are the analysts' to tune), whatever the model's scores do;
+- **no floods**: in any ``BURST_WINDOW`` consecutive transactions of the partition the model
+  forwards only while stage 1's forwards there (model, rules and anomalies) stay under
+  ``BURST`` times the maximum forward share (14 % of 5,000 by default), whatever its scores
+  do; rules and anomalies still forward beyond it (they are the analysts' to tune). The
+  quantile threshold keeps the average at the budget; this cap only stops bursts (a model
+  whose scores jump after it learns, a night when its scores run high), decided in stream
+  order so every batching gives the same verdicts;
 - the **recall controller** (``RecallController``) moves the budget between a floor and a
   maximum. For every labelled fraud of the partition it knows the share of traffic that ranked
   above that transaction when it was screened (0 when a rule or the anomaly score forwarded it);
@@ -36,6 +40,8 @@ from streams.online.window import CHECKPOINT_EVERY, CheckpointedValues, RecentVa
 from streams.settings import Settings
 
 MIN_BUDGET_WINDOW = 1000  # no model-driven forwarding while the reference holds fewer values
+BURST_WINDOW = 5000  # transactions of the partition the burst cap looks back over
+BURST = 1.4  # the cap: this many times the maximum forward share of each BURST_WINDOW
 FORWARDED = np.inf  # the reference value of a transaction forwarded by a rule or an anomaly
 
 
@@ -97,7 +103,8 @@ class FlagPolicy:
         self.every = every
         # model probabilities of recent traffic, FORWARDED for those rules or anomalies took
         self._reference = CheckpointedValues(window, every)
-        self._used = 0  # forwards since the last checkpoint (model, rules and anomalies)
+        # stream positions of the forwards in the last BURST_WINDOW transactions
+        self._recent_forwards: deque[int] = deque()
         self._flags = RecentValues(window)  # forwarded (1) or not (0): the forward share
 
     @classmethod
@@ -128,12 +135,12 @@ class FlagPolicy:
         other = rule_flag | (anomaly >= self.anomaly_threshold)
         reference = self._reference
         budget = self.controller.budget
-        cap = math.ceil(budget * self.every)
-        flagged = other.copy()
+        start = reference.added  # stream position of the first row
+        candidate = np.zeros(len(probability), dtype=bool)
         share = np.zeros(len(probability))
-        for a, b, ref in reference.segments(probability):
-            if (reference.added + a) % self.every == 0:
-                self._used = 0
+        # what the reference gets: the probabilities, FORWARDED where a rule or anomaly forwarded
+        values = np.where(other, FORWARDED, probability)
+        for a, b, ref in reference.segments(values):
             rest = ~other[a:b]
             if len(ref):
                 # strictly above: ties (an unlearned model's zeros) never flood
@@ -141,22 +148,34 @@ class FlagPolicy:
                 share[a:b] = np.where(rest, above / len(ref), 0.0)
             else:
                 share[a:b] = np.where(rest, 1.0, 0.0)
-            model = np.zeros(b - a, dtype=bool)
             if len(ref) >= MIN_BUDGET_WINDOW:
                 # the budget counts what rules and anomalies forwarded (FORWARDED sorts last)
                 threshold = ref[min(len(ref) - 1, math.floor((1.0 - budget) * len(ref)))]
                 if np.isfinite(threshold):
-                    model = rest & (probability[a:b] > threshold)
-                # in stream order: a model candidate goes while the forwards before it in this
-                # checkpoint (rules, anomalies, model) are fewer than the cap
-                wanted = (model | other[a:b]).astype(np.int64)
-                before = self._used + np.cumsum(wanted) - wanted
-                model &= before < cap
-            flagged[a:b] |= model
-            self._used += int(other[a:b].sum()) + int(model.sum())
-        reference.add(np.where(other, FORWARDED, probability))
+                    candidate[a:b] = rest & (probability[a:b] > threshold)
+        flagged = other | self._within_burst_cap(start, other, candidate)
+        reference.add(values)
         self._flags.add(flagged.astype(np.float64))
         return flagged, share
+
+    def _within_burst_cap(
+        self, start: int, other: np.ndarray, candidate: np.ndarray
+    ) -> np.ndarray:
+        """The model candidates that stay under the burst cap, in stream order (the rows a rule
+        or the anomaly score forwards count, and always go)."""
+        limit = math.floor(BURST * self.controller.maximum * BURST_WINDOW)
+        recent = self._recent_forwards
+        accepted = np.zeros(len(candidate), dtype=bool)
+        for i in np.flatnonzero(other | candidate).tolist():
+            position = start + i
+            while recent and recent[0] <= position - BURST_WINDOW:
+                recent.popleft()
+            if other[i]:
+                recent.append(position)
+            elif len(recent) < limit:
+                recent.append(position)
+                accepted[i] = True
+        return accepted
 
     @staticmethod
     def stage1_score(

@@ -90,6 +90,9 @@ class Stage1Telemetry:
     def reload(self, ok: bool) -> None:
         m.record_rule_reload(ok)
 
+    def rules_share(self, share: float) -> None:
+        m.set_rules_forward_share(share)
+
     def broker_error(self, err: Any) -> None:
         m.set_broker_up(STAGE, False)
 

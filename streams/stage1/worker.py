@@ -69,6 +69,7 @@ from streams.stage1.dead_letters import DLQ_VALUE_LIMIT, DeadLetters
 from streams.stage1.delivery import STOP_GRACE_S, AtLeastOnce, Delivery, DoneBatch, ExactlyOnce
 from streams.stage1.labels import LabelFeed, decode_label
 from streams.stage1.outputs import emit, sent_ms
+from streams.stage1.recent import RecentTraffic
 from streams.stage1.screen import merge_batches
 from streams.stage1.stats import Stage1Stats
 from streams.stage1.telemetry import Stage1Telemetry
@@ -98,6 +99,7 @@ class Stage1Worker:
             on_error=lambda exc: self._reloaded(False),
         )
         self.state = PartitionedScreener(settings, self.reloader.current())
+        self.recent = RecentTraffic()
         self.telemetry = Stage1Telemetry(self.state.rules)
         self.stats = Stage1Stats()
         self.on_batch = on_batch
@@ -142,6 +144,26 @@ class Stage1Worker:
             if self.telemetry is not None:
                 self.telemetry.rules_changed(self.state.rules)
             log.info("rule set %s swapped in", self.state.rules.version)
+            self._judge_rules_share()
+
+    def _judge_rules_share(self) -> None:
+        """How much of the recent traffic the rule set forwards by itself (log, metric)."""
+        share = self.recent.rule_share(self.state.rules)
+        if share is None:
+            return
+        if self.telemetry is not None:
+            self.telemetry.rules_share(share)
+        maximum = self.settings.stage1_max_forward_share
+        if share > maximum:
+            log.warning(
+                "rule set %s alone forwards %.2f%% of the last %d transactions, more than the "
+                "maximum forward share %.2f%%: stage 1 forwards beyond its budget and its model "
+                "forwards nothing",
+                self.state.rules.version,
+                100 * share,
+                self.recent.filled,
+                100 * maximum,
+            )
 
     # --- the loop -----------------------------------------------------------------------
     def drain_labels(self, limit: int = 50_000, timeout: float = 0) -> int:
@@ -185,6 +207,7 @@ class Stage1Worker:
             n_flagged = int(merged.flagged.sum())
             self.stats.flagged += n_flagged
             self.stats.approved += len(merged.txs) - n_flagged
+            self.recent.add(merged)
             if self.on_batch is not None:
                 self.on_batch(merged)
         if self.telemetry is not None:

@@ -40,6 +40,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "fraudstream_stage1_budget_maximum": ("gauge", ()),
     "fraudstream_stage1_recall_target": ("gauge", ()),
     "fraudstream_stage1_forward_share": ("gauge", ("partition",)),
+    "fraudstream_rules_forward_share": ("gauge", ()),
 }
 
 

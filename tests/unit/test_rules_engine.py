@@ -128,7 +128,8 @@ def test_default_rules_on_the_handbook_patterns() -> None:
     rows = [
         # scenario 1 (an absolute amount): no rule, the online model learns what is large
         {"TX_AMOUNT": 250.0, "CARD_AMOUNT_RATIO_MEDIAN_30DAY": 1.2, **habit},
-        {"TERMINAL_ID_RISK_1DAY_WINDOW": 1.0, "TERMINAL_ID_NB_TX_1DAY_WINDOW": 1.0},  # scenario 2
+        # scenario 2: tagged (the online model weighs the terminal features)
+        {"TERMINAL_ID_RISK_1DAY_WINDOW": 1.0, "TERMINAL_ID_NB_TX_1DAY_WINDOW": 1.0},
         {"TX_AMOUNT": 150.0, "CARD_AMOUNT_RATIO_MEDIAN_30DAY": 5.0, **habit},  # scenario 3
         {"TX_AMOUNT": 40.0, "CARD_AMOUNT_RATIO_MEDIAN_30DAY": 1.0, **habit},  # ordinary
     ]
@@ -137,6 +138,6 @@ def test_default_rules_on_the_handbook_patterns() -> None:
         schema=dict.fromkeys(RULE_FIELDS, pl.Float64),
     )
     result = ruleset.evaluate(frame)
-    assert result.flag.tolist() == [False, True, True, False]
+    assert result.flag.tolist() == [False, False, True, False]
     assert result.reasons[2] == ["AMOUNT_SPIKE"]
     assert "RISKY_TERMINAL" in result.reasons[1]

@@ -27,7 +27,9 @@ def test_default_rules_cover_flag_tag_and_shadow() -> None:
     assert any(r.shadow for r in rules)
     assert any(r.acts and r.action == "tag" for r in rules)
     reasons = {r.reason for r in rules if r.acts and r.action == "flag"}
-    assert {"AMOUNT_SPIKE", "RISKY_TERMINAL", "CARD_BURST"} <= reasons
+    assert {"AMOUNT_SPIKE", "CARD_BURST"} <= reasons
+    tagged = {r.reason for r in rules if r.acts and r.action == "tag"}
+    assert {"RISKY_TERMINAL", "TERMINAL_FRAUD_CLUSTER"} <= tagged
 
 
 RULE = """\
