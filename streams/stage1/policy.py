@@ -158,9 +158,7 @@ class FlagPolicy:
         self._flags.add(flagged.astype(np.float64))
         return flagged, share
 
-    def _within_burst_cap(
-        self, start: int, other: np.ndarray, candidate: np.ndarray
-    ) -> np.ndarray:
+    def _within_burst_cap(self, start: int, other: np.ndarray, candidate: np.ndarray) -> np.ndarray:
         """The model candidates that stay under the burst cap, in stream order (the rows a rule
         or the anomaly score forwards count, and always go)."""
         limit = math.floor(BURST * self.controller.maximum * BURST_WINDOW)
