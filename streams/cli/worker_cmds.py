@@ -91,7 +91,7 @@ def _worker_broker(settings: Settings, stage: str) -> Iterator[Settings]:
         with broker_for(settings) as s:
             yield s
         return
-    from streams.recovery.broker import wait_for_broker
+    from streams.kafka.broker_wait import wait_for_broker
 
     wait_for_broker(settings, stage)
     yield settings

@@ -1,7 +1,7 @@
 """``fraudstream replay``: reprocess an event-time range of a topic with the same code.
 
 For a transactions topic, both stages run in this process: the stage-1 screeners (one per
-partition, as in the worker, ``streams.recovery.state``) and the stage-2 ``Scorer`` with the
+partition, as in the worker, ``streams.stage1.state``) and the stage-2 ``Scorer`` with the
 same card context as the stage-2 app (``apply_card_context``). Every partition is read from the
 beginning, all partitions merged in record-timestamp order (ties by partition, then offset):
 
@@ -45,10 +45,10 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 from streams.errors import MessageError
 from streams.kafka import clients
 from streams.recovery.reader import partitions_of, read_topic, reader
-from streams.recovery.state import PartitionedScreener, decode_transaction
 from streams.rules.loader import load_rules
 from streams.schema import Transaction, encode
 from streams.settings import Settings
+from streams.stage1.state import PartitionedScreener, decode_transaction
 from streams.stage1.worker import decode_label
 from streams.stage2.app import apply_card_context
 from streams.stage2.policy import DecisionPolicy

@@ -14,10 +14,10 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streams.logging_setup import where
-from streams.recovery.state import PartitionedScreener
 from streams.settings import Settings
 from streams.stage1.broker_watch import BrokerWatch
 from streams.stage1.rebuild import rebuild_partitions
+from streams.stage1.state import PartitionedScreener
 from streams.stage1.stats import Stage1Stats
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from streams.errors import MessageError
-from streams.recovery.state import decode_transaction
 from streams.schema import Transaction
+from streams.stage1.state import decode_transaction
 
 log = logging.getLogger(__name__)
 _EOF = KafkaError._PARTITION_EOF

@@ -12,8 +12,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 
 from streams.errors import BrokerError
+from streams.kafka.broker_wait import wait_for_broker
 from streams.observability import metrics as m
-from streams.recovery.broker import wait_for_broker
 from streams.settings import Settings
 from streams.stage1.stats import Stage1Stats
 

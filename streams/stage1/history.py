@@ -15,10 +15,10 @@ import numpy as np
 import polars as pl
 
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, MODEL_FEATURES
-from streams.recovery.labelgate import ClassifierFeed, LabelGate, screen_segment
 from streams.rules.loader import load_rules
 from streams.schema import Transaction
 from streams.settings import Settings
+from streams.stage1.labelgate import ClassifierFeed, LabelGate, screen_segment
 from streams.stage1.screen import Screener
 
 _DELAY_MS = LABEL_DELAY_DAYS * DAY_MS

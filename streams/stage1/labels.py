@@ -13,10 +13,10 @@ from confluent_kafka import KafkaException, TopicPartition
 from streams.errors import MessageError
 from streams.logging_setup import where
 from streams.observability import metrics
-from streams.recovery.state import PartitionedScreener
 from streams.schema import parse_timestamp
 from streams.settings import Settings
 from streams.stage1.connect import LabelsConsumer
+from streams.stage1.state import PartitionedScreener
 from streams.stage1.stats import Stage1Stats
 from streams.stage1.telemetry import Stage1Telemetry
 

@@ -25,7 +25,7 @@ online model's scale drifts as it learns; a cut-off that fits one week floods th
   transaction reveals yet, such as the first frauds of a compromise), the budget stays at the
   maximum and the measured recall (a gauge, with an alert) says so.
 
-Labels reach the controller at fixed stream positions (``streams.recovery.labelgate``), so the
+Labels reach the controller at fixed stream positions (``streams.stage1.labelgate``), so the
 budget, like the scores, is a function of the partition's stream and the label times.
 """
 

@@ -17,11 +17,11 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from streams.errors import MessageError
 from streams.kafka import clients
-from streams.recovery.state import PartitionedScreener, decode_transaction
 from streams.schema import Transaction
 from streams.settings import Settings
 from streams.stage1.connect import labels_consumer
 from streams.stage1.labels import LabelFeed
+from streams.stage1.state import PartitionedScreener, decode_transaction
 from streams.stage1.stats import Stage1Stats
 
 

@@ -2,7 +2,7 @@
 
 One turn of the loop: reload rules if their files changed, learn the labels that arrived, poll
 the transactions topic, decode the poll by partition (``batch``; bad messages to the dead
-letters), screen each partition's transactions (``streams.recovery.state``), produce one output
+letters), screen each partition's transactions (``streams.stage1.state``), produce one output
 per transaction (``outputs``), and count the batch done once its outputs are acknowledged
 (``delivery``). The other modules of this package hold one part each: the clients
 (``connect``), broker health (``broker_watch``), partition ownership and rebuilds
@@ -25,14 +25,14 @@ Delivery
 
 State
     Per partition (card windows, anomaly model, flag budget, online classifier;
-    ``streams.recovery.state``): on assignment the worker reads the partition from the beginning
+    ``streams.stage1.state``): on assignment the worker reads the partition from the beginning
     up to the committed offset, with the labels topic beside it in event time, through a private
     state that then joins the live one (``streams.stage1.rebuild``). Shared by the partitions of
     a worker: the terminal label table, fed from the labels topic, which every worker reads.
 
 Determinism
     A partition's state is a function of its records in offset order and of the labels in
-    event time (``streams.recovery.labelgate``), not of poll timing, batching or which other
+    event time (``streams.stage1.labelgate``), not of poll timing, batching or which other
     partitions the worker owns. ``labels_wait`` (default on) reads the labels topic before each
     batch until every labels partition shows a label published after the batch's time or is
     idle at its end, so labels published before the transactions that pass their time are never
@@ -58,7 +58,6 @@ from collections.abc import Callable
 from typing import Any
 
 from streams.gc_tuning import tuned_gc
-from streams.recovery.state import PartitionedScreener
 from streams.rules.reload import RuleReloader
 from streams.settings import Settings
 from streams.stage1 import connect
@@ -71,6 +70,7 @@ from streams.stage1.labels import LabelFeed, decode_label
 from streams.stage1.outputs import emit, sent_ms
 from streams.stage1.recent import RecentTraffic
 from streams.stage1.screen import merge_batches
+from streams.stage1.state import PartitionedScreener
 from streams.stage1.stats import Stage1Stats
 from streams.stage1.telemetry import Stage1Telemetry
 

@@ -338,7 +338,7 @@ def run_worker(app: faust.App, loglevel: str = "WARNING", settings: Settings | N
     commits and leaves the group). With ``settings``, first wait for the broker (backoff, logged,
     ``broker_up`` metric) instead of failing when it is not there yet."""
     if settings is not None:
-        from streams.recovery.broker import wait_for_broker
+        from streams.kafka.broker_wait import wait_for_broker
 
         wait_for_broker(settings, STAGE)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)

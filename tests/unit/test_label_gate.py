@@ -8,11 +8,11 @@ import polars as pl
 import pytest
 
 from streams.evaluation.through_kafka import Published, compare, summarise
-from streams.recovery.labelgate import ClassifierFeed, LabelGate, segments
-from streams.recovery.state import PartitionedScreener
 from streams.rules.loader import load_rules
 from streams.schema import Transaction
 from streams.settings import Settings
+from streams.stage1.labelgate import ClassifierFeed, LabelGate, segments
+from streams.stage1.state import PartitionedScreener
 from tests.conftest import REPO
 
 DAY = 86_400_000

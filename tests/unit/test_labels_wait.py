@@ -9,11 +9,11 @@ from typing import Any
 
 import orjson
 
-from streams.recovery.state import PartitionedScreener
 from streams.rules.loader import load_rules
 from streams.settings import Settings
 from streams.stage1.connect import LabelsConsumer
 from streams.stage1.labels import LabelFeed
+from streams.stage1.state import PartitionedScreener
 from streams.stage1.stats import Stage1Stats
 from tests.conftest import REPO
 

@@ -7,16 +7,16 @@ import numpy as np
 
 from streams.data.handbook import read_handbook_frame
 from streams.data.simulate import simulate
-from streams.recovery.state import (
+from streams.rules.loader import load_rules
+from streams.settings import load_settings
+from streams.stage1.history import frame_transactions
+from streams.stage1.screen import merge_batches
+from streams.stage1.state import (
     MAX_TRANSACTION_BYTES,
     PartitionedScreener,
     TooLargeError,
     decode_transaction,
-    merge_batches,
 )
-from streams.rules.loader import load_rules
-from streams.settings import load_settings
-from streams.stage1.history import frame_transactions
 from tests.conftest import REPO
 
 SETTINGS = load_settings(bootstrap_servers="127.0.0.1:1", rules_dir=REPO / "rules")

@@ -17,12 +17,11 @@ from collections.abc import Iterable
 
 from streams.errors import ValidationError
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
-from streams.recovery.labelgate import ClassifierFeed, LabelGate, release_labels, segments
 from streams.rules.model import RuleSet
 from streams.schema import Transaction, decode
 from streams.settings import Settings
+from streams.stage1.labelgate import ClassifierFeed, LabelGate, release_labels, segments
 from streams.stage1.screen import Scored, ScreenedBatch, Screener, judge
-from streams.stage1.screen import merge_batches as merge_batches  # where it used to live
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class PartitionedScreener:
         self._compacted_at = 0
         self.card_out = shared.card_out
         self.parts: dict[int, Screener] = {}
-        # labels wait here for the stream's event time (streams.recovery.labelgate)
+        # labels wait here for the stream's event time (streams.stage1.labelgate)
         self.gate = LabelGate()
         self.feeds: dict[int, ClassifierFeed] = {}
         self.positions: dict[int, int] = {}  # transactions screened per partition
