@@ -73,13 +73,12 @@ class CardWindows:
             ts.append(ts_ms)
             self.cum.append(self.cum[-1] + amount)
             self.amounts.append(amount)
-            self.ratios.append(1.0)
-            self.highs.append(self.highs[-1])
-            self.terms += terminal
+            self.terms += terminal  # its ratio and prefix count: ``features`` appends them
             return len(ts) - 1
         pos = bisect_right(ts, ts_ms)
         ts.insert(pos, ts_ms)
         self.amounts.insert(pos, amount)
+        self._pad(len(ts) - 1)
         self.ratios.insert(pos, 1.0)  # the later entries keep the ratios they were given
         self.highs.insert(pos + 1, self.highs[pos])
         for i in range(pos + 2, len(self.highs)):  # the later prefix counts: the entry moved in
@@ -94,10 +93,18 @@ class CardWindows:
         self.cum = cum
         return pos
 
+    def _pad(self, n: int) -> None:
+        """Ratios (1) and prefix counts for entries added without ``features`` (up to n)."""
+        ratios, highs = self.ratios, self.highs
+        while len(ratios) < n:
+            ratios.append(1.0)
+            highs.append(highs[-1])
+
     def compact(self, now_ms: int) -> None:
         """Drop entries that no window ending at or after ``now_ms`` can see."""
         lo = bisect_right(self.ts, now_ms - _HORIZON_MS)
         if lo > _SLACK:
+            self._pad(len(self.ts))
             base = self.cum[lo]
             del self.ts[:lo]
             del self.amounts[:lo]
@@ -133,7 +140,9 @@ class CardWindows:
         top = cum[hi]
         n1, n7, n30 = hi - lo1, hi - lo7, hi - lo30
         prev = idx - lo30
-        amounts, highs = self.amounts, self.highs
+        if len(self.ratios) < idx:
+            self._pad(idx)
+        amounts, highs, ratios = self.amounts, self.highs, self.ratios
         window = self.window
         if self.whi == idx and self.wlo <= lo30:  # the previous transaction's window: slide it
             for j in range(self.wlo, lo30):
@@ -146,17 +155,20 @@ class CardWindows:
             ratio = amount / median if median > 0 else 1.0
             lo14 = bisect_right(ts, ts_ms - _D14_MS, lo30, idx)
             high = float(highs[idx] - highs[lo14])
-            top_ratio = float(max(self.ratios[lo14:idx])) if lo14 < idx else 0.0
+            top_ratio = max(ratios[lo14:idx]) if lo14 < idx else 0.0
         else:
             ratio, high, top_ratio = 1.0, 0.0, 0.0
         insort(window, amounts[idx])
         self.wlo, self.whi = lo30, idx + 1
-        self.ratios[idx] = ratio
-        was = highs[idx + 1] - highs[idx]
-        now = 1 if self.ratios[idx] >= HIGH_RATIO else 0
-        if now != was:
-            for i in range(idx + 1, len(highs)):
-                highs[i] += now - was
+        if len(ratios) == idx:  # in order: this entry's ratio and prefix count come last
+            ratios.append(ratio)
+            highs.append(highs[idx] + (ratios[idx] >= HIGH_RATIO))
+        else:  # an earlier entry (out of order): the later prefix counts move with it
+            ratios[idx] = ratio
+            step = (ratios[idx] >= HIGH_RATIO) - (highs[idx + 1] - highs[idx])
+            if step:
+                for i in range(idx + 1, len(highs)):
+                    highs[i] += step
         out += (
             float(n1),
             (top - cum[lo1]) / n1,

@@ -86,6 +86,14 @@ class CheckpointedValues(RecentValues):
         self._ahead: tuple[int, np.ndarray] | None = None  # a later one ``segments`` computed
         self._ahead_of: np.ndarray | None = None  # the values it was computed with
 
+    def next_checkpoint(self, position: int) -> int:
+        """The first checkpoint after stream position ``position``: every ``every`` values, and
+        five times as often before the first (a fresh stream gets a reference soon)."""
+        early = self.every // 5
+        if early and position < self.every:
+            return (position // early + 1) * early
+        return (position // self.every + 1) * self.every
+
     def _window_at(self, combined: np.ndarray, base: int, checkpoint: int) -> np.ndarray:
         """The sorted values at stream positions [checkpoint - size, checkpoint), given
         ``combined[k]`` at stream position ``base + k``."""
@@ -119,8 +127,7 @@ class CheckpointedValues(RecentValues):
         self._ahead, self._ahead_of = None, values
         pos = 0
         while pos < n:
-            nxt = ((start + pos) // self.every + 1) * self.every - start
-            end = min(n, nxt)
+            end = min(n, self.next_checkpoint(start + pos) - start)
             yield pos, end, ref
             if end < n:  # a checkpoint falls inside the batch: the window just before it
                 if combined is None:
@@ -138,7 +145,9 @@ class CheckpointedValues(RecentValues):
 
     def add(self, values: np.ndarray) -> None:
         n, old = len(values), self.added
-        checkpoint = ((old + n) // self.every) * self.every
+        checkpoint = old  # the last checkpoint this batch passes (old: none)
+        while (after := self.next_checkpoint(checkpoint)) <= old + n:
+            checkpoint = after
         if values is not self._ahead_of:  # segments saw other values: its references are not these
             self._ahead = None
         if checkpoint > old:  # the reference at the last checkpoint passed, as segments has it

@@ -10,13 +10,13 @@ online model's scale drifts as it learns; a cut-off that fits one week floods th
   is max(budget, what rules and anomalies forward). The model's threshold is the quantile of its
   recent probabilities (``CheckpointedValues``: fixed stream positions, so every batching and
   every replay gets the same decisions);
-- **no floods**: in any ``BURST_WINDOW`` consecutive transactions of the partition the model
-  forwards only while stage 1's forwards there (model, rules and anomalies) stay under
-  ``BURST`` times the maximum forward share (14 % of 5,000 by default), whatever its scores
-  do; rules and anomalies still forward beyond it (they are the analysts' to tune). The
-  quantile threshold keeps the average at the budget; this cap only stops bursts (a model
-  whose scores jump after it learns, a night when its scores run high), decided in stream
-  order so every batching gives the same verdicts;
+- **no floods**: in any ``BURST_WINDOW`` consecutive transactions of the partition (fewer at
+  its start: the cap scales with them) the model forwards only while stage 1's forwards there
+  (model, rules and anomalies) stay under ``BURST`` times the maximum forward share (14 % of
+  5,000 by default), whatever its scores do; rules and anomalies still forward beyond it
+  (they are the analysts' to tune). The quantile threshold keeps the average at the budget;
+  this cap only stops bursts (a model whose scores jump after it learns, a night when its
+  scores run high), decided in stream order so every batching gives the same verdicts;
 - the **recall controller** (``RecallController``) moves the budget between a floor and a
   maximum. For every labelled fraud of the partition it knows the share of traffic that ranked
   above that transaction when it was screened (0 when a rule or the anomaly score forwarded it);
@@ -39,7 +39,7 @@ import numpy as np
 from streams.online.window import CHECKPOINT_EVERY, CheckpointedValues, RecentValues
 from streams.settings import Settings
 
-MIN_BUDGET_WINDOW = 1000  # no model-driven forwarding while the reference holds fewer values
+MIN_BUDGET_WINDOW = 200  # no model-driven forwarding while the reference holds fewer values
 BURST_WINDOW = 5000  # transactions of the partition the burst cap looks back over
 BURST = 1.4  # the cap: this many times the maximum forward share of each BURST_WINDOW
 FORWARDED = np.inf  # the reference value of a transaction forwarded by a rule or an anomaly
@@ -128,13 +128,19 @@ class FlagPolicy:
         return float(values.mean()) if len(values) else math.nan
 
     def flag(
-        self, rule_flag: np.ndarray, probability: np.ndarray, anomaly: np.ndarray
+        self,
+        rule_flag: np.ndarray,
+        probability: np.ndarray,
+        anomaly: np.ndarray,
+        budget: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(forwarded, share): the verdict of each transaction, and the share of the reference
-        that ranked above it (0 for those a rule or the anomaly score forwarded)."""
+        that ranked above it (0 for those a rule or the anomaly score forwarded). ``budget``:
+        the controller's budget when the rows were scored (default: its budget now)."""
         other = rule_flag | (anomaly >= self.anomaly_threshold)
         reference = self._reference
-        budget = self.controller.budget
+        if budget is None:
+            budget = self.controller.budget
         start = reference.added  # stream position of the first row
         candidate = np.zeros(len(probability), dtype=bool)
         share = np.zeros(len(probability))
@@ -161,7 +167,7 @@ class FlagPolicy:
     def _within_burst_cap(self, start: int, other: np.ndarray, candidate: np.ndarray) -> np.ndarray:
         """The model candidates that stay under the burst cap, in stream order (the rows a rule
         or the anomaly score forwards count, and always go)."""
-        limit = math.floor(BURST * self.controller.maximum * BURST_WINDOW)
+        share = BURST * self.controller.maximum
         recent = self._recent_forwards
         accepted = np.zeros(len(candidate), dtype=bool)
         for i in np.flatnonzero(other | candidate).tolist():
@@ -170,7 +176,8 @@ class FlagPolicy:
                 recent.popleft()
             if other[i]:
                 recent.append(position)
-            elif len(recent) < limit:
+            # the window is shorter at the start of the stream: the cap scales with it
+            elif len(recent) < math.floor(share * min(BURST_WINDOW, position + 1)):
                 recent.append(position)
                 accepted[i] = True
         return accepted

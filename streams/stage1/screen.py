@@ -171,6 +171,9 @@ class Scored:
     anomaly: np.ndarray
     probability: np.ndarray
     slots: np.ndarray  # where the classifier keeps each row for its label (``remember``)
+    # the forward budget when the rows were scored: labels released before a later segment of
+    # the same poll may move it before the rules and the policy judge this one
+    budget: float
 
 
 def judge(parts: Sequence[tuple[Screener, Scored]]) -> ScreenedBatch:
@@ -198,7 +201,7 @@ def judge(parts: Sequence[tuple[Screener, Scored]]) -> ScreenedBatch:
     for screener, scored in parts:
         end = start + len(scored.txs)
         part_flagged, share = screener.policy.flag(
-            result.flag[start:end], scored.probability, scored.anomaly
+            result.flag[start:end], scored.probability, scored.anomaly, scored.budget
         )
         screener.classifier.mark(scored.slots, share, part_flagged)
         flags.append(part_flagged)
@@ -316,7 +319,7 @@ class Screener:
         prob = self.classifier.predict_batch(X)
         slots = self.classifier.remember([tx.transaction_id for tx in txs], X)
         ts = np.fromiter((tx.ts_ms for tx in txs), dtype=np.int64, count=n)
-        return Scored(txs, X, ts, anomaly, prob, slots)
+        return Scored(txs, X, ts, anomaly, prob, slots, self.policy.controller.budget)
 
     def learn_label(self, transaction_id: str, terminal: str, ts_ms: int, fraud: int) -> None:
         """A label from the labels topic: terminal risk table and the online classifier."""

@@ -21,7 +21,7 @@ from streams.rules.model import RuleSet
 from streams.schema import Transaction, decode
 from streams.settings import Settings
 from streams.stage1.labelgate import ClassifierFeed, LabelGate, release_labels, segments
-from streams.stage1.screen import Scored, ScreenedBatch, Screener, judge
+from streams.stage1.screen import Scored, ScreenedBatch, Screener, judge, merge_batches
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,13 @@ class PartitionedScreener:
     def screen_many(self, batches: Iterable[tuple[int, list[Transaction]]]) -> ScreenedBatch:
         """``screen`` of several partitions' next records (a poll), as one batch in the order
         given: each segment is scored after its labels are released, in order, exactly as by
-        one ``screen`` call per partition; the rules then judge all rows in one evaluation."""
+        one ``screen`` call per partition; the rules then judge the rows in one evaluation.
+        When a partition has a second segment in the poll, the rows scored so far are judged
+        first: the labels released before it may be of those rows, and the recall controller
+        must learn how they were judged (a poll of a backlog can span days of event time)."""
         every = self.settings.stage1_batch_size
         parts: list[tuple[Screener, Scored]] = []
+        judged: list[ScreenedBatch] = []
         for partition, txs in batches:
             screener = self.partition(partition)
             feed = self.feeds[partition]
@@ -147,6 +151,9 @@ class PartitionedScreener:
                     self.horizons[partition] = txs[a].ts_ms
                 horizon = self.horizons.get(partition, txs[a].ts_ms)
                 segment = txs[a:b] if b - a < len(txs) else txs
+                if a > 0 and parts:
+                    judged.append(judge(parts))
+                    parts = []
                 release_labels(screener, self.gate, feed, segment, horizon)
                 parts.append((screener, screener.score(segment)))
             self.positions[partition] = position + len(txs)
@@ -157,7 +164,9 @@ class PartitionedScreener:
             self._compacted_at = self.terminals.labels_seen
             if self.latest and len(self.latest) == len(self.parts):
                 self.terminals.compact_all(min(self.latest.values()))
-        return judge(parts)
+        if parts:
+            judged.append(judge(parts))
+        return merge_batches(judged)
 
     def learn_label(
         self,

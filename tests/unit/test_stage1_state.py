@@ -9,7 +9,7 @@ from streams.data.handbook import read_handbook_frame
 from streams.data.simulate import simulate
 from streams.rules.loader import load_rules
 from streams.settings import load_settings
-from streams.stage1.history import frame_transactions
+from streams.stage1.history import frame_transactions, screen_history
 from streams.stage1.screen import merge_batches
 from streams.stage1.state import (
     MAX_TRANSACTION_BYTES,
@@ -124,3 +124,35 @@ def test_screen_many_equals_one_screen_per_partition_with_labels():
         assert got.shadow_fired == expected.shadow_fired and got.hits == expected.hits
         learned = max(learned, float(got.probability.max()))
     assert learned > 0  # the classifier did learn from the released labels
+
+
+def test_a_poll_spanning_segments_decides_as_the_history_runner() -> None:
+    """A backlog poll holds several segments of a partition; labels released before a later
+    segment may be of rows of an earlier one, and the recall controller must know how those
+    were judged (a low target makes it move the budget)."""
+    delay = 7 * 86_400_000
+    df = read_handbook_frame(simulate(customers=250, terminals=500, days=45, seed=11))
+    df = df.sort("ts_ms")
+    settings = load_settings(
+        bootstrap_servers="127.0.0.1:1",
+        rules_dir=REPO / "rules",
+        stage1_warm_start=False,
+        stage1_recall_target=0.6,
+    )
+    expected = screen_history(df, settings)["FLAGGED"].to_numpy()
+    txs = frame_transactions(df)
+    labels = df["TX_FRAUD"].to_list()
+    state = PartitionedScreener(settings, load_rules(REPO / "rules"))
+    flags, published = [], 0
+    for start in range(0, len(txs), 10_000):  # five segments of 2,000 per poll
+        batch = txs[start : start + 10_000]
+        last = max(tx.ts_ms for tx in batch)
+        while published < len(txs) and txs[published].ts_ms + delay <= last:
+            tx = txs[published]
+            state.learn_label(
+                tx.transaction_id, tx.terminal_id, tx.ts_ms, labels[published], tx.ts_ms + delay
+            )
+            published += 1
+        flags.append(state.screen(0, batch).flagged)
+    assert state.parts[0].policy.controller.budget < settings.stage1_max_forward_share
+    assert np.array_equal(np.concatenate(flags), expected)
