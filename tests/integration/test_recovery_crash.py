@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from streams.kafka.topics import create_topics
-from tests.integration.test_recovery_support import (
+from tests.integration.recovery_support import (
     Tail,
     Worker,
     by_transaction,

@@ -30,7 +30,7 @@ from streams.kafka.topics import create_topics
 from streams.observability import metrics as m
 from streams.stage1.worker import Stage1Worker
 from tests.conftest import isolated_settings
-from tests.integration.test_recovery_support import (
+from tests.integration.recovery_support import (
     Tail,
     Worker,
     history,

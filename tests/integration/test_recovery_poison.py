@@ -22,7 +22,7 @@ from streams.stage1.state import MAX_TRANSACTION_BYTES
 from streams.stage1.worker import DLQ_VALUE_LIMIT
 from tests.conftest import settings_env
 from tests.integration.helpers import read_topic, stage1_thread
-from tests.integration.test_recovery_support import (
+from tests.integration.recovery_support import (
     Tail,
     Worker,
     by_transaction,

@@ -14,7 +14,7 @@ from confluent_kafka import TopicPartition
 
 from streams.kafka import clients
 from streams.kafka.topics import create_topics
-from tests.integration.test_recovery_support import (
+from tests.integration.recovery_support import (
     Tail,
     Worker,
     by_transaction,

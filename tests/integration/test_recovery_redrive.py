@@ -16,7 +16,7 @@ from streams.kafka.topics import create_topics
 from streams.recovery.redrive import RedriveFilter, redrive
 from tests.conftest import settings_env
 from tests.integration.helpers import read_topic, stage1_thread
-from tests.integration.test_recovery_support import (
+from tests.integration.recovery_support import (
     Tail,
     Worker,
     by_transaction,

@@ -20,7 +20,7 @@ from streams.rules.loader import load_rules
 from streams.schema import iso_utc
 from tests.conftest import REPO, settings_env
 from tests.integration.helpers import read_topic, stage1_thread
-from tests.integration.test_recovery_support import (
+from tests.integration.recovery_support import (
     REPLAY_FIELDS,
     Tail,
     Worker,
