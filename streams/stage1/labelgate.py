@@ -154,6 +154,20 @@ class ClassifierFeed:
         self.cursor = cursor
         self.learned_through = horizon_ms
 
+    def frauds_to_learn(self, horizon_ms: int) -> Iterator[str]:
+        """Transaction ids of the fraud labels ``learn(…, horizon_ms)`` would learn next."""
+        if horizon_ms <= self.learned_through:
+            return
+        for known, tid, fraud in self.backlog:
+            if known > horizon_ms:
+                break
+            if fraud:
+                yield tid
+        skip = self.skip_through
+        for _, (known, tid, fraud) in self.gate.released_since(self.cursor, horizon_ms):
+            if fraud and known > skip:
+                yield tid
+
     def pending(self, upto_ms: int) -> list[Released]:
         """Released labels not learnt yet, published up to ``upto_ms`` (for an adoption)."""
         items = [x for x in self.backlog if x[0] <= upto_ms]
@@ -185,10 +199,16 @@ def release_labels(
     """Release the labels a segment may see to the screener (``txs``: non-empty, within one
     segment), before it is screened. ``horizon_ms``: the event time of the segment's first
     transaction, when ``txs`` continue a segment whose start was screened in an earlier call."""
+    release_to_terminals(screener, gate, txs)
+    feed.learn(screener.classifier, txs[0].ts_ms if horizon_ms is None else horizon_ms)
+
+
+def release_to_terminals(screener: Screener, gate: LabelGate, txs: list[Transaction]) -> None:
+    """The first half of ``release_labels``: the terminal table gets the labels known by the
+    segment's last transaction."""
     add_label = screener.engine.add_label
     for _, terminal, ts_ms, fraud in gate.for_terminals(max(tx.ts_ms for tx in txs)):
         add_label(terminal, ts_ms, fraud)
-    feed.learn(screener.classifier, txs[0].ts_ms if horizon_ms is None else horizon_ms)
 
 
 def screen_segment(

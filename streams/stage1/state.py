@@ -20,7 +20,7 @@ from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
 from streams.rules.model import RuleSet
 from streams.schema import Transaction, decode
 from streams.settings import Settings
-from streams.stage1.labelgate import ClassifierFeed, LabelGate, release_labels, segments
+from streams.stage1.labelgate import ClassifierFeed, LabelGate, release_to_terminals, segments
 from streams.stage1.screen import Scored, ScreenedBatch, Screener, judge, merge_batches
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,10 @@ class PartitionedScreener:
         """``screen`` of several partitions' next records (a poll), as one batch in the order
         given: each segment is scored after its labels are released, in order, exactly as by
         one ``screen`` call per partition; the rules then judge the rows in one evaluation.
-        When a partition has a second segment in the poll, the rows scored so far are judged
-        first: the labels released before it may be of those rows, and the recall controller
-        must learn how they were judged (a poll of a backlog can span days of event time)."""
+        When a later segment of a partition in the poll is about to learn a fraud label of a row
+        scored earlier in the poll and not judged yet, the rows scored so far are judged first:
+        the recall controller must learn how that row was judged (a poll of a backlog can span
+        days of event time)."""
         every = self.settings.stage1_batch_size
         parts: list[tuple[Screener, Scored]] = []
         judged: list[ScreenedBatch] = []
@@ -146,16 +147,21 @@ class PartitionedScreener:
             screener = self.partition(partition)
             feed = self.feeds[partition]
             position = self.positions.get(partition, 0)
+            unjudged: set[str] = set()  # this partition's rows scored in this poll, not judged
             for a, b in segments(position, len(txs), every):
                 if (position + a) % every == 0:  # a segment starts: the classifier's horizon
                     self.horizons[partition] = txs[a].ts_ms
                 horizon = self.horizons.get(partition, txs[a].ts_ms)
                 segment = txs[a:b] if b - a < len(txs) else txs
-                if a > 0 and parts:
+                release_to_terminals(screener, self.gate, segment)
+                if unjudged and any(t in unjudged for t in feed.frauds_to_learn(horizon)):
                     judged.append(judge(parts))
                     parts = []
-                release_labels(screener, self.gate, feed, segment, horizon)
+                    unjudged = set()
+                feed.learn(screener.classifier, horizon)
                 parts.append((screener, screener.score(segment)))
+                if b < len(txs):  # a later segment of this partition follows in the poll
+                    unjudged.update(tx.transaction_id for tx in segment)
             self.positions[partition] = position + len(txs)
             if txs:
                 self.latest[partition] = txs[-1].ts_ms
