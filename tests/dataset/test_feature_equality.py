@@ -16,6 +16,19 @@ import pytest
 
 from streams.features.names import EXTRA_FEATURES, HANDBOOK_FEATURES, MODEL_FEATURES
 
+# The card-habit and terminal-run features are checked against brute-force definitions in
+# tests/unit/test_features.py (``naive_card``, ``naive_run``) and by invariants below; the
+# polars reference here covers the others.
+HABIT_AND_RUN = [
+    "CARD_AMOUNT_RATIO_MEDIAN_30DAY",
+    "CARD_NB_HIGH_RATIO_14DAY",
+    "CARD_MAX_RATIO_14DAY",
+    "TERMINAL_FRAUD_RUN",
+    "TERMINAL_FRAUD_RUN_DAYS",
+    "TERMINAL_DAYS_SINCE_FRAUD",
+]
+REFERENCED = [name for name in MODEL_FEATURES if name not in HABIT_AND_RUN]
+
 pytestmark = [pytest.mark.dataset, pytest.mark.slow]
 
 DAY_MS = 86_400_000
@@ -132,7 +145,7 @@ def reference(transactions: pl.DataFrame, stream_order: bool) -> pl.DataFrame:
         .otherwise(1.0)
         .alias("CARD_NEW_TERMINAL"),
     ]
-    return df.select(columns).select([pl.col(name).cast(pl.Float64) for name in MODEL_FEATURES])
+    return df.select(columns).select([pl.col(name).cast(pl.Float64) for name in REFERENCED])
 
 
 def _same_second_rows(transactions: pl.DataFrame) -> pl.Series:
@@ -193,7 +206,7 @@ def test_same_second_card_ties_follow_stream_order(
 ) -> None:
     ties = _same_second_rows(transactions)
     ref = in_stream_order
-    for name in MODEL_FEATURES:
+    for name in REFERENCED:
         bad = _mismatches(stream_features, ref, name)
         assert not bad.any(), f"{name}: {int(bad.sum())} rows ({int((bad & ties).sum())} tied)"
 
@@ -203,6 +216,8 @@ def test_extra_features_equal_reference(
 ) -> None:
     ref = in_stream_order
     for name in EXTRA_FEATURES:
+        if name in HABIT_AND_RUN:
+            continue
         bad = _mismatches(stream_features, ref, name)
         assert not bad.any(), f"{name}: {int(bad.sum())} rows differ"
 
@@ -247,9 +262,33 @@ def test_extra_feature_invariants(
             )
         ),
         "ratio ≥ 0": pl.col("CARD_AMOUNT_RATIO_30DAY") >= 0,
+        "a card's first transaction: median ratio 1, no high payment, no largest ratio": (
+            ~pl.col("first")
+            | (
+                (pl.col("CARD_AMOUNT_RATIO_MEDIAN_30DAY") == 1.0)
+                & (pl.col("CARD_NB_HIGH_RATIO_14DAY") == 0.0)
+                & (pl.col("CARD_MAX_RATIO_14DAY") == 0.0)
+            )
+        ),
+        "high payments ≤ the card's 30-day count": (
+            pl.col("CARD_NB_HIGH_RATIO_14DAY") < pl.col("CUSTOMER_ID_NB_TX_30DAY_WINDOW")
+        ),
+        "a fraud run is at most the known frauds, spans at most 30 days": (
+            (pl.col("TERMINAL_FRAUD_RUN") <= pl.col("TERMINAL_NB_FRAUD_30DAY_WINDOW"))
+            & pl.col("TERMINAL_FRAUD_RUN_DAYS").is_between(0.0, 30.0)
+        ),
+        "days since the latest known fraud in [0, 30], 37 without one": (
+            pl.when(pl.col("TERMINAL_NB_FRAUD_30DAY_WINDOW") > 0)
+            .then(pl.col("TERMINAL_DAYS_SINCE_FRAUD").is_between(0.0, 30.0))
+            .otherwise(pl.col("TERMINAL_DAYS_SINCE_FRAUD") == 37.0)
+        ),
         "no terminal label before the 7-day delay": (
             (pl.col("ts_ms") >= pl.col("ts_ms").min() + DELAY_DAYS * DAY_MS)
-            | pl.all_horizontal(pl.col(c) == 0 for c in MODEL_FEATURES if c.startswith("TERMINAL"))
+            | pl.all_horizontal(
+                pl.col(c) == (37.0 if c == "TERMINAL_DAYS_SINCE_FRAUD" else 0.0)
+                for c in MODEL_FEATURES
+                if c.startswith("TERMINAL")
+            )
         ),
     }
     for what, check in checks.items():
