@@ -254,16 +254,3 @@ class OnlineClassifier:
         except (OSError, ValueError) as exc:
             raise ModelError(f"{path}: cannot read the online classifier state: {exc}") from None
         self.load_state_dict(state, str(path))
-
-    def snapshot(self) -> dict[str, object]:
-        """JSON-safe state (no pickle) with the river version that produced it."""
-        means, inv_std, weights, intercept = self._vector()
-        return {
-            "river_version": river.__version__,
-            "features": MODEL_FEATURES,
-            "means": means.tolist(),
-            "inv_std": inv_std.tolist(),
-            "weights": weights.tolist(),
-            "intercept": intercept,
-            "learned": self.learned,
-        }

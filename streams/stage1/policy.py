@@ -75,10 +75,6 @@ class RecallController:
         self.budget = min(self.maximum, max(self.floor, needed))
 
     @property
-    def frauds(self) -> int:
-        return len(self._frauds)
-
-    @property
     def recall(self) -> float:
         """Share of the recent labelled frauds that were forwarded (NaN before any)."""
         if not self._frauds:
@@ -117,10 +113,6 @@ class FlagPolicy:
                 settings.stage1_max_forward_share,
             ),
         )
-
-    @property
-    def budget(self) -> float:
-        return self.controller.budget
 
     def forward_share(self) -> float:
         """Share of the recent window that was forwarded (NaN before any)."""
