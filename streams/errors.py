@@ -10,7 +10,8 @@
     │   ├── ValidationError          JSON misses fields or has bad values     (permanent)
     │   └── TransientError           model failure, downstream timeout        (retried)
     ├── RuleError                    a rule file or rule set is invalid (file:line: message)
-    └── ModelError                   missing model, feature mismatch, bad artifact
+    ├── ModelError                   missing model, feature mismatch, bad artifact
+    └── StateError                   unreadable stage-1 checkpoint (the partition is rebuilt)
 
 Command-line code catches ``FraudstreamError`` and prints one line without a traceback.
 """
@@ -68,3 +69,8 @@ class RuleError(FraudstreamError):
 
 class ModelError(FraudstreamError):
     pass
+
+
+class StateError(FraudstreamError):
+    """A stage-1 checkpoint that cannot be read (format, version, truncation): the partition is
+    rebuilt from its history instead."""

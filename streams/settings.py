@@ -136,6 +136,7 @@ class Settings(BaseSettings):
     topic_labels: str = "labels"
     topic_dlq: str = "transactions.dlq"
     topic_flagged_dlq: str = "transactions.flagged.dlq"
+    topic_checkpoints: str = "stage1.checkpoints"
     partitions: int = 4
     replication_factor: int = 1
 
@@ -179,6 +180,12 @@ class Settings(BaseSettings):
     label_cache_size: int = Field(
         default=250_000,
         description="feature vectors kept per partition to learn from delayed labels",
+    )
+    stage1_checkpoint_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="seconds between checkpoints of each partition's stage-1 state in "
+        "topic_checkpoints (0: none; a restart then rereads every partition from its beginning)",
     )
     labels_wait: bool = Field(
         default=True,

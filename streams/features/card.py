@@ -51,6 +51,15 @@ class CardWindows:
     """The transactions of one card over the longest window, with prefix sums of amounts."""
 
     __slots__ = ("amounts", "cum", "highs", "ratios", "terms", "ts", "whi", "window", "wlo")
+    # the array fields and their type codes (a checkpoint stores them column by column)
+    ARRAYS = (
+        ("ts", "q"),
+        ("cum", "d"),
+        ("amounts", "f"),
+        ("ratios", "f"),
+        ("highs", "i"),
+        ("window", "f"),
+    )
 
     def __init__(self) -> None:
         self.ts = array("q")

@@ -6,11 +6,17 @@ The same object serves the stream workers, ``features``, ``train``, ``evaluate``
 
 from __future__ import annotations
 
+from array import array
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from streams.features.card import CardWindows, terminal_key
+from streams.features.card import KEY_BYTES, CardWindows, terminal_key
 from streams.features.names import DAY_MS, MODEL_FEATURES
 from streams.features.terminal import TerminalTable
+
+if TYPE_CHECKING:
+    from streams.checkpoint.codec import StateReader, StateWriter
 
 _HOUR_MS = 3_600_000
 N_FEATURES = len(MODEL_FEATURES)
@@ -94,6 +100,45 @@ class FeatureEngine:
 
     def add_label(self, terminal: str, ts_ms: int, fraud: int) -> None:
         self.terminals.add_label(terminal, ts_ms, fraud)
+
+    def save_cards(self, w: StateWriter, name: str) -> None:
+        """The card windows and the terminal numbering their keys use (not the terminal
+        table: it is the worker's, saved once for all its partitions)."""
+        w.strings(f"{name}.terminals", list(self._terminal_ids))
+        w.strings(f"{name}.ids", list(self.cards))
+        windows = list(self.cards.values())
+        for field, code in CardWindows.ARRAYS:
+            flat = array(code)
+            for state in windows:
+                flat.extend(getattr(state, field))
+            w.pyarray(f"{name}.{field}", flat)
+            w.numpy(
+                f"{name}.{field}.len",
+                np.fromiter((len(getattr(s, field)) for s in windows), np.int64, len(windows)),
+            )
+        w.raw(f"{name}.terms", b"".join(state.terms for state in windows))
+        w.numpy(f"{name}.bounds", np.array([(s.wlo, s.whi) for s in windows], np.int64))
+
+    def load_cards(self, r: StateReader, name: str) -> None:
+        from streams.checkpoint.codec import split_pyarrays
+
+        terminals = r.strings(f"{name}.terminals")
+        self._terminal_ids = {t: (t, terminal_key(i)) for i, t in enumerate(terminals)}
+        ids = r.strings(f"{name}.ids")
+        windows = [CardWindows() for _ in ids]
+        for field, _ in CardWindows.ARRAYS:
+            pieces = split_pyarrays(r.pyarray(f"{name}.{field}"), r.numpy(f"{name}.{field}.len"))
+            for state, piece in zip(windows, pieces, strict=True):
+                setattr(state, field, piece)
+        terms = r.raw(f"{name}.terms")
+        at = 0
+        bounds = r.numpy(f"{name}.bounds").tolist()
+        for state, (wlo, whi) in zip(windows, bounds, strict=True):
+            end = at + len(state.ts) * KEY_BYTES
+            state.terms = bytearray(terms[at:end])
+            state.wlo, state.whi = wlo, whi
+            at = end
+        self.cards = dict(zip(ids, windows, strict=True))
 
     def forget_cards(self, keep: set[str] | None = None) -> None:
         """Drop per-card state (all of it, or all but ``keep``), e.g. after a partition moves."""

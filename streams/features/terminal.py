@@ -17,8 +17,14 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, WINDOWS_DAYS
+
+if TYPE_CHECKING:
+    from streams.checkpoint.codec import StateReader, StateWriter
 
 _DELAY_MS = LABEL_DELAY_DAYS * DAY_MS
 _HORIZON_MS = (max(WINDOWS_DAYS) + LABEL_DELAY_DAYS) * DAY_MS
@@ -120,6 +126,31 @@ class TerminalTable:
             last_idx = bisect_right(frauds, top - 1, lo30, hi) - 1
             last = ts[last_idx]
         out += (float(run), span, (end - last) / DAY_MS)
+
+    def save_state(self, w: StateWriter, name: str) -> None:
+        states = list(self.terminals.values())
+        w.strings(f"{name}.ids", list(self.terminals))
+        w.numpy(f"{name}.len", np.fromiter((len(s.ts) for s in states), np.int64, len(states)))
+        ts, frauds = array("q"), array("l")
+        for state in states:
+            ts.extend(state.ts)
+            frauds.extend(state.frauds)
+        w.pyarray(f"{name}.ts", ts)
+        w.pyarray(f"{name}.frauds", frauds)
+        w.meta[name] = self.labels_seen
+
+    def load_state(self, r: StateReader, name: str) -> None:
+        from streams.checkpoint.codec import split_pyarrays
+
+        lengths = r.numpy(f"{name}.len")
+        ids = r.strings(f"{name}.ids")
+        ts = split_pyarrays(r.pyarray(f"{name}.ts"), lengths)
+        frauds = split_pyarrays(r.pyarray(f"{name}.frauds"), lengths + 1)
+        self.terminals = {}
+        for terminal, t, f in zip(ids, ts, frauds, strict=True):
+            state = self.terminals[terminal] = TerminalLabels()
+            state.ts, state.frauds = t, f
+        self.labels_seen = int(r.meta[name])
 
     def compact_all(self, now_ms: int) -> None:
         for state in self.terminals.values():

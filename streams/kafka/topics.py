@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 # default 7 days a closed segment of a replayed history would be deleted at once: keep it all.
 # (Stage 2's faust changelog topics are faust's own, compacted.)
 TOPIC_CONFIG = {"retention.ms": "-1"}
+# Stage-1 checkpoints: only each key's latest record matters (``streams.checkpoint.topic``).
+# Short segments let the cleaner compact soon; the lag bound keeps a restore's read short.
+CHECKPOINT_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.ms": "600000",
+    "min.cleanable.dirty.ratio": "0.1",
+    "max.compaction.lag.ms": "1800000",
+}
 
 
 def retry_topic(topic: str, attempt: int) -> str:
@@ -34,6 +42,7 @@ def topic_names(settings: Settings) -> list[str]:
         settings.topic_labels,
         settings.topic_dlq,
         settings.topic_flagged_dlq,
+        settings.topic_checkpoints,
     ]
     names += [
         retry_topic(settings.topic_flagged, a) for a in range(1, settings.stage2_max_attempts)
@@ -52,6 +61,7 @@ def scoped(settings: Settings, prefix: str, *, source: str | None = None) -> Set
             "topic_labels": f"{prefix}.labels",
             "topic_dlq": f"{prefix}.dlq",
             "topic_flagged_dlq": f"{prefix}.flagged.dlq",
+            "topic_checkpoints": f"{prefix}.stage1.checkpoints",
             "stage1_group": f"{prefix}.stage1",
             "stage2_app_id": f"{prefix}.stage2",
         }
@@ -69,7 +79,14 @@ def create_topics(settings: Settings, names: list[str] | None = None) -> list[st
         return []
     futures = client.create_topics(
         [
-            NewTopic(n, settings.partitions, settings.replication_factor, config=TOPIC_CONFIG)
+            NewTopic(
+                n,
+                settings.partitions,
+                settings.replication_factor,
+                config=(
+                    CHECKPOINT_TOPIC_CONFIG if n == settings.topic_checkpoints else TOPIC_CONFIG
+                ),
+            )
             for n in missing
         ],
         operation_timeout=10,

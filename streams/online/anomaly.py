@@ -21,12 +21,17 @@ learning on every 4th transaction.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 from river.tree.padded import PaddedBranch, PaddedLeaf, make_padded_tree
 
+from streams.errors import StateError
 from streams.features.names import MODEL_FEATURES
 from streams.online.window import CheckpointedValues
+
+if TYPE_CHECKING:
+    from streams.checkpoint.codec import StateReader, StateWriter
 
 # feature -> (low, high) limits for the trees; values outside are clipped by river's splits.
 ANOMALY_INPUTS: dict[str, tuple[float, float]] = {
@@ -100,6 +105,22 @@ class AnomalyScorer:
         self._counter = 0  # rows learnt in the current window
         self._seen = 0  # rows scored so far
         self._recent = CheckpointedValues(calibration_window)
+
+    def save_state(self, w: StateWriter, name: str) -> None:
+        """The trees (their splits, so a river upgrade cannot change them) and masses."""
+        for field in ("_feature", "_threshold", "l_mass", "r_mass"):
+            w.numpy(f"{name}.{field}", getattr(self, field))
+        w.meta[name] = [self._first_window, self._counter, self._seen]
+        self._recent.save_state(w, f"{name}.recent")
+
+    def load_state(self, r: StateReader, name: str) -> None:
+        for field in ("_feature", "_threshold", "l_mass", "r_mass"):
+            value = r.numpy(f"{name}.{field}")
+            if value.shape != getattr(self, field).shape:
+                raise StateError(f"{name}: trees of another size ({field} {value.shape})")
+            setattr(self, field, value)
+        self._first_window, self._counter, self._seen = r.meta[name]
+        self._recent.load_state(r, f"{name}.recent")
 
     def percentile(self, raw: np.ndarray) -> np.ndarray:
         """Calibrate raw HalfSpaceTrees scores (whose scale depends on the data and the tree

@@ -25,13 +25,16 @@ import math
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import river
 from river import compose, linear_model, optim, preprocessing
 
 from streams.features.names import MODEL_FEATURES
+
+if TYPE_CHECKING:
+    from streams.checkpoint.codec import StateReader, StateWriter
 
 # heavy-tailed features, learnt on a log scale
 _LOG_FEATURES = {
@@ -242,6 +245,45 @@ class OnlineClassifier:
         self.genuine_rate = float(state["genuine_rate"])
         self.learned = int(state["learned"])
         self._vectors, self._vectors_at = None, -1
+
+    def save_state(self, w: StateWriter, name: str) -> None:
+        """The learnt state and the label cache's waiting rows (a checkpoint)."""
+        slots = np.fromiter(self._slot_of.values(), np.int64, len(self._slot_of))
+        w.meta[name] = {
+            "model": self.state_dict(),
+            "cache_size": self.cache_size,
+            "allocated": bool(self._ids),
+            "next": self._next,
+            "missed": self.missed_labels,
+        }
+        w.strings(f"{name}.ids", list(self._slot_of))
+        w.numpy(f"{name}.slots", slots)
+        if self._ids:
+            w.numpy(f"{name}.rows", self._rows[slots])
+            w.numpy(f"{name}.share", self._share[slots])
+            w.numpy(f"{name}.forwarded", self._forwarded[slots])
+
+    def load_state(self, r: StateReader, name: str) -> None:
+        meta = r.meta[name]
+        self.load_state_dict(meta["model"], r.where)
+        self.cache_size = int(meta["cache_size"])
+        self._next, self.missed_labels = int(meta["next"]), int(meta["missed"])
+        self._slot_of = {}
+        self._ids = []
+        if not meta["allocated"]:
+            return
+        size = self.cache_size
+        self._rows = np.zeros((size, len(MODEL_FEATURES)), dtype=np.float32)
+        self._share = np.ones(size, dtype=np.float32)
+        self._forwarded = np.zeros(size, dtype=bool)
+        self._ids = [None] * size
+        ids, slots = r.strings(f"{name}.ids"), r.numpy(f"{name}.slots")
+        self._rows[slots] = r.numpy(f"{name}.rows")
+        self._share[slots] = r.numpy(f"{name}.share")
+        self._forwarded[slots] = r.numpy(f"{name}.forwarded")
+        for tid, slot in zip(ids, slots.tolist(), strict=True):
+            self._ids[slot] = tid
+            self._slot_of[tid] = slot
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.state_dict(), indent=1, sort_keys=True) + "\n")

@@ -12,8 +12,14 @@ after a crash is decided the same way. It costs one sort per ``every`` values.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from streams.errors import StateError
+
+if TYPE_CHECKING:
+    from streams.checkpoint.codec import StateReader, StateWriter
 
 CHECKPOINT_EVERY = 1000
 
@@ -53,6 +59,17 @@ class RecentValues:
         self._pos = end % size
         self._filled = min(size, self._filled + n)
 
+    def save_state(self, w: StateWriter, name: str) -> None:
+        w.numpy(f"{name}.buf", self._buf)
+        w.meta[name] = [self._filled, self._pos]
+
+    def load_state(self, r: StateReader, name: str) -> None:
+        buf = r.numpy(f"{name}.buf")
+        if buf.shape != self._buf.shape:
+            raise StateError(f"{name}: window of {len(buf)} values, configured {len(self._buf)}")
+        self._buf = buf
+        self._filled, self._pos = r.meta[name]
+
     def values(self) -> np.ndarray:
         if self._filled < len(self._buf):
             return self._buf[: self._filled]
@@ -85,6 +102,17 @@ class CheckpointedValues(RecentValues):
         self._ref_at = 0  # that checkpoint's stream position
         self._ahead: tuple[int, np.ndarray] | None = None  # a later one ``segments`` computed
         self._ahead_of: np.ndarray | None = None  # the values it was computed with
+
+    def save_state(self, w: StateWriter, name: str) -> None:
+        super().save_state(w, name)
+        w.numpy(f"{name}.ref", self._ref)
+        w.meta[f"{name}.at"] = [self.added, self._ref_at]
+
+    def load_state(self, r: StateReader, name: str) -> None:
+        super().load_state(r, name)
+        self._ref = r.numpy(f"{name}.ref")
+        self.added, self._ref_at = r.meta[f"{name}.at"]
+        self._ahead, self._ahead_of = None, None
 
     def next_checkpoint(self, position: int) -> int:
         """The first checkpoint after stream position ``position``: every ``every`` values, and

@@ -1,7 +1,7 @@
-"""Partition ownership: on assignment, each partition's state is rebuilt from the beginning of
-the partition up to the committed offset, with the labels in event time
-(``streams.stage1.rebuild``), before it is processed; on revoke or loss, its state is dropped.
-``rewind`` undoes an aborted batch."""
+"""Partition ownership: on assignment, each partition's state is recovered up to the committed
+offset (from its latest checkpoint and the records after it, or from the partition's beginning
+when it has none: ``streams.stage1.rebuild``) before it is processed; on revoke or loss, its
+state is dropped. ``rewind`` undoes an aborted batch."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from streams.checkpoint.position import LabelsPosition
 from streams.logging_setup import where
 from streams.settings import Settings
 from streams.stage1.broker_watch import BrokerWatch
-from streams.stage1.rebuild import rebuild_partitions
+from streams.stage1.checkpointing import Checkpointer
+from streams.stage1.rebuild import recover_partitions
 from streams.stage1.state import PartitionedScreener
 from streams.stage1.stats import Stage1Stats
 
@@ -31,14 +33,18 @@ class Assignment:
         stats: Stage1Stats,
         watch: BrokerWatch,
         stop: threading.Event,
+        checkpointer: Checkpointer,
     ):
         self.settings = settings
         self.state = state
         self.stats = stats
         self.watch = watch
         self.stop = stop
+        self.checkpointer = checkpointer
         self.consumer: Any = None
         self.before_revoke: Callable[[], None] = lambda: None
+        # the live labels feed resumes where a restored labels state left off
+        self.take_labels: Callable[[LabelsPosition], None] | None = None
 
     def subscribe(self, consumer: Any, before_revoke: Callable[[], None]) -> None:
         """Join the group; ``before_revoke`` hands over what was delivered (at-least-once)."""
@@ -57,27 +63,45 @@ class Assignment:
         return result
 
     def rebuild(self, committed: list[TopicPartition]) -> None:
-        """Fresh state for each partition, replayed up to its committed offset."""
+        """Each partition's state, recovered up to its committed offset."""
         if not committed:
             return
         started = time.perf_counter()
         topic = committed[0].topic
         ends = {tp.partition: max(tp.offset, 0) for tp in committed}
-        rebuilt = rebuild_partitions(self.settings, self.state, topic, ends, self.stop)
+        done = recover_partitions(
+            self.settings, self.state, topic, ends, self.stop, self.take_labels
+        )
         if self.stop.is_set():  # stopped mid-rebuild: process none of these partitions
             for p in ends:
                 self.state.drop(p)
             log.info("stopping: rebuild of %s abandoned", sorted(ends))
             return
-        self.stats.rebuilt.update(rebuilt)
-        for p, n in sorted(rebuilt.items()):
-            log.info(
-                "%s: state rebuilt from %d records before offset %d",
-                where(topic, p, None),
-                n,
-                ends[p],
-            )
-        log.info("rebuild took %.2fs", time.perf_counter() - started)
+        self.stats.rebuilt.update(done.replayed)
+        for p in sorted(ends):
+            checkpoint = done.checkpoints.get(p)
+            restored_at = checkpoint.offset if checkpoint is not None else None
+            self.checkpointer.recovered(p, ends[p], done.manifest_ids.get(p, -1), restored_at)
+            if checkpoint is not None:
+                self.stats.restored[p] = checkpoint.offset
+                log.info(
+                    "%s: state restored from checkpoint %d at offset %d (%d bytes), then %d "
+                    "records replayed to offset %d",
+                    where(topic, p, None),
+                    checkpoint.id,
+                    checkpoint.offset,
+                    checkpoint.size,
+                    done.replayed.get(p, 0),
+                    ends[p],
+                )
+            else:
+                log.info(
+                    "%s: state rebuilt from %d records before offset %d (no checkpoint)",
+                    where(topic, p, None),
+                    done.replayed.get(p, 0),
+                    ends[p],
+                )
+        log.info("recovery took %.2fs", time.perf_counter() - started)
 
     def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", [where(p.topic, p.partition, p.offset) for p in partitions])
@@ -98,6 +122,7 @@ class Assignment:
         gone = {p.partition for p in partitions}
         for p in gone:
             self.state.drop(p)
+            self.checkpointer.forget(p)
         self.stats.assigned = [p for p in self.stats.assigned if p not in gone]
 
     def rewind(self, offsets: list[TopicPartition]) -> None:

@@ -67,10 +67,12 @@ def consumer(settings: Settings, error_cb: Callable[[KafkaError], None]) -> Cons
 class LabelsConsumer:
     consumer: Consumer
     partitions: list[int]
+    start: dict[int, int]  # where each partition was assigned from (OFFSET_BEGINNING or offset)
 
 
-def labels_consumer(settings: Settings) -> LabelsConsumer:
-    """Every worker needs every terminal: the labels table reads all partitions, no group."""
+def labels_consumer(settings: Settings, start: dict[int, int] | None = None) -> LabelsConsumer:
+    """Every worker needs every terminal: the labels table reads all partitions, no group,
+    from the beginning or from ``start`` (a checkpoint's labels offsets)."""
     s = settings
     labels = clients.consumer(
         s,
@@ -79,5 +81,6 @@ def labels_consumer(settings: Settings) -> LabelsConsumer:
     )
     meta = labels.list_topics(s.topic_labels, timeout=10).topics.get(s.topic_labels)
     parts = sorted(meta.partitions) if meta and not meta.error else []
-    labels.assign([TopicPartition(s.topic_labels, p, OFFSET_BEGINNING) for p in parts])
-    return LabelsConsumer(labels, parts)
+    offsets = {p: (start or {}).get(p, OFFSET_BEGINNING) for p in parts}
+    labels.assign([TopicPartition(s.topic_labels, p, o) for p, o in offsets.items()])
+    return LabelsConsumer(labels, parts, offsets)

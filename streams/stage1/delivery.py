@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams.errors import BrokerError
 from streams.stage1.broker_watch import BrokerWatch
+from streams.stage1.checkpointing import Snapshot
 from streams.stage1.screen import ScreenedBatch
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class DoneBatch:
     outs: list[ScreenedBatch]
     sent: list[int]  # sent_ms of the approved transactions
     seconds: float  # processing time, poll to outputs produced
+    checkpoint: Snapshot | None = None  # at-least-once: written once the outputs are delivered
 
 
 Finish = Callable[[DoneBatch], None]

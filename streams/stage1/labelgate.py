@@ -65,6 +65,19 @@ class LabelGate:
         """Labels not yet released to the terminal table."""
         return len(self._held)
 
+    def held(self) -> list[tuple[int, str, Label]]:
+        """The labels not released yet (a heap of (publication time, id, label))."""
+        return list(self._held)
+
+    def restore(
+        self, held: list[tuple[int, str, Label]], released_upto: int, watermark: int
+    ) -> None:
+        """Continue from a checkpoint: ``held`` (a heap, ``held``), nothing released to keep."""
+        self._held = held
+        self._released.clear()
+        self._base = 0
+        self.released_upto, self.watermark = released_upto, watermark
+
     def offer(self, label: Label, known_at_ms: int) -> None:
         if known_at_ms <= self.released_upto:
             self.late += 1

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 
 import orjson
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
+from streams.checkpoint.position import LabelsPosition
 from streams.errors import MessageError
 from streams.logging_setup import where
 from streams.observability import metrics
@@ -49,6 +50,7 @@ class LabelFeed:
         self.settings = settings
         self.consumer = source.consumer
         self.partitions = source.partitions
+        self.start = dict(source.start)
         self.state = state
         self.stats = stats
         self.telemetry = telemetry
@@ -135,6 +137,24 @@ class LabelFeed:
             log.debug("labels %s: end unknown (%s)", where(topic, partition, None), exc)
             return False
         return bool(high <= low or (position >= 0 and high <= position))
+
+    def position(self) -> LabelsPosition:
+        """Where this feed resumes: per partition the next offset (every label before it has
+        been offered to the state) and the publication time of the last label read."""
+        topic = self.settings.topic_labels
+        tps = [TopicPartition(topic, p) for p in self.partitions]
+        offsets = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
+        return LabelsPosition(
+            {p: o if o >= 0 else self.start[p] for p, o in offsets.items()}, dict(self.time)
+        )
+
+    def resume(self, position: LabelsPosition) -> None:
+        """Continue from ``position`` (another feed's: the labels state it fed is taken over)."""
+        topic = self.settings.topic_labels
+        self.start = {p: position.offsets.get(p, OFFSET_BEGINNING) for p in self.partitions}
+        self.consumer.assign([TopicPartition(topic, p, o) for p, o in self.start.items()])
+        self.time = dict(position.times)
+        self.arrived = {}
 
     def close(self) -> None:
         self.consumer.close()

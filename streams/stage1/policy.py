@@ -33,11 +33,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streams.online.window import CHECKPOINT_EVERY, CheckpointedValues, RecentValues
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.checkpoint.codec import StateReader, StateWriter
 
 MIN_BUDGET_WINDOW = 200  # no model-driven forwarding while the reference holds fewer values
 BURST_WINDOW = 5000  # transactions of the partition the burst cap looks back over
@@ -73,6 +77,17 @@ class RecallController:
         shares = sorted(s for s, _ in self._frauds)
         needed = shares[max(0, math.ceil(self.target * len(shares)) - 1)]
         self.budget = min(self.maximum, max(self.floor, needed))
+
+    def save_state(self, w: StateWriter, name: str) -> None:
+        w.meta[f"{name}.budget"] = self.budget
+        w.numpy(f"{name}.shares", np.array([s for s, _ in self._frauds], dtype=np.float64))
+        w.numpy(f"{name}.forwarded", np.array([f for _, f in self._frauds], dtype=np.bool_))
+
+    def load_state(self, r: StateReader, name: str) -> None:
+        self.budget = float(r.meta[f"{name}.budget"])
+        self._frauds.clear()
+        shares, forwarded = r.numpy(f"{name}.shares"), r.numpy(f"{name}.forwarded")
+        self._frauds.extend(zip(shares.tolist(), forwarded.tolist(), strict=True))
 
     @property
     def recall(self) -> float:
@@ -113,6 +128,18 @@ class FlagPolicy:
                 settings.stage1_max_forward_share,
             ),
         )
+
+    def save_state(self, w: StateWriter, name: str) -> None:
+        self.controller.save_state(w, f"{name}.controller")
+        self._reference.save_state(w, f"{name}.reference")
+        self._flags.save_state(w, f"{name}.flags")
+        w.numpy(f"{name}.recent", np.array(self._recent_forwards, dtype=np.int64))
+
+    def load_state(self, r: StateReader, name: str) -> None:
+        self.controller.load_state(r, f"{name}.controller")
+        self._reference.load_state(r, f"{name}.reference")
+        self._flags.load_state(r, f"{name}.flags")
+        self._recent_forwards = deque(r.numpy(f"{name}.recent").tolist())
 
     def forward_share(self) -> float:
         """Share of the recent window that was forwarded (NaN before any)."""

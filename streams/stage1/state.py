@@ -115,6 +115,16 @@ class PartitionedScreener:
             self.gate, rebuilt.learned_through, rebuilt.pending(through), through
         )
 
+    def take_labels(self, other: PartitionedScreener) -> None:
+        """Continue with ``other``'s labels state (terminal table, gate): a worker that owns no
+        partition yet takes over the one restored from a checkpoint."""
+        if self.parts:
+            raise RuntimeError("take_labels: this state already screens partitions")
+        self.terminals = other.terminals
+        self.terminals.auto_compact = False
+        self._compacted_at = self.terminals.labels_seen
+        self.gate = other.gate
+
     def drop(self, partition: int) -> None:
         self.parts.pop(partition, None)
         self.positions.pop(partition, None)

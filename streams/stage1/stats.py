@@ -17,5 +17,6 @@ class Stage1Stats:
     batches: int = 0
     assigned: list[int] = field(default_factory=list)
     rebuilt: dict[int, int] = field(default_factory=dict)  # partition -> records replayed
+    restored: dict[int, int] = field(default_factory=dict)  # partition -> checkpoint offset
     rewinds: int = 0
     outages: int = 0

@@ -25,8 +25,11 @@ Delivery
 
 State
     Per partition (card windows, anomaly model, flag budget, online classifier;
-    ``streams.stage1.state``): on assignment the worker reads the partition from the beginning
-    up to the committed offset, with the labels topic beside it in event time, through a private
+    ``streams.stage1.state``). Every ``stage1_checkpoint_interval_s`` it is checkpointed in the
+    compacted ``topic_checkpoints`` with the worker's labels state and the offsets it reflects
+    (``checkpointing``). On assignment the worker restores the latest checkpoint and replays
+    only the records after it, the labels from the saved offsets (or, without a checkpoint,
+    reads the partition from its beginning with the labels topic beside it), through a private
     state that then joins the live one (``streams.stage1.rebuild``). Shared by the partitions of
     a worker: the terminal label table, fed from the labels topic, which every worker reads.
 
@@ -57,6 +60,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from confluent_kafka import KafkaException, TopicPartition
+
+from streams.checkpoint.topic import ensure_topic
 from streams.gc_tuning import tuned_gc
 from streams.rules.reload import RuleReloader
 from streams.settings import Settings
@@ -64,6 +70,7 @@ from streams.stage1 import connect
 from streams.stage1.assignment import Assignment
 from streams.stage1.batch import split
 from streams.stage1.broker_watch import STAGE, BrokerWatch
+from streams.stage1.checkpointing import Checkpointer, Snapshot
 from streams.stage1.dead_letters import DLQ_VALUE_LIMIT, DeadLetters
 from streams.stage1.delivery import STOP_GRACE_S, AtLeastOnce, Delivery, DoneBatch, ExactlyOnce
 from streams.stage1.labels import LabelFeed, decode_label
@@ -106,7 +113,10 @@ class Stage1Worker:
         self.stop_event = threading.Event()
         self.exactly_once = settings.exactly_once
         self.watch = BrokerWatch(settings, self.stats, self.stop_event)
-        self.assignment = Assignment(settings, self.state, self.stats, self.watch, self.stop_event)
+        self.checkpointer = Checkpointer(settings)
+        self.assignment = Assignment(
+            settings, self.state, self.stats, self.watch, self.stop_event, self.checkpointer
+        )
 
     # --- Kafka plumbing -----------------------------------------------------------------
     def _open(self) -> None:
@@ -126,8 +136,11 @@ class Stage1Worker:
                 self.producer, self.consumer, self.stop_event, self._finish, self._owned
             )
         )
-        self.assignment.subscribe(self.consumer, before_revoke=self.delivery.hand_over)
+        if self.checkpointer.enabled and not ensure_topic(s):
+            self.checkpointer.interval = 0
         self.feed = LabelFeed(s, connect.labels_consumer(s), self.state, self.stats, self.telemetry)
+        self.assignment.take_labels = self.feed.resume
+        self.assignment.subscribe(self.consumer, before_revoke=self.delivery.hand_over)
         self.dead_letters = DeadLetters(s, self.producer, self.stats, self.telemetry)
 
     def _owned(self) -> dict[int, Any]:
@@ -189,19 +202,57 @@ class Stage1Worker:
         if out is not None:
             sources = [m for _, msgs in groups.values() for m in msgs]
             emit(self.settings, self.producer.produce, out, sources, sent)
+        offsets = polled.offsets()
+        self.checkpointer.advanced(offsets)
+        snapshot = None
+        if self.checkpointer.due():
+            snapshot = self.checkpointer.snapshot(self.state, self.feed.position())
+            if snapshot is not None and self.exactly_once:  # in the batch's transaction
+                self.checkpointer.write(snapshot, self._produce_checkpoint, self.state.parts)
+                snapshot = None
         done = DoneBatch(
-            polled.offsets(),
+            offsets,
             len(msgs),
             [out] if out is not None else [],
             sent,
             time.perf_counter() - started,
+            snapshot,
         )
         self.delivery.done(done)
+
+    def _produce_checkpoint(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
+        """A checkpoint record; its failed delivery is logged, not fatal (an older checkpoint
+        and a longer replay then serve a restart)."""
+        self.producer.produce(
+            topic, value, key, partition=partition, on_delivery=self._checkpoint_delivered
+        )
+
+    def _checkpoint_delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.checkpointer.stats.skipped += 1
+            log.warning("checkpoint record for partition %s not written: %s", msg.partition(), err)
+
+    def _write_checkpoint(self, snapshot: Snapshot) -> None:
+        """At-least-once: commit the snapshot's offsets, then write it (never ahead of them)."""
+        owned = [p for p in snapshot.parts if p in self.state.parts]
+        topic = self.settings.topic_transactions
+        offsets = [TopicPartition(topic, p, snapshot.parts[p][0]) for p in owned]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            self.checkpointer.stats.skipped += 1
+            log.warning("checkpoint skipped: its offsets did not commit (%s)", exc)
+            return
+        self.checkpointer.write(snapshot, self._produce_checkpoint, owned)
 
     def _finish(self, batch: DoneBatch) -> None:
         """A batch whose outputs are acknowledged and offsets stored (or committed)."""
         self.stats.consumed += batch.consumed
         self.stats.batches += 1
+        if batch.checkpoint is not None:
+            self._write_checkpoint(batch.checkpoint)
         merged = merge_batches(batch.outs) if batch.outs else None
         if merged is not None:
             n_flagged = int(merged.flagged.sum())

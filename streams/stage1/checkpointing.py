@@ -1,0 +1,132 @@
+"""When and what the stage-1 worker checkpoints (``streams.checkpoint``).
+
+Every ``stage1_checkpoint_interval_s`` the worker snapshots, right after screening a batch, the
+state of each owned partition that has advanced since its last checkpoint, with its labels state
+(one per round) and the next source offset of each. The snapshot is written:
+
+* *exactly-once*: in the batch's Kafka transaction, beside its outputs and offsets, so a
+  checkpoint is visible to ``read_committed`` readers exactly when its offsets are committed;
+* *at-least-once*: once the batch's outputs are acknowledged, after a synchronous commit of the
+  snapshot's offsets, so a checkpoint never gets ahead of the committed offsets (records before
+  it have delivered outputs; a lost checkpoint only means a longer tail to replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from streams.checkpoint.position import LabelsPosition
+from streams.checkpoint.stage1 import save_labels, save_partition
+from streams.checkpoint.topic import records
+from streams.settings import Settings
+from streams.stage1.state import PartitionedScreener
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Snapshot:
+    round: str
+    labels: bytes
+    parts: dict[int, tuple[int, bytes]]  # partition -> (next source offset, state)
+    seconds: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return len(self.labels) * len(self.parts) + sum(len(b) for _, b in self.parts.values())
+
+
+@dataclass
+class CheckpointStats:
+    rounds: int = 0
+    written: int = 0  # partition checkpoints produced
+    bytes: int = 0
+    seconds: float = 0.0  # snapshotting (on the worker's thread)
+    skipped: int = 0  # at-least-once snapshots not written (their offsets did not commit)
+    last_bytes: dict[int, int] = field(default_factory=dict)
+
+
+class Checkpointer:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.topic = settings.topic_checkpoints
+        self.interval = settings.stage1_checkpoint_interval_s
+        self.clock = clock
+        self.worker = uuid.uuid4().hex[:12]
+        self.offsets: dict[int, int] = {}  # next source offset of each owned partition
+        self.written_at: dict[int, int] = {}  # source offset of each one's last checkpoint
+        self.next_ids: dict[int, int] = {}
+        self.stats = CheckpointStats()
+        self._due = clock() + self.interval
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval > 0
+
+    def recovered(
+        self, partition: int, end: int, manifest_id: int, restored_at: int | None
+    ) -> None:
+        """A partition joined at source offset ``end``; its latest checkpoint id and offset."""
+        self.offsets[partition] = end
+        self.next_ids[partition] = manifest_id + 1
+        if restored_at is not None:
+            self.written_at[partition] = restored_at
+        else:
+            self.written_at.pop(partition, None)
+
+    def advanced(self, offsets: Iterable[TopicPartition]) -> None:
+        for tp in offsets:
+            if tp.partition in self.offsets:
+                self.offsets[tp.partition] = tp.offset
+
+    def forget(self, partition: int) -> None:
+        self.offsets.pop(partition, None)
+        self.written_at.pop(partition, None)
+
+    def due(self) -> bool:
+        return self.enabled and self.clock() >= self._due
+
+    def snapshot(self, state: PartitionedScreener, labels: LabelsPosition) -> Snapshot | None:
+        """The state of every owned partition that advanced since its last checkpoint."""
+        self._due = self.clock() + self.interval
+        started = time.perf_counter()
+        moved = [
+            p
+            for p, offset in sorted(self.offsets.items())
+            if p in state.parts and self.written_at.get(p) != offset
+        ]
+        if not moved:
+            return None
+        self.stats.rounds += 1
+        snap = Snapshot(
+            f"{self.worker}:{self.stats.rounds}",
+            save_labels(state, labels),
+            {p: (self.offsets[p], save_partition(state, p, self.offsets[p])) for p in moved},
+        )
+        snap.seconds = time.perf_counter() - started
+        self.stats.seconds += snap.seconds
+        return snap
+
+    def write(self, snap: Snapshot, produce: Callable[..., Any], owned: Iterable[int]) -> None:
+        """Produce the snapshot's checkpoints of the partitions still owned."""
+        mine = set(owned)
+        for p, (offset, state) in snap.parts.items():
+            if p not in mine:
+                continue
+            checkpoint_id = self.next_ids.get(p, 0)
+            for key, value in records(p, checkpoint_id, offset, snap.round, snap.labels, state):
+                produce(self.topic, value, key, partition=p)
+            self.next_ids[p] = checkpoint_id + 1
+            self.written_at[p] = offset
+            size = len(snap.labels) + len(state)
+            self.stats.written += 1
+            self.stats.bytes += size
+            self.stats.last_bytes[p] = size
+        log.debug("checkpointed %s (%.3fs)", sorted(snap.parts), snap.seconds)
