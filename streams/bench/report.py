@@ -20,6 +20,15 @@ TARGETS = {
     "latency_ms.stage1_p99": ("≤ 20 ms", lambda r: r["latency_ms"]["stage1_p99"] <= 20),
     "latency_ms.end_to_end_p99": ("≤ 50 ms", lambda r: r["latency_ms"]["end_to_end_p99"] <= 50),
     "memory.bytes_per_card": ("≤ 1,024", lambda r: r["memory"]["bytes_per_card"] <= 1024),
+    "checkpoints.ratio": ("≥ 0.9", lambda r: r["checkpoints"]["ratio"] >= 0.9),
+    "restore.seconds_by_history": (
+        "≤ 10 s, flat within 25 %",
+        lambda r: (
+            bool(r["restore"])
+            and max(r["restore"]["seconds_by_history"].values()) <= 10
+            and r["restore"]["flat_within"] <= 0.25
+        ),
+    ),
 }
 
 
@@ -117,10 +126,36 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
         ("memory.rss_mb", result["memory"]["rss_mb"]),
         ("memory.bytes_per_card", result["memory"]["bytes_per_card"]),
     ]
+    checkpoints = result.get("checkpoints", {})
+    if checkpoints:
+        rows.append(("checkpoints.ratio (every 1 s / off)", checkpoints["ratio"]))
+    restore = result.get("restore") or {}
+    if restore:
+        rows.append(("restore.flat_within (max / min - 1)", restore["flat_within"]))
+        met_restore = met.get("restore.seconds_by_history")
+    else:
+        met_restore = None
+    for history, seconds in restore.get("seconds_by_history", {}).items():
+        entry = restore["histories"][history]
+        rows.append((f"restore: {history} history ({entry['transactions']:,} tx), s", seconds))
+        rows.append(
+            (f"restore: {history} checkpoint bytes/card", entry["checkpoint_bytes_per_card"])
+        )
+    if restore.get("without_checkpoints"):
+        rows.append(
+            (
+                "restore without checkpoints (1x), s",
+                restore["without_checkpoints"]["seconds_to_first_new"],
+            )
+        )
     for workers, entry in sorted(result.get("scale", {}).get("workers", {}).items()):
         rows.append((f"scale: stage1 tps, {workers} worker(s)", entry["tps"]))
+    met_by_row = {
+        "checkpoints.ratio (every 1 s / off)": met.get("checkpoints.ratio"),
+        "restore.flat_within (max / min - 1)": met_restore,
+    }
     for key, value in rows:
-        target = met.get(key)
+        target = met.get(key) or met_by_row.get(key)
         mark = ""
         if target is not None:
             mark = f"{target['target']} {'[green]met[/]' if target['met'] else '[red]not met[/]'}"

@@ -20,6 +20,7 @@ from streams.bench import backlog, peers
 from streams.bench.latency import measure_broker_floor, measure_latency
 from streams.bench.memory import measure_memory
 from streams.bench.report import machine, ratios, targets, versions
+from streams.bench.restore import measure_restore
 from streams.bench.stage1 import measure_stage1
 from streams.bench.stage2 import measure_stage2
 from streams.kafka.clients import broker_for
@@ -37,6 +38,8 @@ class BenchOptions:
     latency_seconds: float = 30.0  # steady traffic measured (after a 3-second warm-up)
     memory_cards: int = DEFAULT_MEMORY_CARDS
     workers: tuple[int, ...] = (1, 2)
+    restore_days: int = 183  # the handbook's history; 0: no restore measurement
+    restore_multiples: tuple[int, ...] = (1, 2, 4)
     seed: int = 7
     log_dir: Path = field(default_factory=lambda: Path("out/bench"))
 
@@ -56,11 +59,12 @@ def run_bench(
     settings: Settings, options: BenchOptions, say: Say = lambda _: None
 ) -> dict[str, Any]:
     settings = backlog.absolute(settings)
-    kind = (
-        f"external ({settings.bootstrap_servers})"
-        if settings.bootstrap_servers
-        else ("embedded (Tansu)")
-    )
+    if settings.bootstrap_servers:
+        kind = f"external ({settings.bootstrap_servers})"
+    elif settings.broker_kind == "kafka":
+        kind = "Apache Kafka (started for the bench)"
+    else:
+        kind = "embedded (Tansu)"
     result: dict[str, Any] = {"machine": machine(), "versions": versions(kind)}
     n = options.transactions
     warmup = backlog.warmup_for(n)
@@ -88,6 +92,15 @@ def run_bench(
             backlog.make_topics(scoped)
             with _step(say, f"stage 1, {workers} worker process(es)", timings):
                 scale[str(workers)] = measure_stage1(scoped, total, warmup, workers)
+        checkpoints: dict[str, Any] = {}
+        for name, interval in (("off", 0.0), ("every_1s", 1.0)):
+            scoped = backlog.scoped(
+                s, tag, f"stage1-checkpoints-{name}", shared_source=source.topic_transactions
+            ).model_copy(update={"stage1_checkpoint_interval_s": interval})
+            backlog.make_topics(scoped)
+            with _step(say, f"stage 1, checkpoints {name}", timings):
+                checkpoints[name] = measure_stage1(scoped, total, warmup, 1)
+        checkpoints["ratio"] = round(checkpoints["every_1s"]["tps"] / checkpoints["off"]["tps"], 3)
         s2 = backlog.scoped(s, tag, "stage2")
         backlog.make_topics(s2)
         with _step(say, "stage 2", timings):
@@ -117,6 +130,12 @@ def run_bench(
                     min(lat_warmup, lat_total // 5),
                 )
             )
+        restore: dict[str, Any] = {}
+        if options.restore_days > 0:
+            with _step(say, "stage-1 restore against history length", timings):
+                restore = measure_restore(
+                    s, tag, options.restore_days, options.restore_multiples, options.log_dir, say
+                )
     with _step(say, f"memory of {options.memory_cards:,} cards", timings):
         memory = measure_memory(settings, options.memory_cards)
     first = scale[str(min(options.workers))]
@@ -132,6 +151,8 @@ def run_bench(
                 "faust_passthrough": faust.as_dict(),
             },
             "stage1": first,
+            "checkpoints": checkpoints,
+            "restore": restore,
             "stage2": stage2,
             "latency_ms": latency,
             "memory": memory,

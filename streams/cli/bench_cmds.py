@@ -28,6 +28,12 @@ def bench(
         1_000_000, "--memory-cards", min=1, help="distinct cards for the memory measurement"
     ),
     workers: str = typer.Option("1,2", help="stage-1 worker processes to measure, e.g. 1,2"),
+    restore_days: int = typer.Option(
+        183, "--restore-days", min=0, help="days of history per restore multiple (0: skip)"
+    ),
+    restore_multiples: str = typer.Option(
+        "1,2,4", "--restore-multiples", help="history lengths for the restore, e.g. 1,2,4"
+    ),
     logs: Path = typer.Option(Path("out/bench"), help="directory for the workers' logs"),
     bootstrap: Bootstrap = None,
     broker: BrokerKind = None,
@@ -41,16 +47,9 @@ def bench(
 
     from streams.bench.report import print_table
     from streams.bench.run import BenchOptions, run_bench
-    from streams.errors import ConfigError
 
-    try:
-        counts = tuple(sorted({int(w) for w in workers.split(",") if w.strip()}))
-    except ValueError:
-        raise ConfigError(
-            f"--workers must be numbers separated by commas, got {workers!r}"
-        ) from None
-    if not counts or min(counts) < 1:
-        raise ConfigError("--workers needs at least one positive count")
+    counts = _counts("--workers", workers)
+    multiples = _counts("--restore-multiples", restore_multiples)
     settings = settings_from(config, bootstrap_servers=bootstrap, broker_kind=broker)
     err = Console(stderr=True)
     options = BenchOptions(
@@ -59,6 +58,8 @@ def bench(
         latency_seconds=latency_seconds,
         memory_cards=memory_cards,
         workers=counts,
+        restore_days=restore_days,
+        restore_multiples=multiples,
         log_dir=logs,
     )
     say = (lambda what: err.log(what)) if sys.stderr.isatty() else (lambda what: None)
@@ -67,3 +68,15 @@ def bench(
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+
+
+def _counts(option: str, text: str) -> tuple[int, ...]:
+    from streams.errors import ConfigError
+
+    try:
+        counts = tuple(sorted({int(w) for w in text.split(",") if w.strip()}))
+    except ValueError:
+        raise ConfigError(f"{option} must be numbers separated by commas, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"{option} needs at least one positive count")
+    return counts

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
@@ -67,7 +67,8 @@ def consumer(settings: Settings, error_cb: Callable[[KafkaError], None]) -> Cons
 class LabelsConsumer:
     consumer: Consumer
     partitions: list[int]
-    start: dict[int, int]  # where each partition was assigned from (OFFSET_BEGINNING or offset)
+    # where each partition was assigned from (default: every one from its beginning)
+    start: dict[int, int] = field(default_factory=dict)
 
 
 def labels_consumer(settings: Settings, start: dict[int, int] | None = None) -> LabelsConsumer:

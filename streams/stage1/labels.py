@@ -50,7 +50,7 @@ class LabelFeed:
         self.settings = settings
         self.consumer = source.consumer
         self.partitions = source.partitions
-        self.start = dict(source.start)
+        self.start = {p: source.start.get(p, OFFSET_BEGINNING) for p in source.partitions}
         self.state = state
         self.stats = stats
         self.telemetry = telemetry

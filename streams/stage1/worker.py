@@ -54,6 +54,7 @@ Shutdown
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -232,6 +233,25 @@ class Stage1Worker:
             self.checkpointer.stats.skipped += 1
             log.warning("checkpoint record for partition %s not written: %s", msg.partition(), err)
 
+    def _checkpoint_when_idle(self) -> None:
+        """A due checkpoint while no records come (what was screened last is settled)."""
+        if not self.checkpointer.due():
+            return
+        snapshot = self.checkpointer.snapshot(self.state, self.feed.position())
+        if snapshot is None:
+            return
+        if not self.exactly_once:
+            self._write_checkpoint(snapshot)
+            return
+        try:  # its offsets are committed: the checkpoint alone in a transaction
+            self.producer.begin_transaction()
+            self.checkpointer.write(snapshot, self._produce_checkpoint, self.state.parts)
+            self.producer.commit_transaction(30)
+        except KafkaException as exc:
+            log.warning("checkpoint not written (%s)", exc)
+            with contextlib.suppress(KafkaException):
+                self.producer.abort_transaction(30)
+
     def _write_checkpoint(self, snapshot: Snapshot) -> None:
         """At-least-once: commit the snapshot's offsets, then write it (never ahead of them)."""
         owned = [p for p in snapshot.parts if p in self.state.parts]
@@ -293,6 +313,7 @@ class Stage1Worker:
                             )
                     else:
                         self.delivery.settle()  # idle: what is in flight is done
+                        self._checkpoint_when_idle()
                         self.watch.probe(self.consumer)
                         if (
                             idle_timeout_s is not None
