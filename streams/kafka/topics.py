@@ -19,14 +19,16 @@ log = logging.getLogger(__name__)
 # default 7 days a closed segment of a replayed history would be deleted at once: keep it all.
 # (Stage 2's faust changelog topics are faust's own, compacted.)
 TOPIC_CONFIG = {"retention.ms": "-1"}
-# Stage-1 checkpoints: only each key's latest record matters (``streams.checkpoint.topic``).
-# Short segments let the cleaner compact soon; the lag bound keeps a restore's read short.
-CHECKPOINT_TOPIC_CONFIG = {
-    "cleanup.policy": "compact",
+# State topics (stage-1 checkpoints, stage 2's card-table changelog): only each key's latest
+# record matters. Short segments let the cleaner compact soon (it never touches the active
+# segment) and the lag bound caps what a restore reads beyond the latest records: about half an
+# hour of writes plus one record per key, whatever the topic's age.
+COMPACTION_TUNING = {
     "segment.ms": "600000",
     "min.cleanable.dirty.ratio": "0.1",
     "max.compaction.lag.ms": "1800000",
 }
+CHECKPOINT_TOPIC_CONFIG = {"cleanup.policy": "compact", **COMPACTION_TUNING}
 
 
 def retry_topic(topic: str, attempt: int) -> str:

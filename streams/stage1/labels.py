@@ -12,6 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from streams.checkpoint.position import LabelsPosition
 from streams.errors import MessageError
+from streams.features.names import DAY_MS
 from streams.logging_setup import where
 from streams.observability import metrics
 from streams.schema import parse_timestamp
@@ -22,6 +23,12 @@ from streams.stage1.stats import Stage1Stats
 from streams.stage1.telemetry import Stage1Telemetry
 
 log = logging.getLogger(__name__)
+
+AWAIT_CHUNK = 5000  # labels per read while a batch waits for its time (little overshoot)
+READ_AHEAD_MS = DAY_MS
+"""How far past the stream's event time the loop reads labels unasked: a worker catching up on
+a backlog would otherwise read the labels topic far ahead and hold its labels in memory (and in
+every checkpoint). ``await_time`` reads whatever a batch needs, however far."""
 
 
 def decode_label(value: bytes | None) -> tuple[str, str, int, int]:
@@ -93,6 +100,12 @@ class LabelFeed:
             self.telemetry.labels(n, self.state.learned - before)
         return n
 
+    def wanted(self) -> bool:
+        """Whether the loop should read the labels that arrived: the worker screens
+        partitions and has not read labels beyond ``READ_AHEAD_MS`` past the latest of them."""
+        latest = self.state.latest
+        return bool(latest) and self.state.gate.watermark <= max(latest.values()) + READ_AHEAD_MS
+
     def await_time(self, upto_ms: int, stopped: Callable[[], bool]) -> None:
         """``labels_wait``: read the labels topic until every partition of it has shown a label
         published after ``upto_ms`` (labels are published in time order per partition, as
@@ -110,7 +123,7 @@ class LabelFeed:
             behind = [p for p in self.partitions if self.time.get(p, -1) <= upto_ms]
             if not behind:
                 return
-            if self.drain(timeout=0):
+            if self.drain(AWAIT_CHUNK, timeout=0):
                 continue
             now = time.monotonic()
             if now > deadline:
@@ -120,7 +133,7 @@ class LabelFeed:
             flowing = [p for p in behind if now - self.arrived.get(p, -1e9) < idle_s]
             if not flowing and all(self._at_end(topic, p) for p in behind):
                 return
-            self.drain(timeout=0.002)
+            self.drain(AWAIT_CHUNK, timeout=0.002)
 
     def _at_end(self, topic: str, partition: int) -> bool:
         """Whether the partition has no record left to read, by the high watermark the last

@@ -301,7 +301,8 @@ class Stage1Worker:
             with tuned_gc():
                 while not self.stop_event.is_set():
                     self._maybe_reload_rules()
-                    self.feed.drain()
+                    if self.feed.wanted():
+                        self.feed.drain()
                     msgs = self.consumer.consume(num_messages=poll, timeout=wait)
                     if msgs:
                         self.process(msgs)

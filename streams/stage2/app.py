@@ -39,7 +39,7 @@ from streams.errors import ModelError
 from streams.gc_tuning import tuned_gc
 from streams.kafka.faust_config import data_dir, faust_broker_settings
 from streams.kafka.faust_fetch import App
-from streams.kafka.topics import retry_topic
+from streams.kafka.topics import COMPACTION_TUNING, retry_topic
 from streams.observability import metrics
 from streams.settings import Settings
 from streams.stage2.context import apply_card_context as apply_card_context  # re-exported
@@ -109,7 +109,13 @@ def build_app(settings: Settings) -> faust.App:
     # partition recovers exactly the cards of that partition. (Hashing the table's JSON key,
     # '"<card>"', would put a card elsewhere than its flagged partition, and a worker would
     # restore other workers' cards after a rebalance.)
-    cards = app.Table("stage2-card-context", default=dict, partitions=s.partitions)
+    # faust creates its changelog compacted; the tuning bounds its recovery read (``topics``)
+    cards = app.Table(
+        "stage2-card-context",
+        default=dict,
+        partitions=s.partitions,
+        extra_topic_configs=COMPACTION_TUNING,
+    )
     changelog = cards.changelog_topic.get_topic_name()
     # one thread for the booster calls: batches are scored one after another, as with
     # PREDICT_THREADS = 1, and the event loop's own thread is left to faust

@@ -70,6 +70,15 @@ def _delete_before(settings, topic: str, offsets: dict[int, int]) -> dict[int, i
         consumer.close()
 
 
+def _topic_config(settings, topic: str) -> dict[str, str]:
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    admin = clients.admin(settings)  # kept alive until the answer comes
+    result = admin.describe_configs([resource])[resource].result(30)
+    return {name: entry.value for name, entry in result.items()}
+
+
 def _labels_offsets(checkpoints) -> dict[int, int]:
     """The lowest labels offset any of ``checkpoints`` resumes from, per labels partition."""
     lowest: dict[int, int] = {}
@@ -93,7 +102,7 @@ def test_restart_restores_checkpoints_after_the_history_is_deleted(kafka_broker,
     second = Worker("stage1", settings, tmp_path, name="second")
     with Tail(settings, outputs) as tail, Worker("stage2", settings, tmp_path) as stage2:
         first.start()
-        with traffic(settings, df, rate=2500):
+        with traffic(settings, df, rate=1500):
             deadline = time.monotonic() + 120
             found = None
             while found is None:
@@ -140,6 +149,13 @@ def test_restart_restores_checkpoints_after_the_history_is_deleted(kafka_broker,
     assert all(len(set(vs)) == 1 for vs in decided.values()), "duplicates differ"
     unequal = [t for t, vs in decided.items() if orjson.loads(vs[0]) != ref[t]]
     assert not unequal, f"{len(unequal)} of {len(decided)} decisions differ from the reference"
+    if kafka_broker.kind == "kafka":  # the state topics are compacted, their restores bounded
+        changelog = f"{settings.stage2_app_id}-stage2-card-context-changelog"
+        for topic in (settings.topic_checkpoints, changelog):
+            config = _topic_config(settings, topic)
+            assert config["cleanup.policy"] == "compact", (topic, config["cleanup.policy"])
+            assert config["segment.ms"] == "600000", (topic, config["segment.ms"])
+            assert config["max.compaction.lag.ms"] == "1800000", topic
     with capsys.disabled():
         print(
             f"\ncheckpoint restore on {kafka_broker.kind}: {len(decided)} transactions, "

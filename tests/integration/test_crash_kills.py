@@ -1,8 +1,10 @@
 """kill -9 of both stages, repeatedly, under load, with labels and poisoned messages flowing
 (``streams.crashtest``): no transaction may end without a decision, no transaction may get two
 decisions that differ in action, stage or score, and each poisoned message ends in exactly one
-dead-letter position. Run on the integration broker (Apache Kafka where Java 17+ is present)
-and on the embedded broker, the zero-setup default."""
+dead-letter position. Stage 1 checkpoints every second, so restarted workers restore their
+partitions from checkpoints (and the records after them) as well as from the full history.
+Run on the integration broker (Apache Kafka where Java 17+ is present) and on the embedded
+broker, the zero-setup default."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 
 import pytest
 
-from streams.crashtest.runner import CrashTest, Plan
+from streams.crashtest.runner import CrashTest, Outcome, Plan
 from streams.settings import load_settings
 from tests.conftest import REPO, Broker
 
@@ -20,37 +22,45 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 KILLS = int(os.environ.get("FRAUD_TEST_KILLS", "4"))
 
 
-def _run(broker: Broker, tmp_path, seed: int, stage1_workers: int) -> dict:
+def _crash(broker: Broker, tmp_path, **plan: object) -> tuple[Outcome, dict]:
+    """A crash test of ~70k transactions (about 50 s of traffic) with labels and poison."""
     settings = load_settings(
         bootstrap_servers=broker.bootstrap,
         partitions=4,
         rules_dir=REPO / "rules",
         model_dir=REPO / "models" / "default",
         policy_file=REPO / "config" / "policy.yaml",
+        stage1_checkpoint_interval_s=1.0,
     )
-    plan = Plan(
-        customers=500,
-        days=75,
-        seed=seed,
-        rate=1500.0,  # ~70k transactions: about 50 s of traffic
-        labels=True,
-        poison=7,
-        stage1_workers=stage1_workers,
-        kills_stage1=KILLS,
-        kills_stage2=KILLS,
-        min_gap_s=0.5,
-        max_gap_s=2.5,
-    )
-    outcome = CrashTest(settings, plan, log_dir=tmp_path).run()
-    report = {"broker": broker.kind, **outcome.as_dict()}
+    defaults: dict = {
+        "customers": 500,
+        "days": 75,
+        "rate": 1500.0,
+        "labels": True,
+        "poison": 7,
+        "kills_stage1": KILLS,
+        "kills_stage2": KILLS,
+        "min_gap_s": 0.5,
+        "max_gap_s": 2.5,
+    }
+    outcome = CrashTest(settings, Plan(**{**defaults, **plan}), log_dir=tmp_path).run()
+    logs = [p.read_text(errors="replace") for p in tmp_path.glob("stage1-*.log")]
+    restored = sum(log.count("state restored from checkpoint") for log in logs)
+    report = {"broker": broker.kind, **outcome.as_dict(), "partitions_restored": restored}
     print(f"\ncrash test on {broker.kind}: {json.dumps(report)[:1500]}")
-    verdict = outcome.verdict
     assert len(outcome.kills) >= 4, f"the traffic ended before the kills: {report}"
-    assert any(name == "stage2" for _, name in outcome.kills), report
     assert not outcome.exited, (outcome.exited, outcome.logs)
-    assert verdict.lost == 0, (report, outcome.logs)
+    assert outcome.verdict.lost == 0, (report, outcome.logs)
+    assert outcome.verdict.dead_letters == outcome.verdict.poison_sent, report
+    assert restored > 0, "no restart restored a partition from a checkpoint"
+    return outcome, report
+
+
+def _run(broker: Broker, tmp_path, seed: int, stage1_workers: int) -> dict:
+    outcome, report = _crash(broker, tmp_path, seed=seed, stage1_workers=stage1_workers)
+    verdict = outcome.verdict
+    assert any(name == "stage2" for _, name in outcome.kills), report
     assert verdict.conflicting == 0, report
-    assert verdict.dead_letters == verdict.poison_sent, report
     assert verdict.duplicates > 0, "no kill landed while records were in flight"
     return report
 
@@ -63,3 +73,25 @@ def test_kill_9_both_stages_with_labels_flowing(kafka_broker, tmp_path, capsys) 
 def test_kill_9_both_stages_on_the_embedded_broker(embedded_broker, tmp_path, capsys) -> None:
     with capsys.disabled():
         _run(embedded_broker, tmp_path, seed=32, stage1_workers=1)
+
+
+def test_kill_9_exactly_once_stage1_on_apache_kafka(kafka_broker, tmp_path, capsys) -> None:
+    """``--exactly-once`` stage-1 workers killed -9 while transactions and labels flow (stage 2
+    left running): a ``read_committed`` reader sees every transaction decided exactly once and
+    each poisoned message dead-lettered exactly once."""
+    if kafka_broker.kind != "kafka":
+        pytest.skip("exactly-once needs Apache Kafka (Tansu returns no aborted transactions)")
+    with capsys.disabled():
+        outcome, report = _crash(
+            kafka_broker,
+            tmp_path,
+            seed=33,
+            stage1_workers=2,
+            exactly_once=True,
+            kills_stage1=2 * KILLS,
+            kills_stage2=0,
+        )
+    verdict = outcome.verdict
+    assert all(name.startswith("stage1") for _, name in outcome.kills), report
+    assert verdict.duplicates == 0, report
+    assert verdict.dead_letter_copies == 0, report

@@ -4,10 +4,9 @@ refused with a ``StateError``."""
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
+import zstandard
 
 from streams.checkpoint.codec import StateReader, StateWriter
 from streams.checkpoint.position import LabelsPosition
@@ -131,7 +130,7 @@ def test_codec_round_trips_and_refuses_garbage():
     with pytest.raises(StateError, match="not a checkpoint"):
         StateReader(b"garbage")
     with pytest.raises(StateError, match="magic"):
-        StateReader(zlib.compress(b"NOPE" + bytes(10)))
+        StateReader(zstandard.ZstdCompressor().compress(b"NOPE" + bytes(10)))
     with pytest.raises(StateError, match="no field"):
         r.numpy("missing")
     with pytest.raises(StateError, match="another labels state"):
