@@ -131,15 +131,17 @@ class CheckpointedValues(RecentValues):
         if self._ahead is not None and self._ahead[0] == checkpoint - self.every:
             prev, prev_at = self._ahead[1], self._ahead[0]
         lo = max(0, checkpoint - self.size)
+        prev_lo = max(0, prev_at - self.size)
         ref = None
+        # slide the last reference when it is the window ending at prev_at and what changed is
+        # in ``combined`` (while the window still grows, nothing leaves)
         if (
-            prev_at == checkpoint - self.every
-            and len(prev) == self.size
-            and lo - self.every >= base
-            and lo == checkpoint - self.size
+            0 < checkpoint - prev_at <= self.size // 2
+            and len(prev) == prev_at - prev_lo
+            and base <= prev_lo <= lo
         ):
-            leaving = combined[lo - self.every - base : lo - base]
-            entering = combined[checkpoint - self.every - base : checkpoint - base]
+            leaving = combined[prev_lo - base : lo - base]
+            entering = combined[prev_at - base : checkpoint - base]
             ref = _slide(prev, leaving, entering)
         if ref is None:
             ref = np.sort(combined[lo - base : checkpoint - base])
