@@ -24,6 +24,7 @@ from streams.stage1.telemetry import Stage1Telemetry
 
 log = logging.getLogger(__name__)
 
+UNREAD_WAIT_S = 30.0  # the longest a batch waits for labels the broker holds and we have not read
 AWAIT_CHUNK = 5000  # labels per read while a batch waits for its time (little overshoot)
 READ_AHEAD_MS = DAY_MS
 """How far past the stream's event time the loop reads labels unasked: a worker catching up on
@@ -112,13 +113,18 @@ class LabelFeed:
         ``fraudstream produce`` does, so none published by then can still come), so the batch
         sees every label known by then, wherever the labels consumer's fetches happen to be.
 
-        A partition that shows none is waited for only while labels flow on it: once it is at
-        its end (asked of the broker) and has brought nothing for ``labels_idle_ms``, it is
-        idle and the batch goes on; and no batch waits longer than ``labels_wait_ms`` (a label
-        that comes later is *late*: counted, logged, applied at the next segment)."""
+        A partition whose end (by the last fetch, or asked of the broker when this consumer has
+        not fetched it yet) lies beyond what was read holds labels the batch may need: it is
+        read, for up to ``UNREAD_WAIT_S`` (a consumer just assigned, e.g. after a restore from
+        a checkpoint, needs a moment for its first fetch). A partition read to its end is
+        waited for only while labels flow on it: once it has brought nothing for
+        ``labels_idle_ms`` it is idle and the batch goes on, and a flowing one is waited for at
+        most ``labels_wait_ms`` (a label that comes later is *late*: counted, logged, applied
+        at the next segment)."""
         topic = self.settings.topic_labels
         idle_s = self.settings.labels_idle_ms / 1000
-        deadline = time.monotonic() + self.settings.labels_wait_ms / 1000
+        started = time.monotonic()
+        deadline = started + self.settings.labels_wait_ms / 1000
         while not stopped():
             behind = [p for p in self.partitions if self.time.get(p, -1) <= upto_ms]
             if not behind:
@@ -126,30 +132,44 @@ class LabelFeed:
             if self.drain(AWAIT_CHUNK, timeout=0):
                 continue
             now = time.monotonic()
-            if now > deadline:
-                self.stats.label_wait_timeouts += 1
-                metrics.record_label_wait_timeout()
+            unread = [p for p in behind if (self._remaining(topic, p) or 0) > 0]
+            if unread:
+                if now - started > UNREAD_WAIT_S:
+                    log.warning(
+                        "labels partitions %s still unread after %.0fs: going on without them",
+                        unread,
+                        UNREAD_WAIT_S,
+                    )
+                    self._timed_out()
+                    return
+            elif now > deadline:
+                self._timed_out()
                 return
-            flowing = [p for p in behind if now - self.arrived.get(p, -1e9) < idle_s]
-            if not flowing and all(self._at_end(topic, p) for p in behind):
-                return
+            elif not [p for p in behind if now - self.arrived.get(p, -1e9) < idle_s]:
+                return  # every partition behind is at its end and idle
             self.drain(AWAIT_CHUNK, timeout=0.002)
 
-    def _at_end(self, topic: str, partition: int) -> bool:
-        """Whether the partition has no record left to read, by the high watermark the last
-        fetch brought (no broker round trip: the consumer fetches every
-        ``labels_fetch_wait_ms``), or asked of the broker when no fetch has told yet. False when
-        the broker cannot say (an outage: ``await_time`` then waits until its deadline)."""
+    def _timed_out(self) -> None:
+        self.stats.label_wait_timeouts += 1
+        metrics.record_label_wait_timeout()
+
+    def _remaining(self, topic: str, partition: int) -> int | None:
+        """Labels of the partition not read yet, by the high watermark the last fetch brought
+        (no broker round trip: the consumer fetches every ``labels_fetch_wait_ms``), or asked
+        of the broker when this consumer has not fetched the partition since its assignment.
+        None when the broker cannot say (an outage)."""
         tp = TopicPartition(topic, partition)
         try:
             position = self.consumer.position([tp])[0].offset
             low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            if low < 0 or high < 0:
+            if position < 0 or low < 0 or high < 0:  # nothing fetched here yet
                 low, high = self.consumer.get_watermark_offsets(tp, 1, False)
         except KafkaException as exc:
             log.debug("labels %s: end unknown (%s)", where(topic, partition, None), exc)
-            return False
-        return bool(high <= low or (position >= 0 and high <= position))
+            return None
+        if position < 0:  # nothing read since the assignment: it starts there
+            position = max(self.start.get(partition, OFFSET_BEGINNING), low)
+        return max(0, high - max(position, low))
 
     def position(self) -> LabelsPosition:
         """Where this feed resumes: per partition the next offset (every label before it has

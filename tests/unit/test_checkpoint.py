@@ -141,3 +141,51 @@ def test_codec_round_trips_and_refuses_garbage():
         blob = save_partition(run.state, 0, 500)
         other = PartitionedScreener(SETTINGS, load_rules(SETTINGS.rules_dir))
         load_partition(other, blob, "p0")
+
+
+def test_partitions_from_two_rounds_join_one_worker_exactly():
+    """A worker that owns nothing restores partition 0 from an early checkpoint (it takes over
+    that round's labels state) and partition 1 from a later one (adopted beside it, its labels
+    state ahead of the worker's): both continue exactly as in the run that wrote them."""
+    parts, labels = _history()
+    plan = _plan(parts, 11)
+    whole = Run(parts, labels)
+    for step in plan:
+        whole.step(*step)
+
+    early, late = len(plan) // 3, 2 * len(plan) // 3
+    writer = Run(parts, labels)
+    blobs = {}
+    for i, step in enumerate(plan[:late]):
+        writer.step(*step)
+        if i == early - 1:
+            at = {p: max((s + n for q, s, n in plan[:early] if q == p), default=0) for p in (0, 1)}
+            position = LabelsPosition({0: writer.next_label}, {})
+            blobs[0] = (save_labels(writer.state, position), save_partition(writer.state, 0, at[0]))
+    at1 = max((s + n for q, s, n in plan[:late] if q == 1), default=0)
+    blobs[1] = (
+        save_labels(writer.state, LabelsPosition({0: writer.next_label}, {})),
+        save_partition(writer.state, 1, at1),
+    )
+
+    live = PartitionedScreener(SETTINGS, load_rules(SETTINGS.rules_dir))
+    first = PartitionedScreener(SETTINGS, load_rules(SETTINGS.rules_dir))
+    resume = load_labels(first, blobs[0][0], "round A")
+    offset0 = load_partition(first, blobs[0][1], "p0")
+    live.take_labels(first)
+    live.adopt(0, first)
+    second = PartitionedScreener(SETTINGS, load_rules(SETTINGS.rules_dir))
+    load_labels(second, blobs[1][0], "round B")
+    offset1 = load_partition(second, blobs[1][1], "p1")
+    assert second.gate.released_upto > live.gate.released_upto  # the adopted one is ahead
+    live.adopt(1, second)
+
+    restored = Run(parts, labels, live, resume.offsets[0])
+    done = {0: offset0, 1: offset1}
+    for p, start, size in plan:
+        if start + size <= done[p]:
+            continue
+        begin = max(start, done[p])
+        restored.step(p, begin, start + size - begin)
+    differing = [t for t in restored.out if restored.out[t] != whole.out[t]]
+    assert restored.out and not differing, f"{len(differing)} of {len(restored.out)} differ"

@@ -120,3 +120,18 @@ def test_a_flowing_partition_is_waited_for_at_most_labels_wait_ms() -> None:
     feed.await_time(10 * DAY, lambda: False)  # partition 1 just brought a label: flowing
     waited = time.monotonic() - started
     assert 0.15 < waited < 2.0 and feed.stats.label_wait_timeouts == 1
+
+
+def test_labels_on_the_broker_not_fetched_yet_are_waited_for_beyond_labels_wait_ms() -> None:
+    """A consumer just assigned (a restore from a checkpoint) has not fetched yet: the broker's
+    end says labels remain, so the batch reads them instead of giving up after 0.1 s."""
+    later = time.monotonic() + 0.4  # the second partition's first fetch
+    consumer = _Consumer(
+        pending=[(0, _Msg(0, 20 * DAY, "a")), (later, _Msg(1, 11 * DAY, "b"))],
+        high={0: 1, 1: 1},
+    )
+    feed = _feed(consumer, labels_wait_ms=100)
+    started = time.monotonic()
+    feed.await_time(10 * DAY, lambda: False)
+    assert time.monotonic() - started > 0.2  # twice labels_wait_ms
+    assert feed.stats.labels == 2 and feed.stats.label_wait_timeouts == 0
