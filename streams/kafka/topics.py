@@ -20,13 +20,14 @@ log = logging.getLogger(__name__)
 # (Stage 2's faust changelog topics are faust's own, compacted.)
 TOPIC_CONFIG = {"retention.ms": "-1"}
 # State topics (stage-1 checkpoints, stage 2's card-table changelog): only each key's latest
-# record matters. Short segments let the cleaner compact soon (it never touches the active
-# segment) and the lag bound caps what a restore reads beyond the latest records: about half an
-# hour of writes plus one record per key, whatever the topic's age.
+# record matters. One-minute segments let the cleaner compact soon (it never touches the active
+# segment), and the lag bound keeps what the topic holds beyond each key's latest record to about
+# five minutes of writes (ten checkpoints of each partition at the default interval), whatever
+# the topic's age.
 COMPACTION_TUNING = {
-    "segment.ms": "600000",
+    "segment.ms": "60000",
     "min.cleanable.dirty.ratio": "0.1",
-    "max.compaction.lag.ms": "1800000",
+    "max.compaction.lag.ms": "300000",
 }
 CHECKPOINT_TOPIC_CONFIG = {"cleanup.policy": "compact", **COMPACTION_TUNING}
 

@@ -154,8 +154,8 @@ def test_restart_restores_checkpoints_after_the_history_is_deleted(kafka_broker,
         for topic in (settings.topic_checkpoints, changelog):
             config = _topic_config(settings, topic)
             assert config["cleanup.policy"] == "compact", (topic, config["cleanup.policy"])
-            assert config["segment.ms"] == "600000", (topic, config["segment.ms"])
-            assert config["max.compaction.lag.ms"] == "1800000", topic
+            assert config["segment.ms"] == "60000", (topic, config["segment.ms"])
+            assert config["max.compaction.lag.ms"] == "300000", topic
     with capsys.disabled():
         print(
             f"\ncheckpoint restore on {kafka_broker.kind}: {len(decided)} transactions, "
