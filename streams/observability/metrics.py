@@ -154,6 +154,19 @@ STAGE1_FORWARD_SHARE = Gauge(
     ["partition"],
 )
 
+CHECKPOINTS = Counter(
+    "fraudstream_stage1_checkpoints", "Stage-1 partition checkpoints written", ["result"]
+)
+CHECKPOINT_SECONDS = Counter(
+    "fraudstream_stage1_checkpoint_seconds",
+    "Seconds the stage-1 worker spent taking checkpoint snapshots (between two batches)",
+)
+CHECKPOINT_BYTES = Gauge(
+    "fraudstream_stage1_checkpoint_bytes",
+    "Size of the partition's latest checkpoint",
+    ["partition"],
+)
+
 
 def init_stage(stage: str) -> None:
     """Create a stage's label sets at zero, so rates and alerts see a series from the start."""
@@ -229,6 +242,17 @@ def record_online_model_update(model: str, n: int = 1) -> None:
 
 def record_rule_reload(ok: bool) -> None:
     RULE_RELOADS.labels("success" if ok else "failure").inc()
+
+
+def record_checkpoint_snapshot(seconds: float) -> None:
+    CHECKPOINT_SECONDS.inc(seconds)
+
+
+def record_checkpoint(partition: int, size: int | None) -> None:
+    """A partition checkpoint produced (``size`` bytes), or skipped (None)."""
+    CHECKPOINTS.labels("written" if size is not None else "skipped").inc()
+    if size is not None:
+        CHECKPOINT_BYTES.labels(str(partition)).set(size)
 
 
 # --- histograms --------------------------------------------------------------------------------

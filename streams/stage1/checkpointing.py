@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -25,6 +25,7 @@ from confluent_kafka import TopicPartition
 from streams.checkpoint.position import LabelsPosition
 from streams.checkpoint.stage1 import save_labels, save_partition
 from streams.checkpoint.topic import records
+from streams.observability import metrics
 from streams.settings import Settings
 from streams.stage1.state import PartitionedScreener
 
@@ -38,10 +39,6 @@ class Snapshot:
     parts: dict[int, tuple[int, bytes]]  # partition -> (next source offset, state)
     seconds: float = 0.0
 
-    @property
-    def size(self) -> int:
-        return len(self.labels) * len(self.parts) + sum(len(b) for _, b in self.parts.values())
-
 
 @dataclass
 class CheckpointStats:
@@ -50,7 +47,6 @@ class CheckpointStats:
     bytes: int = 0
     seconds: float = 0.0  # snapshotting (on the worker's thread)
     skipped: int = 0  # at-least-once snapshots not written (their offsets did not commit)
-    last_bytes: dict[int, int] = field(default_factory=dict)
 
 
 class Checkpointer:
@@ -112,6 +108,7 @@ class Checkpointer:
         )
         snap.seconds = time.perf_counter() - started
         self.stats.seconds += snap.seconds
+        metrics.record_checkpoint_snapshot(snap.seconds)
         return snap
 
     def write(self, snap: Snapshot, produce: Callable[..., Any], owned: Iterable[int]) -> None:
@@ -128,5 +125,5 @@ class Checkpointer:
             size = len(snap.labels) + len(state)
             self.stats.written += 1
             self.stats.bytes += size
-            self.stats.last_bytes[p] = size
+            metrics.record_checkpoint(p, size)
         log.debug("checkpointed %s (%.3fs)", sorted(snap.parts), snap.seconds)

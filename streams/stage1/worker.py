@@ -65,6 +65,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from streams.checkpoint.topic import ensure_topic
 from streams.gc_tuning import tuned_gc
+from streams.observability import metrics
 from streams.rules.reload import RuleReloader
 from streams.settings import Settings
 from streams.stage1 import connect
@@ -231,6 +232,7 @@ class Stage1Worker:
     def _checkpoint_delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
             self.checkpointer.stats.skipped += 1
+            metrics.record_checkpoint(msg.partition(), None)
             log.warning("checkpoint record for partition %s not written: %s", msg.partition(), err)
 
     def _checkpoint_when_idle(self) -> None:
@@ -263,6 +265,8 @@ class Stage1Worker:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             self.checkpointer.stats.skipped += 1
+            for p in owned:
+                metrics.record_checkpoint(p, None)
             log.warning("checkpoint skipped: its offsets did not commit (%s)", exc)
             return
         self.checkpointer.write(snapshot, self._produce_checkpoint, owned)

@@ -41,6 +41,9 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "fraudstream_stage1_recall_target": ("gauge", ()),
     "fraudstream_stage1_forward_share": ("gauge", ("partition",)),
     "fraudstream_rules_forward_share": ("gauge", ()),
+    "fraudstream_stage1_checkpoints": ("counter", ("result",)),
+    "fraudstream_stage1_checkpoint_seconds": ("counter", ()),
+    "fraudstream_stage1_checkpoint_bytes": ("gauge", ("partition",)),
 }
 
 
@@ -264,3 +267,15 @@ def test_stage1_recall_gauges_follow_the_partitions_controllers() -> None:
     telemetry._recall_at = 0.0  # the next call publishes (at most one a second)
     telemetry.recall({1: parts[1]})  # partition 0 was revoked: it leaves the gauges
     assert REGISTRY.get_sample_value("fraudstream_stage1_recall", {"partition": "0"}) is None
+
+
+def test_checkpoint_metrics_count_written_and_skipped() -> None:
+    before = value("fraudstream_stage1_checkpoints_total", result="written")
+    skipped = value("fraudstream_stage1_checkpoints_total", result="skipped")
+    m.record_checkpoint(3, 12_345)
+    m.record_checkpoint(3, None)
+    m.record_checkpoint_snapshot(0.25)
+    assert value("fraudstream_stage1_checkpoints_total", result="written") == before + 1
+    assert value("fraudstream_stage1_checkpoints_total", result="skipped") == skipped + 1
+    assert value("fraudstream_stage1_checkpoint_bytes", partition="3") == 12_345
+    assert value("fraudstream_stage1_checkpoint_seconds_total") >= 0.25
