@@ -32,6 +32,11 @@ REQUIRED = [
     "ratios.stage1_vs_faust",
     "ratios.stage1_vs_confluent_passthrough",
     "ratios.stage2_vs_faust",
+    "checkpoints.ratio",
+    "restore.seconds_by_history.1x",
+    "restore.histories.1x.recovery_seconds",
+    "restore.histories.1x.checkpoint_bytes_per_card",
+    "restore.without_checkpoints.seconds_to_first_new",
 ]
 
 
@@ -53,11 +58,13 @@ def test_tiny_bench_writes_every_key(kafka_broker, tmp_path: Path) -> None:
         "--memory-cards", "5000",
         "--offered-tps", "1000",
         "--latency-seconds", "2",
+        "--restore-days", "3",
+        "--restore-multiples", "1",
         "--json", str(out),
         "--logs", str(tmp_path / "logs"),
         "--bootstrap", kafka_broker.bootstrap,
     ]  # fmt: skip
-    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, timeout=280)
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, timeout=400)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
     assert b"stage1.tps" in done.stdout  # the table
     record = orjson.loads(out.read_bytes())
