@@ -1,8 +1,10 @@
 """The checkpoint topic: one partition per source partition (co-partitioned), compacted.
 
-A checkpoint of partition p is written as chunk records (at most ``CHUNK_BYTES`` each, keyed
-``p/slot/i``) followed by a manifest record (keyed ``p``: JSON with the checkpoint's id, slot,
-chunk count, source offset, byte sizes and CRC). Consecutive checkpoints alternate between two
+A checkpoint of partition p by the stage-1 group g is written as chunk records (at most
+``CHUNK_BYTES`` each, keyed ``g/p/slot/i``) followed by a manifest record (keyed ``g/p``: JSON
+with the checkpoint's id, slot, chunk count, source offset, byte sizes and CRC). The group in
+the key keeps two groups that screen the same topic (a shadow rule set, say) from restoring
+each other's state. Consecutive checkpoints alternate between two
 slots, so compaction (which keeps the latest record per key) never replaces a chunk of the latest
 complete checkpoint with one of a checkpoint whose writer died half way. A reader scans the
 partition backwards from its end, in growing windows, for the latest manifest whose chunks are
@@ -48,14 +50,20 @@ class Checkpoint:
 
 
 def records(
-    partition: int, checkpoint_id: int, offset: int, round_id: str, labels: bytes, state: bytes
+    group: str,
+    partition: int,
+    checkpoint_id: int,
+    offset: int,
+    round_id: str,
+    labels: bytes,
+    state: bytes,
 ) -> list[tuple[bytes, bytes]]:
     """The (key, value) records of a checkpoint, in the order they must be written."""
     payload = labels + state
     slot = checkpoint_id % 2
     chunks = [payload[i : i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)] or [b""]
     out = [
-        (f"{partition}/{slot}/{i}".encode(), checkpoint_id.to_bytes(8, "big") + chunk)
+        (f"{group}/{partition}/{slot}/{i}".encode(), checkpoint_id.to_bytes(8, "big") + chunk)
         for i, chunk in enumerate(chunks)
     ]
     manifest = {
@@ -68,14 +76,16 @@ def records(
         "sizes": [len(labels), len(state)],
         "crc": zlib.crc32(payload),
     }
-    out.append((str(partition).encode(), orjson.dumps(manifest)))
+    out.append((f"{group}/{partition}".encode(), orjson.dumps(manifest)))
     return out
 
 
-def assemble(partition: int, latest: dict[bytes, bytes]) -> tuple[Checkpoint | None, int]:
-    """The checkpoint ``latest`` (the last value read per key) holds complete, if any, and
-    the id of the latest manifest seen (-1: none)."""
-    raw = latest.get(str(partition).encode())
+def assemble(
+    group: str, partition: int, latest: dict[bytes, bytes]
+) -> tuple[Checkpoint | None, int]:
+    """The checkpoint of ``group`` that ``latest`` (the last value read per key) holds
+    complete, if any, and the id of its latest manifest seen (-1: none)."""
+    raw = latest.get(f"{group}/{partition}".encode())
     if raw is None:
         return None, -1
     try:
@@ -87,7 +97,7 @@ def assemble(partition: int, latest: dict[bytes, bytes]) -> tuple[Checkpoint | N
         raise StateError(f"checkpoint manifest format {manifest.get('format')!r}")
     parts = []
     for i in range(n):
-        value = latest.get(f"{partition}/{slot}/{i}".encode())
+        value = latest.get(f"{group}/{partition}/{slot}/{i}".encode())
         if value is None or int.from_bytes(value[:8], "big") != checkpoint_id:
             return None, checkpoint_id
         parts.append(value[8:])
@@ -135,7 +145,7 @@ def read_latest(
             latest = _read(consumer, topic, starts, {p: high for p, (_, high) in bounds.items()})
             again = []
             for p in todo:
-                checkpoint, manifest_id = assemble(p, latest.get(p, {}))
+                checkpoint, manifest_id = assemble(settings.stage1_group, p, latest.get(p, {}))
                 if manifest_id >= 0 and p not in ids:
                     ids[p] = manifest_id
                 if checkpoint is not None:

@@ -118,7 +118,10 @@ class Checkpointer:
             if p not in mine:
                 continue
             checkpoint_id = self.next_ids.get(p, 0)
-            for key, value in records(p, checkpoint_id, offset, snap.round, snap.labels, state):
+            group = self.settings.stage1_group
+            for key, value in records(
+                group, p, checkpoint_id, offset, snap.round, snap.labels, state
+            ):
                 produce(self.topic, value, key, partition=p)
             self.next_ids[p] = checkpoint_id + 1
             self.written_at[p] = offset

@@ -189,3 +189,26 @@ def test_partitions_from_two_rounds_join_one_worker_exactly():
         restored.step(p, begin, start + size - begin)
     differing = [t for t in restored.out if restored.out[t] != whole.out[t]]
     assert restored.out and not differing, f"{len(differing)} of {len(restored.out)} differ"
+
+
+def test_a_checkpoint_is_found_only_by_its_group_and_only_complete():
+    from streams.checkpoint.topic import CHUNK_BYTES, assemble, records
+
+    state = bytes(range(256)) * (CHUNK_BYTES // 100)  # three chunks
+    latest: dict[bytes, bytes] = {}
+    for key, value in records("shadow", 0, 4, 900, "r1", b"L", b"other group's"):
+        latest[key] = value
+    assert assemble("stage1", 0, latest) == (None, -1)
+    for key, value in records("stage1", 0, 7, 1234, "r2", b"labels", state):
+        latest[key] = value
+    found, manifest_id = assemble("stage1", 0, latest)
+    assert manifest_id == 7 and found is not None
+    assert (found.offset, found.labels, found.state, found.round) == (1234, b"labels", state, "r2")
+    assert assemble("shadow", 0, latest)[0].state == b"other group's"
+    # a newer checkpoint whose writer died before its manifest leaves this one whole (other slot)
+    for key, value in records("stage1", 0, 8, 2000, "r3", b"x", state)[:-2]:
+        latest[key] = value
+    assert assemble("stage1", 0, latest)[0].offset == 1234
+    # a chunk of the manifest's checkpoint replaced by another id: not complete
+    latest[b"stage1/0/1/0"] = (99).to_bytes(8, "big") + b"junk"
+    assert assemble("stage1", 0, latest) == (None, 7)
