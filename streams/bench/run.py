@@ -55,6 +55,28 @@ def _step(say: Say, what: str, timings: dict[str, float]) -> Iterator[None]:
     timings[what] = round(time.monotonic() - started, 1)
 
 
+def _checkpoint_cost(
+    s: Settings,
+    tag: str,
+    source: Settings,
+    total: int,
+    warmup: int,
+    say: Say,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """Stage 1 over the shared backlog with checkpoints off and every second; their ratio."""
+    out: dict[str, Any] = {}
+    for name, interval in (("off", 0.0), ("every_1s", 1.0)):
+        scoped = backlog.scoped(
+            s, tag, f"stage1-checkpoints-{name}", shared_source=source.topic_transactions
+        ).model_copy(update={"stage1_checkpoint_interval_s": interval})
+        backlog.make_topics(scoped)
+        with _step(say, f"stage 1, checkpoints {name}", timings):
+            out[name] = measure_stage1(scoped, total, warmup, 1)
+    out["ratio"] = round(out["every_1s"]["tps"] / out["off"]["tps"], 3)
+    return out
+
+
 def run_bench(
     settings: Settings, options: BenchOptions, say: Say = lambda _: None
 ) -> dict[str, Any]:
@@ -92,15 +114,7 @@ def run_bench(
             backlog.make_topics(scoped)
             with _step(say, f"stage 1, {workers} worker process(es)", timings):
                 scale[str(workers)] = measure_stage1(scoped, total, warmup, workers)
-        checkpoints: dict[str, Any] = {}
-        for name, interval in (("off", 0.0), ("every_1s", 1.0)):
-            scoped = backlog.scoped(
-                s, tag, f"stage1-checkpoints-{name}", shared_source=source.topic_transactions
-            ).model_copy(update={"stage1_checkpoint_interval_s": interval})
-            backlog.make_topics(scoped)
-            with _step(say, f"stage 1, checkpoints {name}", timings):
-                checkpoints[name] = measure_stage1(scoped, total, warmup, 1)
-        checkpoints["ratio"] = round(checkpoints["every_1s"]["tps"] / checkpoints["off"]["tps"], 3)
+        checkpoints = _checkpoint_cost(s, tag, source, total, warmup, say, timings)
         s2 = backlog.scoped(s, tag, "stage2")
         backlog.make_topics(s2)
         with _step(say, "stage 2", timings):

@@ -40,15 +40,6 @@ class Snapshot:
     seconds: float = 0.0
 
 
-@dataclass
-class CheckpointStats:
-    rounds: int = 0
-    written: int = 0  # partition checkpoints produced
-    bytes: int = 0
-    seconds: float = 0.0  # snapshotting (on the worker's thread)
-    skipped: int = 0  # at-least-once snapshots not written (their offsets did not commit)
-
-
 class Checkpointer:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
@@ -59,7 +50,7 @@ class Checkpointer:
         self.offsets: dict[int, int] = {}  # next source offset of each owned partition
         self.written_at: dict[int, int] = {}  # source offset of each one's last checkpoint
         self.next_ids: dict[int, int] = {}
-        self.stats = CheckpointStats()
+        self.rounds = 0  # snapshots taken: the round id's counter
         self._due = clock() + self.interval
 
     @property
@@ -100,14 +91,13 @@ class Checkpointer:
         ]
         if not moved:
             return None
-        self.stats.rounds += 1
+        self.rounds += 1
         snap = Snapshot(
-            f"{self.worker}:{self.stats.rounds}",
+            f"{self.worker}:{self.rounds}",
             save_labels(state, labels),
             {p: (self.offsets[p], save_partition(state, p, self.offsets[p])) for p in moved},
         )
         snap.seconds = time.perf_counter() - started
-        self.stats.seconds += snap.seconds
         metrics.record_checkpoint_snapshot(snap.seconds)
         return snap
 
@@ -126,7 +116,5 @@ class Checkpointer:
             self.next_ids[p] = checkpoint_id + 1
             self.written_at[p] = offset
             size = len(snap.labels) + len(state)
-            self.stats.written += 1
-            self.stats.bytes += size
             metrics.record_checkpoint(p, size)
         log.debug("checkpointed %s (%.3fs)", sorted(snap.parts), snap.seconds)

@@ -32,9 +32,12 @@ def recovery_settings(broker: Broker, **overrides: Any) -> Settings:
     return isolated_settings(broker.bootstrap, **overrides)
 
 
-def history(customers: int = 500, days: int = 20, seed: int = 3) -> pl.DataFrame:
-    """About 40 transactions per customer-day... ~19k for the defaults; no labels column, so
-    ``produce_history`` publishes no labels (see the determinism note in the worker)."""
+def history(
+    customers: int = 500, days: int = 20, seed: int = 3, labels: bool = False
+) -> pl.DataFrame:
+    """About 40 transactions per customer-day... ~19k for the defaults. Without ``labels`` no
+    labels column, so ``produce_history`` publishes no labels; with it, the labels flow beside
+    the transactions."""
     df = read_handbook_frame(
         simulate(
             customers=customers,
@@ -45,7 +48,7 @@ def history(customers: int = 500, days: int = 20, seed: int = 3) -> pl.DataFrame
             compromised_cards_per_day=1,
         )
     )
-    return df.drop("TX_FRAUD")
+    return df if labels else df.drop("TX_FRAUD")
 
 
 def ids(df: pl.DataFrame) -> set[str]:

@@ -23,6 +23,7 @@ from tests.integration.recovery_support import (
     Tail,
     Worker,
     by_transaction,
+    history,
     ids,
     recovery_settings,
     reference,
@@ -32,22 +33,6 @@ from tests.integration.recovery_support import (
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 2
-
-
-def _labelled(customers: int, days: int, seed: int):
-    from streams.data.handbook import read_handbook_frame
-    from streams.data.simulate import simulate
-
-    return read_handbook_frame(
-        simulate(
-            customers=customers,
-            terminals=customers * 2,
-            days=days,
-            seed=seed,
-            compromised_terminals_per_day=1,
-            compromised_cards_per_day=1,
-        )
-    )
 
 
 def _checkpoints_past(settings, partitions: list[int], minimum: int):
@@ -94,7 +79,7 @@ def test_restart_restores_checkpoints_after_the_history_is_deleted(kafka_broker,
         kafka_broker, partitions=PARTITIONS, stage1_checkpoint_interval_s=3.0
     )
     create_topics(settings)
-    df = _labelled(customers=250, days=40, seed=41)  # ~19k transactions, labels beside them
+    df = history(customers=250, days=40, seed=41, labels=True)  # ~19k transactions
     assert "TX_FRAUD" in df.columns  # so the labels flow beside the transactions
     per_partition = len(df) // PARTITIONS
     outputs = [settings.topic_decisions]
