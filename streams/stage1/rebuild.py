@@ -140,7 +140,8 @@ def _restore(
     )
     labels.time = dict(position.times)
     try:
-        done = _replay(settings, state, private, labels, topic, starts, ends, stopped)
+        done = _replay(settings, private, labels, topic, starts, ends, stopped)
+        _catch_up(state, private, labels, stopped)
         if stopped():
             return done
         handover = not state.parts and take_labels is not None
@@ -172,9 +173,8 @@ def _rebuild(
         private.reset(p)
     labels = LabelFeed(settings, labels_consumer(settings), private, Stage1Stats(), None)
     try:
-        done = _replay(
-            settings, state, private, labels, topic, dict.fromkeys(ends, 0), ends, stopped
-        )
+        done = _replay(settings, private, labels, topic, dict.fromkeys(ends, 0), ends, stopped)
+        _catch_up(state, private, labels, stopped)
     finally:
         labels.close()
     if not stopped():
@@ -183,9 +183,25 @@ def _rebuild(
     return done
 
 
+def _catch_up(
+    state: PartitionedScreener,
+    private: PartitionedScreener,
+    labels: LabelFeed,
+    stopped: Callable[[], bool],
+) -> None:
+    """Release ``private``'s labels up to what the live ``state`` has released, so the adopted
+    classifiers take the labels in between from their backlog (the live gate has passed them).
+    Needed whether or not records were replayed: a checkpoint at the committed offset (nothing
+    to replay) may come from a worker whose labels were behind this one's."""
+    live = state.gate.released_upto
+    if live > private.gate.released_upto and not stopped():
+        labels.await_time(live, stopped)
+        for _ in private.gate.for_terminals(live):
+            pass
+
+
 def _replay(
     settings: Settings,
-    state: PartitionedScreener,
     private: PartitionedScreener,
     labels: LabelFeed,
     topic: str,
@@ -195,9 +211,8 @@ def _replay(
     chunk: int = 5000,
 ) -> Rebuilt:
     """Screen records ``[starts[p], ends[p])`` of each partition through ``private`` with the
-    labels in event time, then read the labels up to what the live ``state`` has released (the
-    adopted classifiers learn those from the backlog). Messages that fail
-    ``decode_transaction`` are skipped: the worker sent them to the dead-letter topic."""
+    labels in event time. Messages that fail ``decode_transaction`` are skipped: the worker
+    sent them to the dead-letter topic."""
     done = Rebuilt(replayed=dict.fromkeys(starts, 0))
     pending = {p for p in starts if ends[p] > starts[p]}
     if not pending:
@@ -252,11 +267,6 @@ def _replay(
                 private.screen_many(groups.items())
                 for p, txs in groups.items():
                     done.replayed[p] += len(txs)
-        live = state.gate.released_upto
-        if live > private.gate.released_upto and not stopped():
-            labels.await_time(live, stopped)
-            for _ in private.gate.for_terminals(live):
-                pass
     finally:
         consumer.close()
     return done

@@ -97,7 +97,14 @@ class PartitionedScreener:
         """Take over ``partition`` as rebuilt in ``other`` (a private state fed the partition's
         history and the labels in event time): its screener joins this worker's terminal table,
         and its classifier continues with the labels it has not learnt. ``other``'s gate must
-        have released every label up to this gate's ``released_upto``."""
+        have released every label up to this gate's ``released_upto``: the classifier takes
+        the labels up to there from ``other``, and this gate's later ones."""
+        if other.gate.released_upto < self.gate.released_upto:
+            raise RuntimeError(
+                f"adopt: partition {partition}'s labels are released up to "
+                f"{other.gate.released_upto}, behind this worker's {self.gate.released_upto}: "
+                "its classifier would miss the labels in between"
+            )
         screener = other.parts[partition]
         self._attach(screener)
         screener.rules = self.rules

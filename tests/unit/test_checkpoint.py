@@ -191,6 +191,68 @@ def test_partitions_from_two_rounds_join_one_worker_exactly():
     assert restored.out and not differing, f"{len(differing)} of {len(restored.out)} differ"
 
 
+def test_a_partition_behind_the_worker_joins_once_its_labels_caught_up():
+    """Partition 0's checkpoint is at its committed offset (nothing to replay) but older than
+    the labels state of the worker taking it over (partition 1's, further on). Adopted as it is,
+    its classifier would skip the labels released in between: ``adopt`` refuses that. Once its
+    private gate has released the labels up to the worker's (``rebuild._catch_up``), it
+    continues exactly as in the run that wrote it."""
+    parts, labels = _history()
+    plan = _plan(parts, 13)
+    whole = Run(parts, labels)
+    for step in plan:
+        whole.step(*step)
+
+    early, late = len(plan) // 3, 2 * len(plan) // 3
+    writer = Run(parts, labels)
+    for step in plan[:early]:
+        writer.step(*step)
+    offset0 = max((s + n for q, s, n in plan[:early] if q == 0), default=0)
+    blob0 = (
+        save_labels(writer.state, LabelsPosition({0: writer.next_label}, {})),
+        save_partition(writer.state, 0, offset0),
+    )
+    p1_steps = [(q, s, n) for q, s, n in plan[early:late] if q == 1]
+    for step in p1_steps:  # partition 0 does not move: its checkpoint stays at its offset
+        writer.step(*step)
+    offset1 = max((s + n for q, s, n in plan[:late] if q == 1), default=0)
+    position1 = LabelsPosition({0: writer.next_label}, {})
+    blob1 = (save_labels(writer.state, position1), save_partition(writer.state, 1, offset1))
+
+    live = PartitionedScreener(SETTINGS, load_rules(SETTINGS.rules_dir))
+    ahead = PartitionedScreener(SETTINGS, load_rules(SETTINGS.rules_dir))
+    load_labels(ahead, blob1[0], "round B")
+    assert load_partition(ahead, blob1[1], "p1") == offset1
+    live.take_labels(ahead)
+    live.adopt(1, ahead)
+
+    behind = PartitionedScreener(SETTINGS, load_rules(SETTINGS.rules_dir))
+    resume0 = load_labels(behind, blob0[0], "round A")
+    assert load_partition(behind, blob0[1], "p0") == offset0
+    assert behind.gate.released_upto < live.gate.released_upto
+    with pytest.raises(RuntimeError, match="behind this worker"):
+        live.adopt(0, behind)
+    upto = live.gate.released_upto
+    for known, tid, terminal, ts, fraud in labels[resume0.offsets[0] :]:
+        if known > upto + DAY_MS:
+            break
+        behind.learn_label(tid, terminal, ts, fraud, known)
+    for _ in behind.gate.for_terminals(upto):
+        pass
+    live.adopt(0, behind)
+
+    # partition 0's records from offset0 on are new to this worker; so are partition 1's
+    # after offset1 (the records of partition 0 the writer never screened come now, in order)
+    restored = Run(parts, labels, live, position1.offsets[0])
+    p0_rest = [(0, offset0, len(parts[0]) - offset0)]
+    p1_rest = [(1, offset1, len(parts[1]) - offset1)]
+    for p, start, size in p0_rest + p1_rest:
+        for begin in range(start, start + size, 700):
+            restored.step(p, begin, min(700, start + size - begin))
+    differing = [t for t in restored.out if restored.out[t] != whole.out[t]]
+    assert restored.out and not differing, f"{len(differing)} of {len(restored.out)} differ"
+
+
 def test_a_checkpoint_is_found_only_by_its_group_and_only_complete():
     from streams.checkpoint.topic import CHUNK_BYTES, assemble, records
 
