@@ -7,6 +7,11 @@ a new worker starts while new transactions wait on the topic. Measured: seconds 
 process's start to the first output of a new transaction (``seconds_by_history``), the recovery
 the worker logs, and the checkpoint bytes. For the shortest history a third worker with
 checkpoints off rebuilds from the topic's beginning (the fallback), for comparison.
+
+Stage 2 the same way (``stage2_seconds_by_history``): a stage-2 worker decides every flagged
+record of the history (its card table and the table's compacted changelog fill), is killed, and
+a new one starts while copies of the last flagged records wait: seconds from its start to its
+first decision, which comes once the card table is recovered from the changelog.
 """
 
 from __future__ import annotations
@@ -27,19 +32,34 @@ from streams.data.simulate import simulate
 from streams.kafka import clients
 from streams.process import WorkerProcess
 from streams.settings import Settings
+from streams.stage2.context import CARD_TABLE
 
 NEW_TRANSACTIONS = 2000  # held back from the history: what the restarted worker screens first
 CHECKPOINT_INTERVAL_S = 5.0
 _RECOVERY = re.compile(r"recovery took ([0-9.]+)s")
 
 
-def _committed(settings: Settings) -> int:
-    consumer = clients.consumer(settings, settings.stage1_group)
+def _committed(settings: Settings, group: str | None = None, topic: str | None = None) -> int:
+    """Offsets committed by ``group`` (the stage-1 group) on ``topic`` (transactions), summed."""
+    consumer = clients.consumer(settings, group or settings.stage1_group)
     try:
-        topic = settings.topic_transactions
+        topic = topic or settings.topic_transactions
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         tps = [TopicPartition(topic, p) for p in meta.partitions]
         return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+    finally:
+        consumer.close()
+
+
+def _held(settings: Settings, topic: str) -> tuple[int, int]:
+    """(records the topic holds: high - low summed over partitions, its end offsets summed)."""
+    consumer = clients.consumer(settings, f"{settings.stage1_group}-bench-sizes")
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        bounds = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in meta.partitions
+        ]
+        return sum(high - low for low, high in bounds), sum(high for _, high in bounds)
     finally:
         consumer.close()
 
@@ -55,12 +75,13 @@ def _wait(what: str, done: Callable[[], bool], worker: WorkerProcess, timeout_s:
 
 
 class _FirstOutput:
-    """A consumer of the stage-1 outputs from their current ends: the first record after."""
+    """A consumer of ``topics`` (the stage-1 outputs) from their current ends: the first record
+    after."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, topics: tuple[str, ...] = ()):
         self.consumer = clients.consumer(settings, f"{settings.stage1_group}-first-output")
         tps = []
-        for topic in (settings.topic_decisions, settings.topic_flagged):
+        for topic in topics or (settings.topic_decisions, settings.topic_flagged):
             meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
             for p in meta.partitions:
                 _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
@@ -101,6 +122,70 @@ def _restart(settings: Settings, log_dir: Path, name: str, **env: str) -> dict[s
         }
     finally:
         worker.kill()
+
+
+def _resend_tail(settings: Settings, topic: str, per_partition: int) -> int:
+    """Copies of the last records of each partition of ``topic``, to the same partitions."""
+    consumer = clients.consumer(
+        settings, f"{settings.stage1_group}-bench-tail", **{"enable.partition.eof": True}
+    )
+    producer = clients.CheckedProducer(settings, 60.0)
+    sent = 0
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        ends = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
+            if high > low:
+                ends[p] = high
+        consumer.assign(
+            [TopicPartition(topic, p, max(0, e - per_partition)) for p, e in ends.items()]
+        )
+        pending = set(ends)
+        while pending:
+            for msg in consumer.consume(1000, timeout=1.0):
+                p = msg.partition()
+                if msg.error() is not None or (msg.offset() or 0) >= ends[p]:
+                    pending.discard(p)
+                    continue
+                producer.send(topic, msg.value() or b"", msg.key(), partition=p)
+                sent += 1
+                if (msg.offset() or 0) >= ends[p] - 1:
+                    pending.discard(p)
+    finally:
+        consumer.close()
+        producer.close(f"of {sent} copies of {topic}")
+    return sent
+
+
+def _stage2_restart(s: Settings, log_dir: Path, name: str) -> dict[str, Any]:
+    """Stage 2 decides every flagged record (its card table fills), is killed with SIGKILL, and
+    restarts while copies of the last flagged records wait: seconds from its start to its first
+    decision (its card table recovered from the changelog first), and the changelog's size."""
+    _, flagged = _held(s, s.topic_flagged)
+    first = WorkerProcess("stage2", s, log_dir, name=f"{name}-first").start()
+    try:
+        timeout = 120 + flagged / 1000
+        decided = lambda: _committed(s, s.stage2_app_id, s.topic_flagged) >= flagged  # noqa: E731
+        _wait("stage 2 decided the flagged history", decided, first, timeout)
+    finally:
+        first.kill()
+    changelog = f"{s.stage2_app_id}-{CARD_TABLE}-changelog"  # faust's name for the table's
+    records, _ = _held(s, changelog)
+    _resend_tail(s, s.topic_flagged, 50)
+    watch = _FirstOutput(s, (s.topic_decisions,))
+    worker = WorkerProcess("stage2", s, log_dir, name=f"{name}-restart")
+    started = time.monotonic()
+    worker.start()
+    try:
+        seen = watch.wait(worker, 600)
+    finally:
+        worker.kill()
+    return {
+        "seconds_to_first_decision": round(seen - started, 2),
+        "flagged_records": flagged,
+        "changelog_records": records,
+    }
 
 
 def _screen_history(s: Settings, history: Any, log_dir: Path, name: str) -> dict[int, Any]:
@@ -159,6 +244,8 @@ def measure_restore(
             }
         )
         row["checkpoint_bytes_per_card"] = round(row["checkpoint_bytes"] / row["cards"], 1)
+        say("restore: stage 2 decides the flagged history, then restarts")
+        row["stage2"] = _stage2_restart(s, log_dir, f"restore-{multiple}x-stage2")
         by_history[f"{multiple}x"] = row
         if multiple == min(multiples):
             say("restore: the fallback, a full rebuild without checkpoints")
@@ -171,6 +258,9 @@ def measure_restore(
     return {
         "days_per_multiple": days,
         "seconds_by_history": {k: r["seconds_to_first_new"] for k, r in by_history.items()},
+        "stage2_seconds_by_history": {
+            k: r["stage2"]["seconds_to_first_decision"] for k, r in by_history.items()
+        },
         "flat_within": round(max(seconds) / min(seconds) - 1, 3) if seconds else None,
         "histories": by_history,
         "without_checkpoints": fallback,

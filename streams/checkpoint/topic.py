@@ -145,7 +145,11 @@ def read_latest(
             latest = _read(consumer, topic, starts, {p: high for p, (_, high) in bounds.items()})
             again = []
             for p in todo:
-                checkpoint, manifest_id = assemble(settings.stage1_group, p, latest.get(p, {}))
+                try:
+                    checkpoint, manifest_id = assemble(settings.stage1_group, p, latest.get(p, {}))
+                except StateError as exc:  # this partition rebuilds; the others restore
+                    log.warning("partition %d: checkpoint unusable (%s)", p, exc)
+                    continue
                 if manifest_id >= 0 and p not in ids:
                     ids[p] = manifest_id
                 if checkpoint is not None:

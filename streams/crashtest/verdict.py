@@ -71,7 +71,7 @@ def judge(
         if len(values) == 1 or len(set(values)) == 1:
             continue
         v.differing_bytes += 1
-        parsed = [orjson.loads(x) for x in values]
+        parsed = [orjson.loads(x) for x in dict.fromkeys(values)]  # the distinct values
         examples.setdefault("differing", [p for p in parsed[:2]])
         fields = {
             name: len({orjson.dumps(p.get(name)) for p in parsed}) > 1

@@ -12,6 +12,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
+CARD_TABLE = "stage2-card-context"  # the faust table's name; its changelog is named after it
 DAY_MS = 86_400_000
 CONTEXT_WINDOW_MS = 30 * DAY_MS
 CONTEXT_KEEP_MS = 60 * DAY_MS
