@@ -18,6 +18,7 @@ from streams.kafka.dlq import PREFIX
 from streams.observability import metrics
 from streams.settings import Settings
 from streams.stage2.pipeline import header
+from streams.stage2.stats import Stage2Stats
 
 STAGE = "stage2"
 RETRY_BASE_S = 1.0
@@ -45,7 +46,7 @@ class Failures:
     """Sends failed records of the stage-2 app to its retry topics and dead-letter topic (faust
     topics of that app); counts them in ``stats`` and the metrics."""
 
-    def __init__(self, settings: Settings, retries: list[Any], dlq: Any, stats: dict[str, Any]):
+    def __init__(self, settings: Settings, retries: list[Any], dlq: Any, stats: Stage2Stats):
         self.settings = settings
         self.retries = retries
         self.dlq = dlq
@@ -77,7 +78,7 @@ class Failures:
             }.items()
         ]
         await self.dlq.send(key=msg.key, value=msg.value, headers=headers)
-        self.stats["dead_letters"] += 1
+        self.stats.dead_letters += 1
         metrics.record_dead_letter(STAGE, kind)
 
     async def retry_or_dead(self, event: Any, attempt: int, error: str) -> None:
@@ -104,5 +105,5 @@ class Failures:
             headers=headers,
             timestamp=int(timestamp) / 1000,  # event time, as on the flagged topic
         )
-        self.stats["retried"] += 1
+        self.stats.retried += 1
         metrics.record_retry(STAGE, "transient")

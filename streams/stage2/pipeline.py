@@ -14,6 +14,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from streams.stage2.scoring import Predicted, Prepared
 
 IN_FLIGHT = 3
@@ -56,3 +58,15 @@ def source_partition(event: Any) -> int:
     ``retry.source.partition`` header carries."""
     original = header(event, "retry.source.partition")
     return int(original) if original is not None else int(event.message.partition)
+
+
+def decode_flagged(event: Any) -> dict[str, Any]:
+    """The flagged record of an event, with its ``sent_ms`` header in it; ValueError
+    (``orjson.JSONDecodeError`` included) when it is not one."""
+    record = orjson.loads(event.message.value)
+    if not isinstance(record, dict) or "features" not in record:
+        raise ValueError("not a flagged record")
+    sent = sent_ms(event)
+    if sent is not None:
+        record["sent_ms"] = sent
+    return record

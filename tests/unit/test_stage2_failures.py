@@ -9,6 +9,7 @@ from typing import Any
 
 from streams.settings import Settings
 from streams.stage2.failures import RETRY_BASE_S, Failures, flagged_source
+from streams.stage2.stats import Stage2Stats
 
 
 class Topic:
@@ -31,11 +32,11 @@ def _event(headers: list[tuple[str, bytes]], partition: int = 2, offset: int = 4
     return SimpleNamespace(message=message)
 
 
-def _failures(max_attempts: int = 3) -> tuple[Failures, list[Topic], Topic, dict[str, Any]]:
+def _failures(max_attempts: int = 3) -> tuple[Failures, list[Topic], Topic, Stage2Stats]:
     settings = Settings(bootstrap_servers="x:1", stage2_max_attempts=max_attempts)
     retries = [Topic() for _ in range(max_attempts - 1)]
     dlq = Topic()
-    stats = {"dead_letters": 0, "retried": 0}
+    stats = Stage2Stats()
     return Failures(settings, retries, dlq, stats), retries, dlq, stats
 
 
@@ -50,7 +51,7 @@ def test_first_failure_goes_to_the_first_retry_topic_in_event_time():
     assert (headers["retry.source.partition"], headers["retry.source.offset"]) == (b"2", b"41")
     assert int(headers["retry.at.ms"]) >= before + RETRY_BASE_S * 1000
     assert sent["timestamp"] == 1_700_000_000.5 and sent["value"] == b'{"transaction_id": "t1"}'
-    assert stats == {"dead_letters": 0, "retried": 1} and not dlq.sent and not retries[1].sent
+    assert (stats.dead_letters, stats.retried) == (0, 1) and not dlq.sent and not retries[1].sent
 
 
 def test_last_attempt_goes_to_the_dead_letter_topic_with_the_flagged_position():
@@ -76,5 +77,5 @@ def test_last_attempt_goes_to_the_dead_letter_topic_with_the_flagged_position():
     assert headers["dlq.error.kind"] == b"transient"
     assert headers["dlq.error.message"] == b"still failing"
     assert headers["dlq.attempts"] == b"3" and headers["dlq.first.failure.ms"] == b"1000"
-    assert sent["key"] == b"card-7" and stats == {"dead_letters": 1, "retried": 0}
+    assert sent["key"] == b"card-7" and (stats.dead_letters, stats.retried) == (1, 0)
     assert not any(t.sent for t in retries)

@@ -1,0 +1,166 @@
+"""Stage-2 micro-batches from events to acked decisions: ``begin`` and ``finish``.
+
+``begin`` decodes a batch (undecodable records to the dead-letter topic), builds its features
+and starts its booster call in the scoring thread; ``finish`` turns the scores into decisions,
+hands the card context and the decisions to the producer (after the previous batch has, so the
+table and the topics see batches in order), and acks the batch's events once the broker has
+all its outputs. A batch whose scoring fails on one record is scored record by record
+(``isolate``: only the bad record is dead-lettered); a transient failure sends the batch to the
+retry topics (``retry_all``). No faust here: events are anything with ``message`` (``value``,
+``headers``, ``partition``, ``incref``) and ``ack``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+import orjson
+
+from streams.errors import ModelError
+from streams.stage2.faults import check_fault
+from streams.stage2.output import Delivery, Record
+from streams.stage2.pipeline import Job, decode_flagged, source_partition
+from streams.stage2.records import OutputRecords
+from streams.stage2.scoring import Scorer
+from streams.stage2.stats import Stage2Stats
+from streams.stage2.telemetry import Stage2Telemetry
+from streams.stage2.versions import ModelVersions
+
+log = logging.getLogger("streams.stage2.app")  # the app's logger, as before it was split up
+
+
+class FailureRoutes(Protocol):
+    """Where failed records go (``streams.stage2.failures.Failures``)."""
+
+    async def dead_letter(self, event: Any, kind: str, message: str) -> None: ...
+
+    async def retry_or_dead(self, event: Any, attempt: int, error: str) -> None: ...
+
+
+class Producer(Protocol):
+    """The batch producer (``streams.stage2.output.BatchOutput``)."""
+
+    async def produce(self, records: list[Record]) -> Delivery: ...
+
+    async def delivered(self, delivery: Delivery) -> None: ...
+
+
+class BatchScorer:
+    def __init__(
+        self,
+        models: ModelVersions,
+        records: OutputRecords,
+        output: Producer,
+        failures: FailureRoutes,
+        *,
+        stats: Stage2Stats,
+        telemetry: Stage2Telemetry,
+        scoring_thread: Executor,
+        fault: int | None = None,
+    ):
+        self.models = models
+        self.scorer: Scorer = models.scorer
+        self.records = records
+        self.output = output
+        self.failures = failures
+        self.stats = stats
+        self.telemetry = telemetry
+        self.scoring_thread = scoring_thread
+        self.fault = fault  # scoring fails on attempts below it (test hook, ``faults``)
+
+    async def begin(self, events: list[Any], attempt: int) -> Job:
+        """Decode a batch, build its features and start its booster call in the scoring thread.
+        Its events stay unacked (one extra reference each) until ``finish`` has delivered
+        everything they produced."""
+        for event in events:
+            event.message.incref()
+        job = Job(events, attempt, time.perf_counter(), asyncio.get_running_loop().create_future())
+        job.published.add_done_callback(_retrieved)  # its error is raised by finish itself
+        self.models.refresh()
+        for event in events:
+            try:
+                record = decode_flagged(event)
+                job.records.append(record)
+                job.good.append(event)
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                await self.failures.dead_letter(event, "decode", str(exc))
+        try:
+            check_fault(self.fault, attempt)
+            job.batch = self.scorer.prepare(job.records)
+        except ModelError:
+            job.decided = await self.isolate(job)
+            return job
+        except Exception as exc:
+            await self.retry_all(job, exc)
+            return job
+        # exact TreeSHAP is most of a batch's CPU time; XGBoost releases the GIL, so the event
+        # loop takes and prepares the next batch meanwhile
+        loop = asyncio.get_running_loop()
+        job.predicted = loop.run_in_executor(self.scoring_thread, self.scorer.predict, job.batch)
+        return job
+
+    async def finish(self, job: Job, previous: Job | None = None) -> None:
+        """Decisions of a begun batch: card context and decisions handed to the producer (after
+        ``previous`` batch's, so the table and the topics see batches in order), then, once
+        the broker has them all, the batch's events acked (so faust commits their offsets only
+        after their outputs are delivered)."""
+        try:
+            if previous is not None:
+                await asyncio.shield(previous.published)
+            if job.predicted is not None and job.batch is not None:
+                try:
+                    job.decided = self.scorer.decisions(job.batch, await job.predicted)
+                except ModelError:
+                    job.decided = await self.isolate(job)
+                except Exception as exc:
+                    await self.retry_all(job, exc)
+            delivery = await self.publish(job) if job.decided else None
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                job.published.cancel()
+            else:
+                job.published.set_exception(exc)
+            raise
+        job.published.set_result(None)
+        if delivery is not None:
+            await self.output.delivered(delivery)
+        if job.decided is not None:
+            self.stats.scored += len(job.decided)
+            self.telemetry.batch(
+                len(job.events), job.decided, job.started, self.models.champion_version
+            )
+        for event in job.events:
+            event.ack()
+
+    async def isolate(self, job: Job) -> list[dict[str, Any]]:
+        """Score record by record, so only the bad record goes to the dead-letter topic."""
+        decided: list[dict[str, Any]] = []
+        for record, event in zip(job.records, job.good, strict=True):
+            try:
+                decided += self.scorer.score_batch([record])
+            except ModelError as exc:
+                await self.failures.dead_letter(event, "validation", str(exc))
+            except Exception as exc:
+                await self.failures.retry_or_dead(event, job.attempt + 1, repr(exc))
+        return decided
+
+    async def retry_all(self, job: Job, exc: Exception) -> None:
+        log.warning("scoring failed (%s); sending %d records to retry", exc, len(job.good))
+        for event in job.good:
+            await self.failures.retry_or_dead(event, job.attempt + 1, repr(exc))
+
+    async def publish(self, job: Job) -> Delivery:
+        """Card context (one table write per card per batch) and the decisions, handed to the
+        producer; ``finish`` waits for their delivery before it acks the batch."""
+        assert job.decided is not None
+        partitions = (source_partition(e) for e in job.good)
+        return await self.output.produce(self.records.build(job.records, partitions, job.decided))
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
