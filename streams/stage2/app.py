@@ -40,17 +40,16 @@ from streams.kafka.topics import COMPACTION_TUNING, retry_topic
 from streams.settings import Settings
 from streams.stage2.agents import score_flagged, score_retries
 from streams.stage2.batches import BatchScorer
-from streams.stage2.context import apply_card_context as apply_card_context  # re-exported
+from streams.stage2.context import CARD_TABLE
 from streams.stage2.failures import STAGE, Failures
-from streams.stage2.faults import FAULT_ENV as FAULT_ENV  # re-exported
-from streams.stage2.faults import injected_fault_attempts
+from streams.stage2.faults import FAULT_ENV, injected_fault_attempts
 from streams.stage2.output import BatchOutput
 from streams.stage2.records import OutputRecords
 from streams.stage2.stats import Stage2Stats
 from streams.stage2.telemetry import Stage2Telemetry
 from streams.stage2.versions import ModelVersions
 
-__all__ = ["apply_card_context", "build_app", "injected_fault_attempts", "is_ready", "run_worker"]
+__all__ = ["build_app", "is_ready", "run_worker"]
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -74,7 +73,7 @@ def build_app(settings: Settings) -> faust.App:
     # restore other workers' cards after a rebalance.)
     # faust creates its changelog compacted; the tuning bounds its recovery read (``topics``)
     cards = app.Table(
-        "stage2-card-context",
+        CARD_TABLE,
         default=dict,
         partitions=s.partitions,
         extra_topic_configs=COMPACTION_TUNING,

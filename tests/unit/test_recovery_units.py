@@ -9,7 +9,8 @@ from streams.cli.recovery_cmds import parse_time
 from streams.errors import ConfigError
 from streams.recovery.inspect import age_bucket, preview
 from streams.recovery.redrive import RedriveFilter, marker_key, marker_topic
-from streams.stage2.app import apply_card_context, injected_fault_attempts
+from streams.stage2.context import apply_card_context
+from streams.stage2.faults import injected_fault_attempts
 
 DAY = 86_400_000
 
