@@ -5,9 +5,9 @@ other one an *approve* decision on ``topic_decisions`` (keyed by transaction id)
 carries the transaction's event time as its timestamp and the source's ``sent_ms`` header, and
 nothing that depends on the wall clock, so a record processed again yields the same bytes.
 
-``encode_outputs`` builds the values of a whole batch in one pass: the same bytes as
-``encode(out.flagged_record(i))`` / ``encode(out.approve_decision(i))`` (tested), with the
-per-row method calls and lookups of the row-wise path taken out of the loop.
+``encode_outputs`` builds the values of a whole batch in one pass, with the shapes' builders
+(``streams.output_schema``) and the per-row lookups of ``ScreenedBatch``'s row-wise methods taken
+out of the loop.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from streams.output_schema import approve_decision, stage1_evidence
 from streams.schema import encode
 from streams.settings import Settings
 from streams.stage1.screen import ScreenedBatch
@@ -52,33 +53,12 @@ def encode_outputs(out: ScreenedBatch) -> list[bytes]:
             append(encode(record(i)))
             continue
         s = score[i]
-        append(
-            dumps(
-                {  # ScreenedBatch.approve_decision(i), key for key
-                    "transaction_id": tx.transaction_id,
-                    "card_id": tx.card_id if same_card else card_out(tx.card_id),
-                    "action": "approve",
-                    "score": s,
-                    "stage": 1,
-                    "rules_version": version,
-                    "model_version": None,
-                    "rules": fired,
-                    "rule_reasons": reasons,
-                    "reasons": [],
-                    "stage1": {
-                        "rules_version": version,
-                        "rules_fired": fired,
-                        "reasons": reasons,
-                        "shadow_rules_fired": shadow,
-                        "anomaly_score": anomaly[i],
-                        "fraud_probability": probability[i],
-                        "rule_score": rule_score[i],
-                        "score": s,
-                    },
-                },
-                option=option,
-            )
+        evidence = stage1_evidence(
+            version, fired, reasons, shadow, anomaly[i], probability[i], rule_score[i], s
         )
+        card = tx.card_id if same_card else card_out(tx.card_id)
+        decision = approve_decision(tx.transaction_id, card, s, version, fired, reasons, evidence)
+        append(dumps(decision, option=option))
     return values
 
 

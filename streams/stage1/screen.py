@@ -18,6 +18,7 @@ from streams.features.engine import FeatureEngine
 from streams.features.names import DAY_MS, MODEL_FEATURES, RULE_FIELDS
 from streams.online.anomaly import AnomalyScorer
 from streams.online.supervised import WARM_START_FILE, OnlineClassifier
+from streams.output_schema import approve_decision, flagged_record, stage1_evidence
 from streams.rules.model import RuleSet
 from streams.schema import Transaction
 from streams.settings import Settings
@@ -81,57 +82,42 @@ class ScreenedBatch:
     def flagged_record(self, i: int) -> dict[str, Any]:
         """What stage 1 sends to stage 2 for a forwarded transaction."""
         tx = self.txs[i]
-        return {
-            "transaction_id": tx.transaction_id,
-            "card_id": self.card_out(tx.card_id),
-            "terminal_id": tx.terminal_id,
-            "amount": tx.amount,
-            "ts_ms": tx.ts_ms,
-            "features": dict(zip(MODEL_FEATURES, self.X[i].tolist(), strict=True)),
-            "stage1": self.evidence(i),
-            "transaction": tx.raw,
-        }
+        return flagged_record(
+            tx.transaction_id,
+            self.card_out(tx.card_id),
+            tx.terminal_id,
+            tx.amount,
+            tx.ts_ms,
+            self.X[i].tolist(),
+            self.evidence(i),
+            tx.raw,
+        )
 
     def evidence(self, i: int) -> dict[str, Any]:
         anomaly, probability, rule_score, score = self._values()
-        return {
-            "rules_version": self.rules_version,
-            "rules_fired": self.fired[i],
-            "reasons": self.reasons[i],
-            "shadow_rules_fired": self.shadow_fired[i],
-            "anomaly_score": anomaly[i],
-            "fraud_probability": probability[i],
-            "rule_score": rule_score[i],
-            "score": score[i],
-        }
+        return stage1_evidence(
+            self.rules_version,
+            self.fired[i],
+            self.reasons[i],
+            self.shadow_fired[i],
+            anomaly[i],
+            probability[i],
+            rule_score[i],
+            score[i],
+        )
 
     def approve_decision(self, i: int) -> dict[str, Any]:
         """The stage-1 decision for a transaction that is not forwarded."""
         tx = self.txs[i]
-        anomaly, probability, rule_score, score = self._values()
-        fired, reasons = self.fired[i], self.reasons[i]
-        return {
-            "transaction_id": tx.transaction_id,
-            "card_id": self.card_out(tx.card_id),
-            "action": "approve",
-            "score": score[i],
-            "stage": 1,
-            "rules_version": self.rules_version,
-            "model_version": None,
-            "rules": fired,
-            "rule_reasons": reasons,
-            "reasons": [],
-            "stage1": {  # evidence(i), inlined: this runs for nearly every transaction
-                "rules_version": self.rules_version,
-                "rules_fired": fired,
-                "reasons": reasons,
-                "shadow_rules_fired": self.shadow_fired[i],
-                "anomaly_score": anomaly[i],
-                "fraud_probability": probability[i],
-                "rule_score": rule_score[i],
-                "score": score[i],
-            },
-        }
+        return approve_decision(
+            tx.transaction_id,
+            self.card_out(tx.card_id),
+            self._values()[3][i],
+            self.rules_version,
+            self.fired[i],
+            self.reasons[i],
+            self.evidence(i),
+        )
 
 
 # rule_frame fills the columns by position

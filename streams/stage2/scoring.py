@@ -19,6 +19,7 @@ import numpy as np
 
 from streams.errors import ModelError
 from streams.features.names import MODEL_FEATURES
+from streams.output_schema import challenger_verdict, stage2_decision
 from streams.stage2.model import METADATA_FILE, MODEL_FILE, RiskModel
 from streams.stage2.policy import DecisionPolicy
 
@@ -138,25 +139,24 @@ class Scorer:
             c_actions = policy.decide_many(predicted.c_scores)
             c_version = challenger.version
             challenger_rows = [
-                {"model_version": c_version, "score": c, "action": a}
+                challenger_verdict(c_version, c, a)
                 for c, a in zip(c_scores, c_actions, strict=True)
             ]
         out: list[dict[str, Any]] = []
         rows = zip(records, scores.tolist(), actions, reasons, strict=True)
         for i, (rec, score, action, why) in enumerate(rows):
             stage1 = rec.get("stage1") or {}
-            decision: dict[str, Any] = {
-                "transaction_id": rec.get("transaction_id"),
-                "card_id": rec.get("card_id"),
-                "action": action,
-                "score": round(score, 6),
-                "stage": 2,
-                "rules_version": stage1.get("rules_version"),
-                "model_version": version,
-                "rules": list(stage1.get("rules_fired") or []),
-                "rule_reasons": list(stage1.get("reasons") or []),
-                "reasons": why,
-            }
+            decision = stage2_decision(
+                rec.get("transaction_id"),
+                rec.get("card_id"),
+                action,
+                round(score, 6),
+                stage1.get("rules_version"),
+                version,
+                list(stage1.get("rules_fired") or []),
+                list(stage1.get("reasons") or []),
+                why,
+            )
             if challenger_rows is not None:
                 decision["challenger"] = challenger_rows[i]
             if "sent_ms" in rec:
