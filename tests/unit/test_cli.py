@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from streams import __version__
 from streams.cli.main import app, main
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 HEADER = "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_FRAUD"
 GOOD_ROW = "0,2018-04-01 00:00:31,1,2,10.5,0"
 

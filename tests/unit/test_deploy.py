@@ -20,14 +20,14 @@ from ruamel.yaml import YAML
 
 from streams.observability import metrics
 from streams.settings import Settings
+from tests.support import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "Dockerfile"
-PROM = ROOT / "deploy" / "prometheus" / "prometheus.yml"
-ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
-ALERTS_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
-GRAFANA = ROOT / "deploy" / "grafana"
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+PROM = REPO / "deploy" / "prometheus" / "prometheus.yml"
+ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
+ALERTS_TEST = REPO / "deploy" / "prometheus" / "alerts_test.yml"
+GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "fraudstream.json"
 
 WORKERS = ("stage1", "stage2")
@@ -197,7 +197,7 @@ def test_compose_mounts_exist(compose: dict[str, Any]) -> None:
         for volume in compose["services"][name]["volumes"]:
             host = volume.split(":")[0]
             if host.startswith("./"):
-                assert (ROOT / host).exists(), f"{name}: {host} missing"
+                assert (REPO / host).exists(), f"{name}: {host} missing"
     prom_targets = {v.split(":")[1] for v in compose["services"]["prometheus"]["volumes"]}
     assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/alerts.yml"} <= prom_targets
 
@@ -222,7 +222,7 @@ def test_compose_file_validates_with_the_compose_cli() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=ROOT,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -236,7 +236,7 @@ def test_dockerfile() -> None:
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
     assert re.search(r'^ENTRYPOINT \["fraudstream"\]$', text, re.M)
-    ignored = (ROOT / ".dockerignore").read_text().split()
+    ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
 
 

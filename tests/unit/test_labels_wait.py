@@ -15,7 +15,7 @@ from streams.stage1.connect import LabelsConsumer
 from streams.stage1.labels import LabelFeed
 from streams.stage1.state import PartitionedScreener
 from streams.stage1.stats import Stage1Stats
-from tests.conftest import REPO
+from tests.support import REPO
 
 DAY = 86_400_000
 

@@ -1,6 +1,5 @@
 import json
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -18,8 +17,8 @@ from streams.stage1.screen import Screener
 from streams.stage2.model import RiskModel
 from streams.training.metrics import card_precision_at_k, known_card_mask
 from streams.training.train import train_model
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 START, END = date(2018, 4, 15), date(2018, 5, 1)  # validation 2018-05-08 .. 05-15
 
 
