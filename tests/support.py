@@ -3,6 +3,7 @@ unique to one test. Fixtures live in the ``conftest.py`` files, which nothing im
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -13,6 +14,15 @@ from streams.settings import Settings, load_settings
 REPO = Path(__file__).resolve().parents[1]
 # The handbook's published data set (DATA.md): beside the repository, not in it.
 DATASET = REPO.parent / "shared" / "data" / "fdh" / "transactions.csv.gz"
+
+# The production stack's files.
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
+ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
+ALERTS_TEST = REPO / "deploy" / "prometheus" / "alerts_test.yml"
+GRAFANA = REPO / "deploy" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "fraudstream.json"
 
 
 @dataclass(frozen=True)
@@ -47,3 +57,26 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
     env.update(settings.as_env())
     return env
+
+
+def assert_one_error_line(code: int, err: str, *fragments: str) -> str:
+    """The command line's user-error contract: a non-zero exit and one ``error:`` line on
+    stderr, holding every fragment, no traceback. Returns the line."""
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def dashboard_targets() -> list[tuple[str, str]]:
+    """The Grafana dashboard's queries: (panel title, PromQL expression)."""
+    dash = json.loads(DASHBOARD.read_text())
+    out = []
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            out.append((panel["title"], target["expr"]))
+    return out

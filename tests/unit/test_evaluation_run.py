@@ -331,7 +331,6 @@ def test_model_features_in_screen_output():
 
 def test_with_the_real_stage1(tmp_path):
     """The same run through streams.stage1.history.screen_history (no stand-in)."""
-    pytest.importorskip("streams.stage1.history")
     data = tmp_path / "tx.csv"
     simulate(data, days=24, customers=120)
     rules = tmp_path / "rules"
