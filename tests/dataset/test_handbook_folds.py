@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from streams.data.handbook import read_handbook
-from streams.evaluation.metrics import card_precision_at_k, day_number, remove_known_cards
+from streams.evaluation.handbook_metrics import card_precision_at_k, day_number, remove_known_cards
 from streams.evaluation.protocol import folds
 
 pytestmark = [pytest.mark.dataset, pytest.mark.slow]

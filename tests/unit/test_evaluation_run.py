@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from streams.evaluation import run
-from streams.evaluation.metrics import (
+from streams.evaluation.handbook_metrics import (
     auc_roc,
     average_precision,
     card_precision_at_k,
