@@ -1,30 +1,21 @@
-"""Shared fixtures. The broker of the integration tests comes, in this order, from
-FRAUD_TEST_BOOTSTRAP (a broker you run), Apache Kafka from the cached Maven jars whenever Java
-17+ is present (unless FRAUD_TEST_BROKER=embedded), testcontainers (when a Docker engine
-answers), or the embedded Tansu broker. ``Broker.kind`` says which; the report header too.
-FRAUD_TEST_KAFKA_DIR keeps the Apache Kafka nodes' folders (config, server.log, data) there."""
+"""Shared fixtures; the helpers tests import are in ``tests/support.py``.
+
+The broker of the integration tests comes, in this order, from FRAUD_TEST_BOOTSTRAP (a broker
+you run), Apache Kafka from the cached Maven jars whenever Java 17+ is present (unless
+FRAUD_TEST_BROKER=embedded), testcontainers (when a Docker engine answers), or the embedded
+Tansu broker. ``Broker.kind`` says which; the report header too. FRAUD_TEST_KAFKA_DIR keeps
+the Apache Kafka nodes' folders (config, server.log, data) there."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings, load_settings
-
-REPO = Path(__file__).resolve().parents[1]
-DATASET = REPO.parent / "shared" / "data" / "fdh" / "transactions.csv.gz"
-
-
-@dataclass(frozen=True)
-class Broker:
-    bootstrap: str
-    kind: str  # "external" | "kafka" | "testcontainers" | "embedded"
+from streams.settings import Settings
+from tests.support import Broker, isolated_settings
 
 
 def _docker_answers() -> bool:
@@ -103,43 +94,6 @@ def embedded_broker() -> Iterator[Broker]:
         yield Broker(broker.bootstrap, "embedded")
 
 
-def isolated_settings(bootstrap: str, **overrides: object) -> Settings:
-    """Settings whose topics, groups and app id are unique to one test."""
-    tag = uuid.uuid4().hex[:8]
-    names = {
-        "topic_transactions": f"t-{tag}.transactions",
-        "topic_flagged": f"t-{tag}.transactions.flagged",
-        "topic_decisions": f"t-{tag}.decisions",
-        "topic_labels": f"t-{tag}.labels",
-        "topic_dlq": f"t-{tag}.transactions.dlq",
-        "topic_flagged_dlq": f"t-{tag}.transactions.flagged.dlq",
-        "stage1_group": f"stage1-{tag}",
-        "stage2_app_id": f"stage2-{tag}",
-        "partitions": 2,
-        "rules_dir": REPO / "rules",
-        "model_dir": REPO / "models" / "default",
-        "policy_file": REPO / "config" / "policy.yaml",
-    }
-    names.update(overrides)
-    return load_settings(bootstrap_servers=bootstrap, **names)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as FRAUD_* environment variables, for worker subprocesses."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    env.update(settings.as_env())
-    return env
-
-
 @pytest.fixture
 def settings(kafka_broker: Broker) -> Settings:
     return isolated_settings(kafka_broker.bootstrap)
-
-
-@pytest.fixture(scope="session")
-def dataset() -> Path:
-    if not DATASET.is_file():
-        pytest.skip(
-            f"benchmark data set absent: {DATASET} (it lives in ../shared, not in the repo)"
-        )
-    return DATASET

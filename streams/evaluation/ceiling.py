@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from streams.evaluation.metrics import auc_roc, average_precision, card_precision_at_k
+from streams.evaluation.handbook_metrics import auc_roc, average_precision, card_precision_at_k
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
 
 HIDDEN = "HIDDEN_BY_DELAY"

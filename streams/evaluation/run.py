@@ -30,7 +30,7 @@ from streams.data.handbook import read_handbook
 from streams.errors import DataError
 from streams.evaluation.ceiling import delay_ceiling, hidden_by_delay, reachable_frauds
 from streams.evaluation.fit import DEFAULT_ROUNDS, fit_model, validated_rounds
-from streams.evaluation.metrics import (
+from streams.evaluation.handbook_metrics import (
     auc_roc,
     average_precision,
     card_precision_at_k,

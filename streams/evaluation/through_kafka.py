@@ -40,7 +40,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 from streams.bench.stage2 import spawn_worker, stop_worker
 from streams.data.produce import produce_history
 from streams.errors import FraudstreamError
-from streams.evaluation.metrics import two_stage_scores
+from streams.evaluation.handbook_metrics import two_stage_scores
 from streams.evaluation.protocol import Fold
 from streams.kafka import clients
 from streams.kafka.topics import create_topics, scoped, topic_names

@@ -48,8 +48,8 @@ from streams.recovery.reader import partitions_of, read_topic, reader
 from streams.rules.loader import load_rules
 from streams.schema import Transaction, encode
 from streams.settings import Settings
+from streams.stage1.labels import decode_label
 from streams.stage1.state import PartitionedScreener, decode_transaction
-from streams.stage1.worker import decode_label
 from streams.stage2.context import apply_card_context
 from streams.stage2.policy import DecisionPolicy
 from streams.stage2.scoring import ModelHolder, Scorer

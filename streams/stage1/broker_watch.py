@@ -18,7 +18,6 @@ from streams.settings import Settings
 from streams.stage1.stats import Stage1Stats
 
 log = logging.getLogger(__name__)
-STAGE = "stage1"
 _DOWN_CODES = {KafkaError._ALL_BROKERS_DOWN}
 
 
@@ -45,7 +44,7 @@ class BrokerWatch:
                 self.stats.outages += 1
                 log.warning("broker unreachable (%s); waiting for it", why)
         self.up = up
-        m.set_broker_up(STAGE, up)
+        m.set_broker_up(m.STAGE1, up)
 
     def probe(self, consumer: Any) -> None:
         """While the broker is marked down, ask it for metadata every 2 s."""
@@ -61,7 +60,7 @@ class BrokerWatch:
 
     def wait(self) -> bool:
         """Poll until the broker answers (backoff 0.5 s to 15 s); False if stopped first."""
-        if not wait_for_broker(self.settings, STAGE, self.stop):
+        if not wait_for_broker(self.settings, m.STAGE1, self.stop):
             return False
         self.set(True)
         return True

@@ -12,12 +12,12 @@ from confluent_kafka import Message
 from streams.errors import MessageError
 from streams.kafka.dlq import PREFIX, dead_letter
 from streams.logging_setup import where
+from streams.observability.metrics import STAGE1
 from streams.settings import Settings
 from streams.stage1.stats import Stage1Stats
 from streams.stage1.telemetry import Stage1Telemetry
 
 log = logging.getLogger(__name__)
-STAGE = "stage1"
 DLQ_VALUE_LIMIT = 512 * 1024
 """A dead letter's value is cut to this many bytes (headers ``dlq.value.truncated`` = original
 size, ``dlq.value.sha256``), so it fits the default 1 MB ``message.max.bytes`` of a real broker."""
@@ -37,7 +37,7 @@ class DeadLetters:
         self.telemetry = telemetry
 
     def send(self, msg: Message, exc: MessageError) -> None:
-        letter = dead_letter(msg, STAGE, exc.kind, str(exc))
+        letter = dead_letter(msg, STAGE1, exc.kind, str(exc))
         value, headers = letter.value, letter.headers
         if value is not None and len(value) > DLQ_VALUE_LIMIT:
             headers = [

@@ -204,4 +204,5 @@ class ExactlyOnce:
         self.in_transaction = False
 
 
-Delivery = AtLeastOnce | ExactlyOnce
+DeliveryGuarantee = AtLeastOnce | ExactlyOnce
+"""How the worker counts a batch done: at-least-once or exactly-once."""

@@ -26,7 +26,7 @@ SENT_MS = "sent_ms"
 Headers = list[tuple[str, bytes]]
 
 
-def sent_ms(msg: Any) -> bytes | None:
+def sent_ms_header(msg: Any) -> bytes | None:
     """The ``sent_ms`` header of a confluent-kafka message, as the bytes it is re-published
     with (UTF-8 text; invalid bytes replaced, as ``streams.kafka.dlq.header`` reads them)."""
     for key, value in msg.headers() or ():
@@ -85,7 +85,7 @@ def emit(
         ):
             pass
         else:
-            h = sent_ms(msg)
+            h = sent_ms_header(msg)
         headers: Headers | None = [(SENT_MS, h)] if h else None
         if flagged:
             produce(flagged_topic, value, tx.card_id.encode(), timestamp=tx.ts_ms, headers=headers)

@@ -15,14 +15,13 @@ from streams.stage1.screen import ScreenedBatch
 if TYPE_CHECKING:
     from streams.stage1.screen import Screener
 
-STAGE = m.STAGE1
 RECALL_EVERY_S = 1.0
 
 
 class Stage1Telemetry:
     def __init__(self, rules: RuleSet) -> None:
-        m.init_stage(STAGE)
-        self.drift = m.DriftTracker(STAGE)
+        m.init_stage(m.STAGE1)
+        self.drift = m.DriftTracker(m.STAGE1)
         self.rules_changed(rules)
         self._lag_at = 0.0
         self._recall_at = 0.0
@@ -37,26 +36,26 @@ class Stage1Telemetry:
     def batch(
         self, consumed: int, out: ScreenedBatch | None, sent_ms: list[int], seconds: float
     ) -> None:
-        m.record_consumed(STAGE, consumed)
-        m.observe_batch(STAGE, consumed, seconds)
-        m.set_broker_up(STAGE, True)
+        m.record_consumed(m.STAGE1, consumed)
+        m.observe_batch(m.STAGE1, consumed, seconds)
+        m.set_broker_up(m.STAGE1, True)
         if out is None:
             return
         n = len(out.txs)
         flagged = int(out.flagged.sum())
         m.record_flagged(flagged)
-        m.record_decision(STAGE, "approve", n - flagged)
+        m.record_decision(m.STAGE1, "approve", n - flagged)
         hits = out.hits
         if hits:
             m.record_rule_hits({k: v for k, v in hits.items() if k not in self._shadow})
             shadow = {k: v for k, v in hits.items() if k in self._shadow}
             if shadow:
                 m.record_rule_hits(shadow, shadow=True)
-        m.observe_scores(STAGE, "stage1", out.stage1_score)
+        m.observe_scores(m.STAGE1, "stage1", out.stage1_score)
         self.drift.observe_scores(out.stage1_score)
         self.drift.observe_flags(flagged, n)
         if sent_ms:
-            m.observe_end_to_end_since(STAGE, np.asarray(sent_ms, dtype=np.float64))
+            m.observe_end_to_end_since(m.STAGE1, np.asarray(sent_ms, dtype=np.float64))
 
     def recall(self, parts: Mapping[int, Screener]) -> None:
         """Each owned partition's recall controller (measured recall, budget, forward share),
@@ -79,7 +78,7 @@ class Stage1Telemetry:
             )
 
     def dead_letter(self, kind: str) -> None:
-        m.record_dead_letter(STAGE, kind)
+        m.record_dead_letter(m.STAGE1, kind)
 
     def labels(self, n: int, learned: int) -> None:
         if n:
@@ -94,7 +93,7 @@ class Stage1Telemetry:
         m.set_rules_forward_share(share)
 
     def broker_error(self, err: Any) -> None:
-        m.set_broker_up(STAGE, False)
+        m.set_broker_up(m.STAGE1, False)
 
     def lag(self, consumer: Any, topic: str, partitions: list[int]) -> None:
         """Consumer lag per assigned partition, at most every 5 s (a broker round trip each)."""
@@ -109,6 +108,6 @@ class Stage1Telemetry:
             for tp in positions:
                 _, high = consumer.get_watermark_offsets(tp, timeout=0.5)
                 if tp.offset >= 0:
-                    m.set_consumer_lag(STAGE, topic, tp.partition, high - tp.offset)
+                    m.set_consumer_lag(m.STAGE1, topic, tp.partition, high - tp.offset)
         except Exception:  # lag is best effort; never stop the loop for it
             return

@@ -71,31 +71,19 @@ from streams.settings import Settings
 from streams.stage1 import connect
 from streams.stage1.assignment import Assignment
 from streams.stage1.batch import split
-from streams.stage1.broker_watch import STAGE, BrokerWatch
+from streams.stage1.broker_watch import BrokerWatch
 from streams.stage1.checkpointing import Checkpointer, Snapshot
-from streams.stage1.dead_letters import DLQ_VALUE_LIMIT, DeadLetters
-from streams.stage1.delivery import STOP_GRACE_S, AtLeastOnce, Delivery, DoneBatch, ExactlyOnce
-from streams.stage1.labels import LabelFeed, decode_label
-from streams.stage1.outputs import emit, sent_ms
+from streams.stage1.dead_letters import DeadLetters
+from streams.stage1.delivery import AtLeastOnce, DeliveryGuarantee, DoneBatch, ExactlyOnce
+from streams.stage1.labels import LabelFeed
+from streams.stage1.outputs import emit
 from streams.stage1.recent import RecentTraffic
 from streams.stage1.screen import merge_batches
 from streams.stage1.state import PartitionedScreener
 from streams.stage1.stats import Stage1Stats
 from streams.stage1.telemetry import Stage1Telemetry
 
-__all__ = [
-    "DLQ_VALUE_LIMIT",
-    "STAGE",
-    "STOP_GRACE_S",
-    "Stage1Stats",
-    "Stage1Worker",
-    "decode_label",
-    "sent_ms",
-    "transactional_id",
-]
-
 log = logging.getLogger(__name__)
-transactional_id = connect.transactional_id
 
 
 class Stage1Worker:
@@ -131,7 +119,7 @@ class Stage1Worker:
             watch.retry("init transactions", lambda: self.producer.init_transactions(30))
             log.info("exactly-once: transactions ready")
         self.consumer = connect.consumer(s, watch.error_cb)
-        self.delivery: Delivery = (
+        self.delivery: DeliveryGuarantee = (
             ExactlyOnce(self.producer, self.consumer, watch, self._finish, self.assignment.rewind)
             if self.exactly_once
             else AtLeastOnce(

@@ -24,8 +24,8 @@ from streams.features.offline import compute_features
 from streams.online.supervised import WARM_START_FILE, OnlineClassifier
 from streams.stage2.model import sigmoid
 from streams.training.artifact import save_model_dir
-from streams.training.metrics import known_card_mask, validation_metrics
 from streams.training.model_card import write_card
+from streams.training.validation import known_card_mask, validation_metrics
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary:logistic",

@@ -14,15 +14,14 @@ import pytest
 
 from streams.data.handbook import read_handbook
 from streams.features.offline import compute_features
-
-DATA_PATH = Path(__file__).parents[2].parent / "shared/data/fdh/transactions.csv.gz"
+from tests.support import DATASET
 
 
 @pytest.fixture(scope="session")
 def handbook_path() -> Path:
-    if not DATA_PATH.is_file():
-        pytest.skip(f"handbook data set absent: {DATA_PATH} (see DATA.md)")
-    return DATA_PATH
+    if not DATASET.is_file():
+        pytest.skip(f"handbook data set absent: {DATASET} (see DATA.md)")
+    return DATASET
 
 
 @pytest.fixture(scope="session")

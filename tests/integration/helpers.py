@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from streams.kafka import clients
 from streams.settings import Settings
 from streams.stage1.worker import Stage1Worker
-from tests.conftest import settings_env
+from tests.support import settings_env
 
 
 def read_topic(

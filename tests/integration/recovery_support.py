@@ -18,7 +18,7 @@ from streams.data.simulate import simulate
 from streams.process import WorkerProcess
 from streams.recovery.replay import Replayer
 from streams.settings import Settings
-from tests.conftest import Broker, isolated_settings
+from tests.support import Broker, isolated_settings
 
 REPLAY_FIELDS = ("replay_id", "supersedes")
 

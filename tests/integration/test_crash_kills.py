@@ -15,7 +15,7 @@ import pytest
 
 from streams.crashtest.runner import CrashTest, Outcome, Plan
 from streams.settings import load_settings
-from tests.conftest import REPO, Broker
+from tests.support import REPO, Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import pytest
 
 from streams.data.simulate import simulate
 from streams.evaluation.run import evaluate
-from tests.conftest import isolated_settings
+from tests.support import isolated_settings
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,7 @@ from streams.kafka import clients
 from streams.kafka.dlq import header_dict
 from streams.kafka.topics import create_topics
 from tests.integration.helpers import read_topic, stage1_thread, stage2_process
+from tests.support import isolated_settings
 
 pytestmark = pytest.mark.integration
 
@@ -103,8 +104,6 @@ def test_every_transaction_gets_exactly_one_decision(settings):
 def test_embedded_broker_smoke(embedded_broker):
     """The zero-setup path (`make demo`, quick experiments) on Tansu, whichever broker the
     other integration tests run on: both stages decide every transaction once."""
-    from tests.conftest import isolated_settings
-
     settings = isolated_settings(embedded_broker.bootstrap)
     create_topics(settings)
     df = read_handbook_frame(simulate(customers=100, terminals=200, days=5, seed=5))

@@ -29,7 +29,6 @@ from streams.kafka.embedded import _die_with_parent, broker_binary, free_port, w
 from streams.kafka.topics import create_topics
 from streams.observability import metrics as m
 from streams.stage1.worker import Stage1Worker
-from tests.conftest import isolated_settings
 from tests.integration.recovery_support import (
     Tail,
     Worker,
@@ -38,6 +37,7 @@ from tests.integration.recovery_support import (
     recovery_settings,
     traffic,
 )
+from tests.support import isolated_settings
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,8 @@ from streams.data.produce import produce_history
 from streams.kafka import clients
 from streams.kafka.dlq import header_dict
 from streams.kafka.topics import create_topics, retry_topic
+from streams.stage1.dead_letters import DLQ_VALUE_LIMIT
 from streams.stage1.state import MAX_TRANSACTION_BYTES
-from streams.stage1.worker import DLQ_VALUE_LIMIT
-from tests.conftest import settings_env
 from tests.integration.helpers import read_topic, stage1_thread
 from tests.integration.recovery_support import (
     Tail,
@@ -31,6 +30,7 @@ from tests.integration.recovery_support import (
     recovery_settings,
     reference,
 )
+from tests.support import settings_env
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ from streams.data.produce import produce_history
 from streams.kafka.dlq import header_dict
 from streams.kafka.topics import create_topics
 from streams.recovery.redrive import RedriveFilter, redrive
-from tests.conftest import settings_env
 from tests.integration.helpers import read_topic, stage1_thread
 from tests.integration.recovery_support import (
     Tail,
@@ -25,6 +24,7 @@ from tests.integration.recovery_support import (
     recovery_settings,
     reference,
 )
+from tests.support import settings_env
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ from streams.kafka.topics import create_topics
 from streams.recovery.replay import Replayer, replay
 from streams.rules.loader import load_rules
 from streams.schema import iso_utc
-from tests.conftest import REPO, settings_env
 from tests.integration.helpers import read_topic, stage1_thread
 from tests.integration.recovery_support import (
     REPLAY_FIELDS,
@@ -29,6 +28,7 @@ from tests.integration.recovery_support import (
     ids,
     recovery_settings,
 )
+from tests.support import REPO, settings_env
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000

@@ -21,7 +21,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -32,10 +31,10 @@ from streams.kafka.embedded import SASL_LIMITATION, EmbeddedBroker
 from streams.kafka.faust_config import faust_broker_settings
 from streams.kafka.topics import create_topics
 from streams.settings import Settings, load_settings
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 WRONG_PASSWORD = "wr0ng-Pa55word-never-shown"
 
 

@@ -24,7 +24,7 @@ from streams.rules.loader import load_rules
 from streams.settings import load_settings
 from streams.stage1.history import frame_transactions
 from streams.stage1.state import PartitionedScreener
-from tests.conftest import REPO
+from tests.support import REPO
 
 SETTINGS = load_settings(
     bootstrap_servers="127.0.0.1:1", rules_dir=REPO / "rules", label_cache_size=20_000

@@ -4,8 +4,6 @@ one ``error:`` line on stderr, a non-zero exit and no traceback."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,8 @@ from typer.testing import CliRunner
 
 from streams import __version__
 from streams.cli.main import app, main
+from tests.support import REPO, assert_one_error_line
 
-REPO = Path(__file__).resolve().parents[2]
 HEADER = "TRANSACTION_ID,TX_DATETIME,CUSTOMER_ID,TERMINAL_ID,TX_AMOUNT,TX_FRAUD"
 GOOD_ROW = "0,2018-04-01 00:00:31,1,2,10.5,0"
 
@@ -48,17 +46,6 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     out, err = capsys.readouterr()
     code = exit_info.value.code
     return (code if isinstance(code, int) else 1), out, err
-
-
-def assert_one_error_line(code: int, err: str, *fragments: str) -> str:
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 # --- help and version -----------------------------------------------------------------------------
@@ -347,27 +334,3 @@ def test_invalid_setting_value(
     monkeypatch.setenv("FRAUD_PARTITIONS", "many")
     code, _, err = run(["config", "show"], capsys)
     assert_one_error_line(code, err, "partitions", "'many'")
-
-
-# --- the real process -----------------------------------------------------------------------------
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**base, **(env or {})},
-        cwd=REPO,
-    )
-
-
-def test_unreachable_broker_fails_fast_in_one_line() -> None:
-    started = time.monotonic()
-    result = cli("topics", "create", "--bootstrap", "127.0.0.1:1")
-    elapsed = time.monotonic() - started
-    line = assert_one_error_line(result.returncode, result.stderr, "127.0.0.1:1")
-    assert "unreachable" in line
-    assert "--bootstrap" in line and "FRAUD_BOOTSTRAP_SERVERS" in line
-    assert elapsed < 15, f"took {elapsed:.1f}s"
-    assert result.stdout == ""

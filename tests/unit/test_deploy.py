@@ -1,15 +1,14 @@
 """The production stack's files: compose, Dockerfile, Prometheus, alerts, Grafana.
 
 No Docker engine is needed: the files are parsed and cross-checked against the code (settings
-fields, metric names and labels). The promtool checks run when promtool is on PATH.
+fields, metric names and labels). The checks that run docker compose and promtool are in
+``tests/integration/test_deploy_tools.py``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,16 @@ from ruamel.yaml import YAML
 
 from streams.observability import metrics
 from streams.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "Dockerfile"
-PROM = ROOT / "deploy" / "prometheus" / "prometheus.yml"
-ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
-ALERTS_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
-GRAFANA = ROOT / "deploy" / "grafana"
-DASHBOARD = GRAFANA / "dashboards" / "fraudstream.json"
+from tests.support import (
+    ALERTS,
+    COMPOSE,
+    DASHBOARD,
+    DOCKERFILE,
+    GRAFANA,
+    PROMETHEUS_CONFIG,
+    REPO,
+    dashboard_targets,
+)
 
 WORKERS = ("stage1", "stage2")
 METRIC_RE = re.compile(r"\bfraudstream_[A-Za-z0-9_]+")
@@ -197,34 +197,9 @@ def test_compose_mounts_exist(compose: dict[str, Any]) -> None:
         for volume in compose["services"][name]["volumes"]:
             host = volume.split(":")[0]
             if host.startswith("./"):
-                assert (ROOT / host).exists(), f"{name}: {host} missing"
+                assert (REPO / host).exists(), f"{name}: {host} missing"
     prom_targets = {v.split(":")[1] for v in compose["services"]["prometheus"]["volumes"]}
     assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/alerts.yml"} <= prom_targets
-
-
-def compose_cli() -> list[str] | None:
-    """`docker compose` (v2 plugin) or `docker-compose` if installed; needs no engine."""
-    docker = shutil.which("docker")
-    if docker:
-        probe = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30)
-        if probe.returncode == 0:
-            return [docker, "compose"]
-    legacy = shutil.which("docker-compose")
-    return [legacy] if legacy else None
-
-
-def test_compose_file_validates_with_the_compose_cli() -> None:
-    cli = compose_cli()
-    if cli is None:
-        pytest.skip("no docker compose CLI (apt-get install docker-compose)")
-    result = subprocess.run(
-        [*cli, "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------
@@ -236,13 +211,13 @@ def test_dockerfile() -> None:
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
     assert re.search(r'^ENTRYPOINT \["fraudstream"\]$', text, re.M)
-    ignored = (ROOT / ".dockerignore").read_text().split()
+    ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
 
 
 # --- Prometheus ---------------------------------------------------------------------------------
 def test_prometheus_scrapes_every_replica_through_docker_dns(compose: dict[str, Any]) -> None:
-    config = load_yaml(PROM)
+    config = load_yaml(PROMETHEUS_CONFIG)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     for worker in WORKERS:
         sd = jobs[worker]["dns_sd_configs"][0]
@@ -250,7 +225,7 @@ def test_prometheus_scrapes_every_replica_through_docker_dns(compose: dict[str, 
         assert sd["type"] == "A"
         assert str(sd["port"]) == env_of(compose["services"][worker])["FRAUD_METRICS_PORT"]
     for rule_file in config["rule_files"]:
-        assert (PROM.parent / rule_file).is_file()
+        assert (PROMETHEUS_CONFIG.parent / rule_file).is_file()
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -281,15 +256,6 @@ def test_alert_expressions_use_defined_metrics() -> None:
 
 
 # --- Grafana ------------------------------------------------------------------------------------
-def dashboard_targets() -> list[tuple[str, str]]:
-    dash = json.loads(DASHBOARD.read_text())
-    out = []
-    for panel in dash["panels"]:
-        for target in panel.get("targets", []):
-            out.append((panel["title"], target["expr"]))
-    return out
-
-
 def test_dashboard_parses_and_uses_the_provisioned_datasource() -> None:
     dash = json.loads(DASHBOARD.read_text())
     assert dash["uid"] == "fraudstream"
@@ -324,46 +290,3 @@ def test_dashboard_expressions_use_defined_metrics() -> None:
     assert len(targets) >= 15
     for title, expr in targets:
         check_expr(expr, f"panel {title!r}")
-
-
-# --- promtool -------------------------------------------------------------------------------------
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)"
-)
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
-    result = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-@needs_promtool
-def test_promtool_check_config() -> None:
-    promtool("check", "config", str(PROM))
-
-
-@needs_promtool
-def test_promtool_check_rules() -> None:
-    promtool("check", "rules", str(ALERTS))
-
-
-@needs_promtool
-def test_promtool_alert_unit_tests() -> None:
-    promtool("test", "rules", str(ALERTS_TEST))
-
-
-@needs_promtool
-def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
-    grafana_vars = {"$stage": ".*", "$__rate_interval": "1m", "$__interval": "1m"}
-    rules = []
-    for i, (_, expr) in enumerate(dashboard_targets()):
-        for var, value in grafana_vars.items():
-            expr = expr.replace(var, value)
-        assert "$" not in expr, expr
-        rules.append({"record": f"dashboard:panel_query_{i}", "expr": expr})
-    path = tmp_path / "dashboard_rules.yml"
-    path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
-    promtool("check", "rules", str(path))

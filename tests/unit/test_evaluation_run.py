@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from streams.evaluation import run
-from streams.evaluation.metrics import (
+from streams.evaluation.handbook_metrics import (
     auc_roc,
     average_precision,
     card_precision_at_k,
@@ -331,7 +331,6 @@ def test_model_features_in_screen_output():
 
 def test_with_the_real_stage1(tmp_path):
     """The same run through streams.stage1.history.screen_history (no stand-in)."""
-    pytest.importorskip("streams.stage1.history")
     data = tmp_path / "tx.csv"
     simulate(data, days=24, customers=120)
     rules = tmp_path / "rules"

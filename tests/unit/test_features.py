@@ -251,7 +251,8 @@ def test_shuffled_events_then_in_order_event_match_sorted_stream() -> None:
 # --- compaction -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("per_day", [0.5, 3, 12])
+# 12 a day checks every row of 90 days against a naive recount: about 20 s, so slow.
+@pytest.mark.parametrize("per_day", [0.5, 3, pytest.param(12, marks=pytest.mark.slow)])
 def test_compaction_keeps_features_and_bounds_memory(per_day: float) -> None:
     rng = random.Random(int(per_day * 10))
     engine = FeatureEngine()

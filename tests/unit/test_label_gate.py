@@ -13,7 +13,7 @@ from streams.schema import Transaction
 from streams.settings import Settings
 from streams.stage1.labelgate import ClassifierFeed, LabelGate, segments
 from streams.stage1.state import PartitionedScreener
-from tests.conftest import REPO
+from tests.support import REPO
 
 DAY = 86_400_000
 

@@ -15,7 +15,7 @@ from streams.stage1.connect import LabelsConsumer
 from streams.stage1.labels import LabelFeed
 from streams.stage1.state import PartitionedScreener
 from streams.stage1.stats import Stage1Stats
-from tests.conftest import REPO
+from tests.support import REPO
 
 DAY = 86_400_000
 
@@ -125,13 +125,13 @@ def test_a_flowing_partition_is_waited_for_at_most_labels_wait_ms() -> None:
 def test_labels_on_the_broker_not_fetched_yet_are_waited_for_beyond_labels_wait_ms() -> None:
     """A consumer just assigned (a restore from a checkpoint) has not fetched yet: the broker's
     end says labels remain, so the batch reads them instead of giving up after 0.1 s."""
-    later = time.monotonic() + 0.4  # the second partition's first fetch
+    started = time.monotonic()  # before the feed is built: that may take 0.2 s on a busy machine
+    later = started + 0.4  # the second partition's first fetch
     consumer = _Consumer(
         pending=[(0, _Msg(0, 20 * DAY, "a")), (later, _Msg(1, 11 * DAY, "b"))],
         high={0: 1, 1: 1},
     )
     feed = _feed(consumer, labels_wait_ms=100)
-    started = time.monotonic()
     feed.await_time(10 * DAY, lambda: False)
-    assert time.monotonic() - started > 0.2  # twice labels_wait_ms
+    assert time.monotonic() >= later  # waited for the fetch, four times labels_wait_ms
     assert feed.stats.labels == 2 and feed.stats.label_wait_timeouts == 0

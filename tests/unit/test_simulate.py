@@ -278,9 +278,10 @@ def _windows_per_row(
     return times, sizes
 
 
-def test_handbook_fraud_defaults_are_unchanged(small: pl.DataFrame, tmp_path: Path) -> None:
-    # The same seed gives the same file as before the parameters existed: the old values spelled
-    # out give byte-for-byte the default file.
+def test_the_defaults_are_the_handbook_fraud_parameters(
+    small: pl.DataFrame, tmp_path: Path
+) -> None:
+    # The handbook's values spelled out give the default file byte for byte.
     explicit = _small(**HANDBOOK_FRAUD)
     assert explicit.equals(small)
     assert _csv_bytes(explicit, tmp_path, "a.csv") == _csv_bytes(small, tmp_path, "b.csv")

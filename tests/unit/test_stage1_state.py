@@ -17,7 +17,7 @@ from streams.stage1.state import (
     TooLargeError,
     decode_transaction,
 )
-from tests.conftest import REPO
+from tests.support import REPO
 
 SETTINGS = load_settings(bootstrap_servers="127.0.0.1:1", rules_dir=REPO / "rules")
 

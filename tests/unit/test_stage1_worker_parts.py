@@ -23,7 +23,7 @@ from streams.settings import load_settings
 from streams.stage1.batch import split
 from streams.stage1.delivery import AtLeastOnce, DoneBatch
 from streams.stage1.history import frame_transactions
-from streams.stage1.outputs import emit, encode_outputs, sent_ms
+from streams.stage1.outputs import emit, encode_outputs, sent_ms_header
 from streams.stage1.screen import Screener
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
@@ -76,10 +76,10 @@ class FakeMessage:
 
 
 def test_sent_ms_header_bytes():
-    assert sent_ms(FakeMessage(0, 0, b"", [("a", b"1"), ("sent_ms", b"1700")])) == b"1700"
-    assert sent_ms(FakeMessage(0, 0, b"", None)) is None
-    assert sent_ms(FakeMessage(0, 0, b"", [("sent_ms", None)])) is None
-    assert sent_ms(FakeMessage(0, 0, b"", [("sent_ms", b"\xff1")])) == "\ufffd1".encode()
+    assert sent_ms_header(FakeMessage(0, 0, b"", [("a", b"1"), ("sent_ms", b"1700")])) == b"1700"
+    assert sent_ms_header(FakeMessage(0, 0, b"", None)) is None
+    assert sent_ms_header(FakeMessage(0, 0, b"", [("sent_ms", None)])) is None
+    assert sent_ms_header(FakeMessage(0, 0, b"", [("sent_ms", b"\xff1")])) == "\ufffd1".encode()
 
 
 def test_emit_produces_one_keyed_record_per_row():

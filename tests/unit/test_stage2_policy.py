@@ -1,12 +1,9 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from streams.errors import ConfigError
 from streams.stage2.policy import DecisionPolicy
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO
 
 
 def test_thresholds_are_inclusive_lower_bounds():

@@ -1,6 +1,5 @@
 import json
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -16,10 +15,10 @@ from streams.rules.loader import load_rules
 from streams.settings import load_settings
 from streams.stage1.screen import Screener
 from streams.stage2.model import RiskModel
-from streams.training.metrics import card_precision_at_k, known_card_mask
 from streams.training.train import train_model
+from streams.training.validation import card_precision_at_k_of_arrays, known_card_mask
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 START, END = date(2018, 4, 15), date(2018, 5, 1)  # validation 2018-05-08 .. 05-15
 
 
@@ -157,9 +156,9 @@ def test_card_precision_at_k():
     scores = np.array([0.9, 0.1, 0.8, 0.3, 0.99, 0.5, 0.4])
     # day 0, top 2 cards by best score: a (0.9, fraud), b (0.8, genuine) -> 1/2; a detected
     # day 1, a dropped: b (0.5, genuine), c (0.4, fraud) -> 1/2
-    assert card_precision_at_k(day, cards, y, scores, k=2) == pytest.approx(0.5)
-    assert card_precision_at_k(day, cards, y, scores, k=1) == pytest.approx(0.5)
-    assert card_precision_at_k(day[:0], cards[:0], y[:0], scores[:0]) is None
+    assert card_precision_at_k_of_arrays(day, cards, y, scores, k=2) == pytest.approx(0.5)
+    assert card_precision_at_k_of_arrays(day, cards, y, scores, k=1) == pytest.approx(0.5)
+    assert card_precision_at_k_of_arrays(day[:0], cards[:0], y[:0], scores[:0]) is None
 
 
 def test_known_card_mask_respects_the_delay():

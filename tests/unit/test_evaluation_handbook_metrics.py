@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from streams.evaluation.metrics import (
+from streams.evaluation.handbook_metrics import (
     auc_roc,
     average_precision,
     card_precision_at_k,

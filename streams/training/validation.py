@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from streams.evaluation.metrics import card_precision_at_k as evaluation_cp_at_k
+from streams.evaluation.handbook_metrics import card_precision_at_k
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
 
 
@@ -34,15 +34,15 @@ def known_card_mask(
     return known
 
 
-def card_precision_at_k(
+def card_precision_at_k_of_arrays(
     day: np.ndarray, cards: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int = 100
 ) -> float | None:
-    """Card Precision@k as the evaluation computes it (``streams.evaluation.metrics``);
+    """Card Precision@k as the evaluation computes it (``streams.evaluation.handbook_metrics``);
     None when there are no rows."""
     if len(day) == 0:
         return None
     frame = pl.DataFrame({"CUSTOMER_ID": cards, "day": day, "score": scores, "TX_FRAUD": y})
-    return evaluation_cp_at_k(frame, k)[0]
+    return card_precision_at_k(frame, k)[0]
 
 
 def validation_metrics(
@@ -55,7 +55,7 @@ def validation_metrics(
         "frauds": int(np.sum(y)),
         "auc_roc": round(float(roc_auc_score(y, scores)), 6) if both else None,
         "average_precision": round(float(average_precision_score(y, scores)), 6) if both else None,
-        "card_precision_at_100": _round(card_precision_at_k(day, cards, y, scores, 100)),
+        "card_precision_at_100": _round(card_precision_at_k_of_arrays(day, cards, y, scores, 100)),
     }
 
 
