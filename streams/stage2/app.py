@@ -37,11 +37,12 @@ from streams.gc_tuning import tuned_gc
 from streams.kafka.faust_config import data_dir, faust_broker_settings
 from streams.kafka.faust_fetch import App
 from streams.kafka.topics import COMPACTION_TUNING, retry_topic
+from streams.observability.metrics import STAGE2
 from streams.settings import Settings
 from streams.stage2.agents import score_flagged, score_retries
 from streams.stage2.batches import BatchScorer
 from streams.stage2.context import CARD_TABLE
-from streams.stage2.failures import STAGE, Failures
+from streams.stage2.failures import Failures
 from streams.stage2.faults import FAULT_ENV, injected_fault_attempts
 from streams.stage2.output import BatchOutput
 from streams.stage2.records import OutputRecords
@@ -130,8 +131,8 @@ def faust_app(s: Settings) -> faust.App:
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
-        # faust's stream buffer is its prefetch: at its default (4,096) the fetcher paused while
-        # three batches were in flight, and stage 2 idled a third of the time (3.5k -> 6k/s)
+        # faust's stream buffer is its prefetch: at faust's default (4,096) the fetcher pauses
+        # while three batches are in flight and the scorer waits for records
         stream_buffer_maxsize=s.stage2_stream_buffer,
         **faust_broker_settings(s),
     )
@@ -149,7 +150,7 @@ def run_worker(app: faust.App, loglevel: str = "WARNING", settings: Settings | N
     if settings is not None:
         from streams.kafka.broker_wait import wait_for_broker
 
-        wait_for_broker(settings, STAGE)
+        wait_for_broker(settings, STAGE2)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     with tuned_gc():  # as in stage 1: the collector would rescan the card table and modules
         worker.execute_from_commandline()

@@ -30,7 +30,7 @@ from streams.stage2.stats import Stage2Stats
 from streams.stage2.telemetry import Stage2Telemetry
 from streams.stage2.versions import ModelVersions
 
-log = logging.getLogger("streams.stage2.app")  # the app's logger, as before it was split up
+log = logging.getLogger("streams.stage2.app")  # one logger name for the stage-2 app's lines
 
 
 class FailureRoutes(Protocol):

@@ -20,7 +20,6 @@ from streams.settings import Settings
 from streams.stage2.pipeline import header
 from streams.stage2.stats import Stage2Stats
 
-STAGE = "stage2"
 RETRY_BASE_S = 1.0
 _RETRY_SOURCE = ("retry.source.partition", "retry.source.offset", "retry.source.timestamp")
 
@@ -69,7 +68,7 @@ class Failures:
                 "source.partition": partition.encode(),
                 "source.offset": offset.encode(),
                 "source.timestamp": timestamp.encode(),
-                "stage": STAGE.encode(),
+                "stage": metrics.STAGE2.encode(),
                 "error.kind": kind.encode(),
                 "error.message": message[:1000].encode(),
                 "attempts": str(attempts).encode(),
@@ -79,7 +78,7 @@ class Failures:
         ]
         await self.dlq.send(key=msg.key, value=msg.value, headers=headers)
         self.stats.dead_letters += 1
-        metrics.record_dead_letter(STAGE, kind)
+        metrics.record_dead_letter(metrics.STAGE2, kind)
 
     async def retry_or_dead(self, event: Any, attempt: int, error: str) -> None:
         """Send ``event`` to retry topic ``attempt``, or to the dead-letter topic when that is
@@ -106,4 +105,4 @@ class Failures:
             timestamp=int(timestamp) / 1000,  # event time, as on the flagged topic
         )
         self.stats.retried += 1
-        metrics.record_retry(STAGE, "transient")
+        metrics.record_retry(metrics.STAGE2, "transient")

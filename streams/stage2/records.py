@@ -2,7 +2,7 @@
 decisions. Pure logic; ``BatchOutput`` produces them.
 
 The card table is written the way faust writes it (same changelog topic, JSON key and value
-bytes; recovery reads them back as before), once per card per batch, to the card's flagged-topic
+bytes, so faust's recovery reads them back), once per card per batch, to the card's flagged-topic
 partition: faust's per-record changelog path cost more event-loop time than the scoring, and
 these records are delivered before the batch is acked all the same.
 """

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("streams.stage2.app")  # the app's logger, as before it was split up
+log = logging.getLogger("streams.stage2.app")  # one logger name for the stage-2 app's lines
 
 
 @dataclass
