@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -29,6 +27,7 @@ from streams.kafka.clients import broker_for
 from streams.kafka.embedded import free_port
 from streams.kafka.topics import create_topics
 from streams.observability import readiness
+from streams.process import WorkerProcess
 from streams.settings import Settings
 
 MALFORMED: list[bytes] = [
@@ -59,26 +58,15 @@ def demo_history(transactions: int, seed: int) -> pl.DataFrame:
     return read_handbook_frame(df).head(transactions)
 
 
-def spawn(stage: str, settings: Settings, log_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "FRAUD_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
-        "FRAUD_LOG_LEVEL": "WARNING",
-        "FRAUD_METRICS_PORT": str(port),
-    }
-    log = (log_dir / f"{stage}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams", stage],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+def spawn(stage: str, settings: Settings, log_dir: Path, port: int) -> WorkerProcess:
+    return WorkerProcess(
+        stage, settings, log_dir, name=stage, metrics_port=port, log_level="WARNING"
+    ).start()
 
 
 def wait_ready(
     ports: dict[str, int],
-    procs: list[subprocess.Popen[bytes]],
+    procs: list[WorkerProcess],
     log_dir: Path,
     timeout_s: float = 90.0,
 ) -> None:
@@ -86,18 +74,6 @@ def wait_ready(
     for stage, port in ports.items():
         print(f"{stage}: metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr)
     readiness.wait_ready(ports, procs, timeout_s, hint=f"; see {log_dir}/")
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def run_demo(
@@ -136,7 +112,7 @@ def run_demo(
                     if failed:
                         raise FraudstreamError(f"producing the demo traffic failed: {failed[0]}")
                     for proc in procs:
-                        if proc.poll() is not None:
+                        if not proc.alive:
                             raise FraudstreamError(
                                 f"a worker exited with code {proc.returncode}; see {log_dir}/"
                             )
@@ -149,7 +125,8 @@ def run_demo(
             elapsed = time.monotonic() - started
             sender.join(timeout=30)
         finally:
-            stop(procs)
+            for proc in procs:
+                proc.stop(20)
             watcher.close()
     summary = summarize(df, watcher, elapsed)
     print_summary(summary)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from streams.settings import Settings
@@ -31,10 +32,23 @@ class WorkerProcess:
     """One worker (``stage1`` or ``stage2``) that can be started, killed and restarted; each
     start logs to a file of its own in ``log_dir``."""
 
-    def __init__(self, stage: str, settings: Settings, log_dir: Path, name: str = "", **env: str):
+    def __init__(
+        self,
+        stage: str,
+        settings: Settings,
+        log_dir: Path,
+        name: str = "",
+        *,
+        metrics_port: int | None = None,
+        log_level: str = "INFO",
+        env: Mapping[str, str] | None = None,
+    ):
         self.stage = stage
         self.name = name or stage
-        self.env = worker_env(settings, FRAUD_LOG_LEVEL="INFO", **env)
+        extra = {"FRAUD_LOG_LEVEL": log_level, **(env or {})}
+        if metrics_port is not None:
+            extra["FRAUD_METRICS_PORT"] = str(metrics_port)
+        self.env = worker_env(settings, **extra)
         self.log_dir = Path(log_dir)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -86,6 +100,14 @@ class WorkerProcess:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no {text!r} in the {self.name} log:\n{self.log()[-3000:]}")
             time.sleep(0.1)
+
+    def poll(self) -> int | None:
+        """The exit code, None while it runs (``Popen.poll``: readiness checks take either)."""
+        return self.proc.poll() if self.proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.proc else ""

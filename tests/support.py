@@ -4,7 +4,6 @@ unique to one test. Fixtures live in the ``conftest.py`` files, which nothing im
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +49,6 @@ def isolated_settings(bootstrap: str, **overrides: object) -> Settings:
     }
     names.update(overrides)
     return load_settings(bootstrap_servers=bootstrap, **names)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as FRAUD_* environment variables, for worker subprocesses."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    env.update(settings.as_env())
-    return env
 
 
 def assert_one_error_line(code: int, err: str, *fragments: str) -> str:

@@ -29,7 +29,7 @@ import polars as pl
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streams.bench.backlog import SPAWN, percentiles, stop_children
-from streams.bench.stage2 import spawn_worker, stop_worker
+from streams.bench.stage2 import spawn_worker
 from streams.data.produce import produce_history
 from streams.kafka.embedded import free_port
 from streams.observability.readiness import wait_ready
@@ -133,7 +133,7 @@ def measure_latency(
     """Send ``df`` at ``offered_tps`` through both stages; latency percentiles in ms."""
     ports = {"stage1": free_port(), "stage2": free_port()}
     procs = [
-        spawn_worker(stage, settings, log_dir / f"bench-latency-{stage}.log", port)
+        spawn_worker(stage, settings, log_dir, f"bench-latency-{stage}", port)
         for stage, port in ports.items()
     ]
     stop, results = SPAWN.Event(), SPAWN.Queue()
@@ -148,7 +148,7 @@ def measure_latency(
         stop.set()
         stop_children([reader])
         for proc in procs:
-            stop_worker(proc)
+            proc.stop(20)
     measured1 = [lat for at, lat in stage1 if at >= warm_end_ms]
     measured2 = [lat for at, lat in stage2 if at >= warm_end_ms]
     p50_1, p99_1 = percentiles(measured1)

@@ -9,9 +9,6 @@ variables; its throughput is read from the decisions topic: the decisions' recor
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from streams.bench.backlog import BenchError, Rate, Sample, measured_rate, produce_values
 from streams.data.produce import transaction_value
 from streams.kafka import clients
+from streams.process import WorkerProcess
 from streams.rules.loader import load_rules
 from streams.schema import Transaction, decode, encode
 from streams.settings import Settings
@@ -64,33 +62,12 @@ def flagged_backlog(settings: Settings, df: pl.DataFrame) -> int:
 
 
 def spawn_worker(
-    stage: str, settings: Settings, log_path: Path, metrics_port: int | None = None
-) -> subprocess.Popen[bytes]:
-    """``python -m streams <stage>`` configured by ``FRAUD_*`` variables from ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    env.update(settings.as_env())
-    env["FRAUD_LOG_LEVEL"] = "WARNING"
-    if metrics_port is not None:
-        env["FRAUD_METRICS_PORT"] = str(metrics_port)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams", stage],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    stage: str, settings: Settings, log_dir: Path, name: str, metrics_port: int | None = None
+) -> WorkerProcess:
+    """A quiet worker (warnings only in its log) for a measurement."""
+    return WorkerProcess(
+        stage, settings, log_dir, name=name, metrics_port=metrics_port, log_level="WARNING"
+    ).start()
 
 
 def read_decisions(
@@ -145,16 +122,17 @@ def measure_stage2(
 ) -> dict[str, Any]:
     """Fill the flagged backlog from ``df``, run stage 2 over it, rate from its decisions."""
     total = flagged_backlog(settings, df)
-    log = log_dir / "bench-stage2.log"
-    proc = spawn_worker("stage2", settings, log)
+    worker = spawn_worker("stage2", settings, log_dir, "bench-stage2")
     try:
         samples, stopped = read_decisions(
-            settings, total, timeout_s=max(180.0, total / 200), alive=lambda: proc.poll() is None
+            settings, total, timeout_s=max(180.0, total / 200), alive=lambda: worker.alive
         )
     finally:
-        stop_worker(proc)
+        worker.stop(20)
     if stopped and len(samples) <= warmup:
-        raise BenchError(f"stage 2 decided {len(samples)} of {total} records: {stopped}; see {log}")
+        raise BenchError(
+            f"stage 2 decided {len(samples)} of {total} records: {stopped}; see {worker.log_path}"
+        )
     rate: Rate = measured_rate(samples, warmup)
     out: dict[str, Any] = {
         **rate.as_dict(),
@@ -163,5 +141,7 @@ def measure_stage2(
         "decided": len(samples),
     }
     if stopped:  # the rate is over what it decided before it stopped
-        out["incomplete"] = f"{stopped} after {len(samples)} of {total} decisions; see {log}"
+        out["incomplete"] = (
+            f"{stopped} after {len(samples)} of {total} decisions; see {worker.log_path}"
+        )
     return out

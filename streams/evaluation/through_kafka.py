@@ -37,7 +37,7 @@ import orjson
 import polars as pl
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
-from streams.bench.stage2 import spawn_worker, stop_worker
+from streams.bench.stage2 import spawn_worker
 from streams.data.produce import produce_history
 from streams.errors import FraudstreamError
 from streams.evaluation.handbook_metrics import two_stage_scores
@@ -135,14 +135,14 @@ def follow(
 
 def stage1(s: Settings, total: int, wanted: set[str], log_dir: Path, out: Published) -> None:
     """Run the stage-1 worker over the produced history; keep the test transactions' results."""
-    proc = spawn_worker("stage1", s, log_dir / "evaluate-stage1.log")
+    proc = spawn_worker("stage1", s, log_dir, "evaluate-stage1")
     topics = [s.topic_decisions, s.topic_flagged, s.topic_dlq]
     try:
         messages = follow(
             s,
             topics,
             lambda: out.stage1_outputs + out.dead_letters >= total,
-            lambda: proc.poll() is None,
+            lambda: proc.alive,
             "stage-1",
         )
         for msg in messages:
@@ -162,7 +162,7 @@ def stage1(s: Settings, total: int, wanted: set[str], log_dir: Path, out: Publis
             else:
                 out.stage1_score[tid] = float(record["score"])
     finally:
-        stop_worker(proc)
+        proc.stop(20)
     if out.dead_letters:
         raise ThroughKafkaError(
             f"stage 1 dead-lettered {out.dead_letters} transactions of a history the in-process "
@@ -181,13 +181,13 @@ def stage2(s: Settings, fold: Fold, tids: list[str], log_dir: Path, out: Publish
         producer.send(s.topic_flagged, value, key, timestamp=ts)
     producer.close(f"of fold {fold.index}'s {len(tids)} flagged records")
     wanted, got = set(tids), 0
-    proc = spawn_worker("stage2", s, log_dir / f"evaluate-stage2-fold-{fold.index}.log")
+    proc = spawn_worker("stage2", s, log_dir, f"evaluate-stage2-fold-{fold.index}")
     try:
         messages = follow(
             s,
             [s.topic_decisions, s.topic_flagged_dlq],
             lambda: got >= len(wanted),
-            lambda: proc.poll() is None,
+            lambda: proc.alive,
             f"fold {fold.index} stage-2",
         )
         for msg in messages:
@@ -201,7 +201,7 @@ def stage2(s: Settings, fold: Fold, tids: list[str], log_dir: Path, out: Publish
                 out.stage2_score[tid] = float(decision["score"])
                 got += 1
     finally:
-        stop_worker(proc)
+        proc.stop(20)
 
 
 def compare(scored: pl.DataFrame, out: Published) -> pl.DataFrame:

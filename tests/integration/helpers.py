@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streams.kafka import clients
+from streams.process import WorkerProcess
 from streams.settings import Settings
 from streams.stage1.worker import Stage1Worker
-from tests.support import settings_env
 
 
 def read_topic(
@@ -56,21 +57,15 @@ def stage1_thread(settings: Settings) -> Iterator[Stage1Worker]:
 
 
 @contextlib.contextmanager
-def stage2_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streams", "stage2"],
-        env=settings_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
+def stage2_process(settings: Settings, log_dir: Path | None = None) -> Iterator[WorkerProcess]:
+    """A stage-2 worker process (``streams.process``), stopped at the end; its log is printed
+    when it did not exit cleanly."""
+    with tempfile.TemporaryDirectory(prefix="fraudstream-stage2-") as tmp:
+        worker = WorkerProcess("stage2", settings, log_dir or Path(tmp), log_level="WARNING")
+        worker.start()
         try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        if proc.returncode not in (0, -15):
-            sys.stderr.write(out.decode(errors="replace")[-4000:])
+            yield worker
+        finally:
+            code = worker.stop(30)
+            if code not in (0, -15):
+                sys.stderr.write(worker.log()[-4000:])

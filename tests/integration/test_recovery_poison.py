@@ -18,6 +18,7 @@ from streams.data.produce import produce_history
 from streams.kafka import clients
 from streams.kafka.dlq import header_dict
 from streams.kafka.topics import create_topics, retry_topic
+from streams.process import worker_env
 from streams.stage1.dead_letters import DLQ_VALUE_LIMIT
 from streams.stage1.state import MAX_TRANSACTION_BYTES
 from tests.integration.helpers import read_topic, stage1_thread
@@ -30,7 +31,6 @@ from tests.integration.recovery_support import (
     recovery_settings,
     reference,
 )
-from tests.support import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +184,7 @@ def test_poisoned_stream(kafka_broker, tmp_path, capsys):
     assert all(orjson.loads(v[0]) == ref[t] for t, v in decided_by_tid(tail, settings).items())
 
     # the operator's view: dlq inspect, as JSON and as tables
-    env = settings_env(settings)
+    env = worker_env(settings)
     out = subprocess.run(
         [sys.executable, "-m", "streams", "dlq", "inspect", "--json"],
         env=env,

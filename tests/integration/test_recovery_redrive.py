@@ -13,6 +13,7 @@ import pytest
 from streams.data.produce import produce_history
 from streams.kafka.dlq import header_dict
 from streams.kafka.topics import create_topics
+from streams.process import worker_env
 from streams.recovery.redrive import RedriveFilter, redrive
 from tests.integration.helpers import read_topic, stage1_thread
 from tests.integration.recovery_support import (
@@ -24,7 +25,6 @@ from tests.integration.recovery_support import (
     recovery_settings,
     reference,
 )
-from tests.support import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 def _redrive(settings, *args: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "streams", "dlq", "redrive", "--topic", *args],
-        env=settings_env(settings),
+        env=worker_env(settings),
         capture_output=True,
         timeout=60,
     )

@@ -15,6 +15,7 @@ from streams.data.handbook import read_handbook_frame
 from streams.data.produce import produce_history
 from streams.data.simulate import simulate
 from streams.kafka.topics import create_topics
+from streams.process import worker_env
 from streams.recovery.replay import Replayer, replay
 from streams.rules.loader import load_rules
 from streams.schema import iso_utc
@@ -28,7 +29,7 @@ from tests.integration.recovery_support import (
     ids,
     recovery_settings,
 )
-from tests.support import REPO, settings_env
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
@@ -37,7 +38,7 @@ DAY_MS = 86_400_000
 def _replay(settings, *args: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "streams", "replay", *args],
-        env=settings_env(settings),
+        env=worker_env(settings),
         capture_output=True,
         timeout=120,
     )
