@@ -60,7 +60,7 @@ def demo_history(transactions: int, seed: int) -> pl.DataFrame:
 
 def spawn(stage: str, settings: Settings, log_dir: Path, port: int) -> WorkerProcess:
     return WorkerProcess(
-        stage, settings, log_dir, name=stage, metrics_port=port, log_level="WARNING"
+        stage, settings, log_dir, stage, FRAUD_LOG_LEVEL="WARNING", FRAUD_METRICS_PORT=str(port)
     ).start()
 
 

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 from streams.settings import Settings
@@ -38,17 +37,13 @@ class WorkerProcess:
         settings: Settings,
         log_dir: Path,
         name: str = "",
-        *,
-        metrics_port: int | None = None,
-        log_level: str = "INFO",
-        env: Mapping[str, str] | None = None,
+        **env: str,
     ):
+        """``env``: more variables for the worker (``FRAUD_LOG_LEVEL`` is INFO unless given,
+        e.g. ``FRAUD_METRICS_PORT``)."""
         self.stage = stage
         self.name = name or stage
-        extra = {"FRAUD_LOG_LEVEL": log_level, **(env or {})}
-        if metrics_port is not None:
-            extra["FRAUD_METRICS_PORT"] = str(metrics_port)
-        self.env = worker_env(settings, **extra)
+        self.env = worker_env(settings, **{"FRAUD_LOG_LEVEL": "INFO", **env})
         self.log_dir = Path(log_dir)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0

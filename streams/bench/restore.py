@@ -110,7 +110,7 @@ def _recovery_seconds(worker: WorkerProcess) -> float:
 
 def _restart(settings: Settings, log_dir: Path, name: str, **env: str) -> dict[str, Any]:
     first = _FirstOutput(settings)
-    worker = WorkerProcess("stage1", settings, log_dir, name=name, env=env)
+    worker = WorkerProcess("stage1", settings, log_dir, name=name, **env)
     started = time.monotonic()
     worker.start()
     try:

@@ -65,9 +65,8 @@ def spawn_worker(
     stage: str, settings: Settings, log_dir: Path, name: str, metrics_port: int | None = None
 ) -> WorkerProcess:
     """A quiet worker (warnings only in its log) for a measurement."""
-    return WorkerProcess(
-        stage, settings, log_dir, name=name, metrics_port=metrics_port, log_level="WARNING"
-    ).start()
+    port = {} if metrics_port is None else {"FRAUD_METRICS_PORT": str(metrics_port)}
+    return WorkerProcess(stage, settings, log_dir, name, FRAUD_LOG_LEVEL="WARNING", **port).start()
 
 
 def read_decisions(

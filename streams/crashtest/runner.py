@@ -111,18 +111,12 @@ class CrashTest:
                 s,
                 self.log_dir,
                 name=f"stage1-{i}",
-                env={
-                    **(
-                        {"FRAUD_TRANSACTIONAL_ID": f"{s.stage1_group}-{i}"}
-                        if s.exactly_once
-                        else {}
-                    ),
-                    **env,
-                },
+                **({"FRAUD_TRANSACTIONAL_ID": f"{s.stage1_group}-{i}"} if s.exactly_once else {}),
+                **env,
             )
             for i in range(self.plan.stage1_workers)
         ]
-        return [*workers, WorkerProcess("stage2", s, self.log_dir, name="stage2", env=env)]
+        return [*workers, WorkerProcess("stage2", s, self.log_dir, name="stage2", **env)]
 
     def _send(self, df: pl.DataFrame, done: threading.Event) -> None:
         try:

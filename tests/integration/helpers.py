@@ -61,7 +61,7 @@ def stage2_process(settings: Settings, log_dir: Path | None = None) -> Iterator[
     """A stage-2 worker process (``streams.process``), stopped at the end; its log is printed
     when it did not exit cleanly."""
     with tempfile.TemporaryDirectory(prefix="fraudstream-stage2-") as tmp:
-        worker = WorkerProcess("stage2", settings, log_dir or Path(tmp), log_level="WARNING")
+        worker = WorkerProcess("stage2", settings, log_dir or Path(tmp), FRAUD_LOG_LEVEL="WARNING")
         worker.start()
         try:
             yield worker
