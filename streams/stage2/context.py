@@ -2,8 +2,11 @@
 
 ``flags_30d`` and ``declines_30d`` count the card's decisions in the 30 days up to a
 transaction (itself included), ``previous_action`` is the action of the card's flagged
-transaction just before it. Pure functions over the value kept in the card table
-(``{"history": [[ts_ms, transaction_id, action], ...]}``, sorted by time then id).
+transaction just before it in those 30 days (None when there is none). Every field looks at the
+30-day window only, so the entries kept (``CONTEXT_KEEP_MS`` before the card's latest one) hold
+all a redelivered transaction needs, however far the card's history has moved on meanwhile.
+Pure functions over the value kept in the card table (``{"history": [[ts_ms, transaction_id,
+action], ...]}``, sorted by time then id).
 """
 
 from __future__ import annotations
@@ -57,10 +60,11 @@ def _apply(history: History, decision: dict[str, Any], ts_ms: int) -> History:
             flags += 1
             if e[2] == "decline":
                 declines += 1
+    previous = history[pos - 1] if pos else None
     decision["card_context"] = {
         "flags_30d": flags,
         "declines_30d": declines,
-        "previous_action": history[pos - 1][2] if pos else None,
+        "previous_action": previous[2] if previous is not None and previous[0] > since else None,
     }
     horizon = history[-1][0] - CONTEXT_KEEP_MS
     if history[0][0] >= horizon:

@@ -45,6 +45,19 @@ def test_card_context_is_idempotent_and_order_free():
     assert _decide(late, "b", 2)[1] == first["b"]
 
 
+def test_a_redelivery_after_the_history_was_pruned_gets_the_same_context():
+    """The kill tests found copies that differed in ``previous_action``: the card's flagged
+    transaction before this one was 62 days older, still in the history the first time and
+    pruned (older than ``CONTEXT_KEEP_MS`` before the card's latest entry) by the time the copy
+    came. Every field now looks at the 30-day window only."""
+    ctx: dict = {}
+    ctx, _ = _decide(ctx, "old", 0, "decline")
+    ctx, first = _decide(ctx, "x", 62 * DAY)
+    assert [e[1] for e in ctx["history"]] == ["x"]  # "old" is pruned
+    ctx, again = _decide(ctx, "x", 62 * DAY)
+    assert again == first == {"flags_30d": 1, "declines_30d": 0, "previous_action": None}
+
+
 def test_card_context_forgets_old_entries():
     ctx: dict = {}
     ctx, _ = _decide(ctx, "old", 0)
