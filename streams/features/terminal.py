@@ -16,7 +16,7 @@ known label says the compromise was still going on then.
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -151,6 +151,34 @@ class TerminalTable:
             state = self.terminals[terminal] = TerminalLabels()
             state.ts, state.frauds = t, f
         self.labels_seen = int(r.meta[name])
+
+    def restore_older(self, other: TerminalTable, upto_ts_ms: int) -> int:
+        """Take from ``other`` the labels of transactions at or before ``upto_ts_ms`` that are
+        older than each terminal's oldest label here: the ones a ``compact_all`` against a later
+        time dropped here (or this table never had). A partition that joins a worker whose other
+        partitions are ahead needs them. Labels are only ever added, and only older ones than any
+        held, so no label is counted twice; returns how many were added."""
+        added = 0
+        mine = self.terminals
+        for terminal, theirs in other.terminals.items():
+            state = mine.get(terminal)
+            k = bisect_right(theirs.ts, upto_ts_ms)
+            if state is not None and len(state.ts):
+                k = min(k, bisect_left(theirs.ts, state.ts[0]))
+            if k <= 0:
+                continue
+            base = theirs.frauds[0]
+            frauds = array("l", (f - base for f in theirs.frauds[: k + 1]))
+            ts = array("q", theirs.ts[:k])
+            if state is not None:
+                top, own = frauds[-1], state.frauds[0]
+                frauds.extend(top + f - own for f in state.frauds[1:])
+                ts.extend(state.ts)
+            else:
+                state = mine[terminal] = TerminalLabels()
+            state.ts, state.frauds = ts, frauds
+            added += k
+        return added
 
     def compact_all(self, now_ms: int) -> None:
         for state in self.terminals.values():

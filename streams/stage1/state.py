@@ -105,6 +105,13 @@ class PartitionedScreener:
                 f"{other.gate.released_upto}, behind this worker's {self.gate.released_upto}: "
                 "its classifier would miss the labels in between"
             )
+        if other.terminals is not self.terminals:
+            # this worker's table may have been compacted against its partitions' time, later
+            # than this partition's: the labels it still needs come from the state it was
+            # rebuilt in (released here long ago: known at their time plus the delay)
+            self.terminals.restore_older(
+                other.terminals, self.gate.released_upto - LABEL_DELAY_DAYS * DAY_MS
+            )
         screener = other.parts[partition]
         self._attach(screener)
         screener.rules = self.rules

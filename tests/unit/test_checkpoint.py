@@ -32,9 +32,9 @@ SETTINGS = load_settings(
 DELAY = LABEL_DELAY_DAYS * DAY_MS
 
 
-def _history():
+def _history(days: int = 40):
     df = read_handbook_frame(
-        simulate(customers=200, terminals=300, days=40, seed=5, compromised_cards_per_day=1)
+        simulate(customers=200, terminals=300, days=days, seed=5, compromised_cards_per_day=1)
     ).sort("ts_ms")
     txs = frame_transactions(df)
     frauds = df["TX_FRAUD"].to_list()
@@ -191,13 +191,17 @@ def test_partitions_from_two_rounds_join_one_worker_exactly():
     assert restored.out and not differing, f"{len(differing)} of {len(restored.out)} differ"
 
 
-def test_a_partition_behind_the_worker_joins_once_its_labels_caught_up():
+@pytest.mark.parametrize("compacted", [False, True])
+def test_a_partition_behind_the_worker_joins_once_its_labels_caught_up(compacted):
     """Partition 0's checkpoint is at its committed offset (nothing to replay) but older than
     the labels state of the worker taking it over (partition 1's, further on). Adopted as it is,
     its classifier would skip the labels released in between: ``adopt`` refuses that. Once its
     private gate has released the labels up to the worker's (``rebuild._catch_up``), it
-    continues exactly as in the run that wrote it."""
-    parts, labels = _history()
+    continues exactly as in the run that wrote it. ``compacted``: the worker's terminal table
+    was compacted against its own partition's time (as ``screen_many`` does every 50,000
+    labels), which drops labels the joining partition's windows still need; ``adopt`` takes
+    them back from the state it was restored in."""
+    parts, labels = _history(60 if compacted else 40)
     plan = _plan(parts, 13)
     whole = Run(parts, labels)
     for step in plan:
@@ -225,6 +229,10 @@ def test_a_partition_behind_the_worker_joins_once_its_labels_caught_up():
     assert load_partition(ahead, blob1[1], "p1") == offset1
     live.take_labels(ahead)
     live.adopt(1, ahead)
+    if compacted:
+        before = sum(len(t.ts) for t in live.terminals.terminals.values())
+        live.terminals.compact_all(live.latest[1])
+        assert sum(len(t.ts) for t in live.terminals.terminals.values()) < before
 
     behind = PartitionedScreener(SETTINGS, load_rules(SETTINGS.rules_dir))
     resume0 = load_labels(behind, blob0[0], "round A")
