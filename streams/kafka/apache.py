@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient
 from streams.errors import BrokerError
 from streams.kafka import apache_config as cfg
 from streams.kafka.apache_jars import fetch_jars, main, require_java
+from streams.kafka.apache_tls import TlsFiles, make_test_tls
 from streams.kafka.embedded import ProbeLogger, _die_with_parent, free_port
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,14 @@ class ApacheKafka:
     ``port`` is the first node's client port (others are free ports). ``log_dir`` keeps the
     nodes' folders (config, ``server.log``, data) there; without it a temporary folder is
     removed at ``stop()``. ``sasl_users`` ({name: password}) makes the client listeners
-    SASL_PLAINTEXT with SCRAM-SHA-256/512 users created at format time. ``extra_config`` is
-    added to every node's ``server.properties``."""
+    SASL_PLAINTEXT with SCRAM-SHA-256/512 users created at format time. ``tls`` makes them speak
+    TLS (SASL_SSL with users, else SSL) with a test CA and broker certificate made at start in
+    the cluster's folder (``ca_file``: what clients trust). ``authorizer`` turns on the standard
+    authorizer with no ACL meaning no access: the first SASL user (the one ``client_config()``
+    and ``admin()`` log in as) is a super user, and so are the brokers themselves on their
+    PLAINTEXT inter-broker and controller listeners; the others get only what ACLs grant.
+    ``extra_config`` is added to every node's ``server.properties``. The defaults (no TLS, no
+    authorizer) render exactly the configuration they always did."""
 
     def __init__(
         self,
@@ -64,10 +71,20 @@ class ApacheKafka:
         log_dir: Path | str | None = None,
         sasl_users: Mapping[str, str] | None = None,
         extra_config: Mapping[str, object] | None = None,
+        tls: bool = False,
+        authorizer: bool = False,
     ):
         if nodes < 1:
             raise BrokerError("an Apache Kafka cluster needs at least one node")
+        if authorizer and not sasl_users:
+            raise BrokerError(
+                "the authorizer needs SASL users (an admin as the first, then the principals "
+                "the ACLs name); without them every client is ANONYMOUS, a super user"
+            )
         self.sasl_users = dict(sasl_users or {})
+        self.tls = tls
+        self.tls_files: TlsFiles | None = None
+        self.authorizer = authorizer
         self.extra_config = dict(extra_config or {})
         self.keep_dir = log_dir is not None
         self.base = Path(log_dir) if log_dir is not None else None
@@ -84,9 +101,20 @@ class ApacheKafka:
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
+    @property
+    def ca_file(self) -> Path | None:
+        """The test CA (PEM) clients must trust when the cluster speaks TLS, else None."""
+        return self.tls_files.ca_file if self.tls_files is not None else None
+
+    @property
+    def admin_user(self) -> str | None:
+        """The super user the admin client logs in as when the authorizer is on."""
+        return next(iter(self.sasl_users)) if self.authorizer else None
+
     def client_config(self) -> dict[str, Any]:
-        """confluent-kafka settings reaching this cluster (as the first SASL user, if any)."""
-        return cfg.client_config(self.bootstrap, self.sasl_users)
+        """confluent-kafka settings reaching this cluster (as the first SASL user, if any,
+        trusting the test CA when it speaks TLS)."""
+        return cfg.client_config(self.bootstrap, self.sasl_users, self.ca_file)
 
     def admin(self) -> AdminClient:
         conf: dict[str, Any] = {**self.client_config(), "logger": ProbeLogger()}
@@ -103,7 +131,7 @@ class ApacheKafka:
                 port=ports[i],
                 controller_port=free_port(),
                 directory=self.base / f"node-{i}",
-                internal_port=free_port() if self.sasl_users else None,
+                internal_port=free_port() if self.sasl_users or self.tls else None,
             )
             for i in range(self.node_count)
         ]
@@ -121,9 +149,16 @@ class ApacheKafka:
                     ) from None
 
     def _write_configs(self) -> None:
+        assert self.base is not None
+        if self.tls:
+            self.tls_files = make_test_tls(self.base / "tls")
+        tls = self.tls_files.server_properties() if self.tls_files is not None else None
+        supers = [f"User:{self.admin_user}"] if self.admin_user is not None else None
         for i, node in enumerate(self.nodes):
             node.directory.mkdir(parents=True, exist_ok=True)
-            props = cfg.server_properties(self.nodes, i, bool(self.sasl_users), self.extra_config)
+            props = cfg.server_properties(
+                self.nodes, i, bool(self.sasl_users), self.extra_config, tls, supers
+            )
             node.properties_file.write_text(cfg.render_properties(props))
             node.log4j_file.write_text(cfg.render_log4j(node.log_file))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +66,7 @@ class Node:
     port: int  # client listener
     controller_port: int
     directory: Path  # holds server.properties, log4j2.xml, server.log and data/
-    internal_port: int | None = None  # inter-broker PLAINTEXT listener when clients use SASL
+    internal_port: int | None = None  # inter-broker PLAINTEXT listener when clients use SASL/TLS
 
     @property
     def properties_file(self) -> Path:
@@ -102,12 +102,35 @@ def internal_topic_sizes(nodes: int) -> dict[str, int]:
     }
 
 
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+INTERNAL_PRINCIPAL = "User:ANONYMOUS"  # the brokers and controllers, over PLAINTEXT listeners
+
+
+def client_protocol(sasl: bool, tls: bool) -> str:
+    """The client listener's security protocol (and its listener name)."""
+    return {
+        (False, False): "PLAINTEXT",
+        (True, False): "SASL_PLAINTEXT",
+        (False, True): "SSL",
+        (True, True): "SASL_SSL",
+    }[(sasl, tls)]
+
+
 def server_properties(
-    nodes: list[Node], index: int, sasl: bool = False, extra: Mapping[str, object] | None = None
+    nodes: list[Node],
+    index: int,
+    sasl: bool = False,
+    extra: Mapping[str, object] | None = None,
+    tls: Mapping[str, str] | None = None,
+    super_users: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """One node's configuration: combined broker+controller, a static controller quorum over
     all nodes, listeners on 127.0.0.1 only (``localhost`` may resolve to ::1). With ``sasl`` the
-    client listener takes SCRAM logins and the brokers replicate over a PLAINTEXT one."""
+    client listener takes SCRAM logins, with ``tls`` (the broker's ``ssl.*`` settings) it speaks
+    TLS; either way the brokers replicate over a PLAINTEXT ``INTERNAL`` listener. With
+    ``super_users`` (principals, e.g. ``User:admin``) the standard authorizer enforces ACLs,
+    denying what no ACL allows; the brokers' and controllers' own principal (ANONYMOUS on the
+    PLAINTEXT listeners) is a super user as well."""
     node = nodes[index]
     voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)
     props: dict[str, object] = {
@@ -128,25 +151,28 @@ def server_properties(
         "num.recovery.threads.per.data.dir": 1,
         "log.cleaner.threads": 1,
     }
-    if sasl:
-        assert node.internal_port is not None, "a SASL cluster needs internal ports"
+    protocol = client_protocol(sasl, tls is not None)
+    if protocol != "PLAINTEXT":
+        assert node.internal_port is not None, "a SASL or TLS cluster needs internal ports"
+        name = protocol.lower()
         props.update(
             {
-                "listeners": f"SASL_PLAINTEXT://127.0.0.1:{node.port},"
+                "listeners": f"{protocol}://127.0.0.1:{node.port},"
                 f"INTERNAL://127.0.0.1:{node.internal_port},"
                 f"CONTROLLER://127.0.0.1:{node.controller_port}",
-                "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{node.port},"
+                "advertised.listeners": f"{protocol}://127.0.0.1:{node.port},"
                 f"INTERNAL://127.0.0.1:{node.internal_port}",
-                "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,"
+                "listener.security.protocol.map": f"{protocol}:{protocol},"
                 "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 "inter.broker.listener.name": "INTERNAL",
-                "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
-                **{
-                    f"listener.name.sasl_plaintext.{m.lower()}.sasl.jaas.config": SCRAM_LOGIN
-                    for m in SCRAM_MECHANISMS
-                },
             }
         )
+        if sasl:
+            props["sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+            for m in SCRAM_MECHANISMS:
+                props[f"listener.name.{name}.{m.lower()}.sasl.jaas.config"] = SCRAM_LOGIN
+        if tls is not None:
+            props.update({f"listener.name.{name}.{k}": v for k, v in tls.items()})
     else:
         props.update(
             {
@@ -155,6 +181,14 @@ def server_properties(
                 "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
                 "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 "inter.broker.listener.name": "PLAINTEXT",
+            }
+        )
+    if super_users is not None:
+        props.update(
+            {
+                "authorizer.class.name": STANDARD_AUTHORIZER,
+                "super.users": ";".join([INTERNAL_PRINCIPAL, *super_users]),
+                "allow.everyone.if.no.acl.found": "false",
             }
         )
     props.update(extra or {})
@@ -200,12 +234,19 @@ def scram_arguments(users: Mapping[str, str]) -> list[str]:
     return args
 
 
-def client_config(bootstrap: str, sasl_users: Mapping[str, str]) -> dict[str, object]:
-    """confluent-kafka settings for a local cluster, as its first SASL user if it has any."""
+def client_config(
+    bootstrap: str, sasl_users: Mapping[str, str], ca_file: Path | None = None
+) -> dict[str, object]:
+    """confluent-kafka settings for a local cluster, as its first SASL user if it has any,
+    trusting the test CA ``ca_file`` when its client listener speaks TLS."""
     conf: dict[str, object] = {"bootstrap.servers": bootstrap}
+    protocol = client_protocol(bool(sasl_users), ca_file is not None)
+    if protocol != "PLAINTEXT":
+        conf["security.protocol"] = protocol
+    if ca_file is not None:
+        conf["ssl.ca.location"] = str(ca_file)
     if sasl_users:
         name, password = next(iter(sasl_users.items()))
-        conf["security.protocol"] = "SASL_PLAINTEXT"
         conf["sasl.mechanism"] = "SCRAM-SHA-512"
         conf["sasl.username"] = name
         conf["sasl.password"] = password

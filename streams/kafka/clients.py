@@ -149,7 +149,8 @@ def _tcp_open(addresses: list[tuple[str, int]], timeout_s: float) -> bool:
 def check_reachable(settings: Settings, timeout_s: float | None = None) -> None:
     """Raise BrokerError, in one line saying what to check, unless the configured broker
     answers a metadata request with the configured security settings within ``timeout_s``
-    (default ``settings.connect_timeout_s``)."""
+    (default ``settings.connect_timeout_s``): a refused login and a failed TLS handshake (a
+    broker certificate the configured CA did not sign) are named as such."""
     bootstrap = settings.bootstrap_servers or ""
     timeout = settings.connect_timeout_s if timeout_s is None else timeout_s
     protocol = settings.effective_security_protocol()
@@ -182,6 +183,13 @@ def check_reachable(settings: Settings, timeout_s: float | None = None) -> None:
             raise BrokerError(
                 f"Kafka broker at {bootstrap} refused authentication ({who}): {reason}; check "
                 "FRAUD_SASL_MECHANISM, FRAUD_SASL_USERNAME, FRAUD_SASL_PASSWORD"
+            )
+        tls = [e for e in errors if e.code() == KafkaError._SSL]
+        if tls:
+            reason = " ".join(tls[-1].str().split(": ", 1)[-1].split())
+            raise BrokerError(
+                f"Kafka broker at {bootstrap}: the TLS handshake failed ({reason}); check "
+                "FRAUD_SSL_CA_LOCATION (the CA, in PEM, that signed the broker's certificate)"
             )
         if time.monotonic() >= deadline:
             break

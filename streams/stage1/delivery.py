@@ -66,12 +66,13 @@ class AtLeastOnce:
         self.finish = finish
         self.owned = owned  # partitions still assigned (a lost one's offsets are not stored)
         self.pending: DoneBatch | None = None
-        self.failed: list[str] = []
+        self.failed: dict[tuple[str, str], int] = {}  # (topic, error name) -> outputs
 
     def on_failure(self, err: KafkaError | None, msg: Any) -> None:
         """The producer's delivery report (failures only)."""
         if err is not None:
-            self.failed.append(f"{msg.topic()}: {err.str()}")
+            key = (msg.topic(), f"{err.name()} ({err.str()})")
+            self.failed[key] = self.failed.get(key, 0) + 1
 
     def begin(self) -> None:
         """Nothing to open per batch."""
@@ -101,8 +102,8 @@ class AtLeastOnce:
         """Raise if an output failed; the pending batch then never counts (its offsets are not
         stored, so it is processed again after a restart)."""
         if self.failed:
-            errors, self.failed, self.pending = self.failed, [], None
-            raise BrokerError(f"outputs not delivered: {errors[:3]}")
+            errors, self.failed, self.pending = self.failed, {}, None
+            raise BrokerError(undelivered(errors))
 
     def _flush(self) -> None:
         """Wait until every output is acknowledged, through broker outages."""
@@ -142,6 +143,22 @@ class AtLeastOnce:
             self.consumer.commit(asynchronous=False)
         except Exception as exc:  # nothing stored yet, or broker gone: offsets stay as they were
             log.debug("final commit skipped: %s", exc)
+
+
+def undelivered(errors: dict[tuple[str, str], int]) -> str:
+    """One line: which outputs the broker refused and why, what to do, and that their
+    transactions are not lost (the batch's offsets are not stored)."""
+    what = "; ".join(f"{n} to {topic}: {why}" for (topic, why), n in list(errors.items())[:3])
+    hint = ""
+    if any("AUTHORIZATION_FAILED" in why for _, why in errors):
+        hint = (
+            " (the worker's principal may not write there: grant it WRITE on the topic, see "
+            "docs/operations.md, Security)"
+        )
+    return (
+        f"outputs not delivered, stopping: {what}{hint}; the batch's offsets are not "
+        "committed, so its transactions are screened again after a restart"
+    )
 
 
 class ExactlyOnce:
