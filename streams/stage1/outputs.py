@@ -16,10 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
 
+from streams.errors import BrokerError
 from streams.output_schema import approve_decision, stage1_evidence
 from streams.schema import encode
 from streams.settings import Settings
+from streams.stage1.delivery import undelivered
 from streams.stage1.screen import ScreenedBatch
 
 SENT_MS = "sent_ms"
@@ -70,32 +73,44 @@ def emit(
     sent: list[int],
 ) -> None:
     """Produce the outputs of ``out`` (``sources``: the messages of its rows); the ``sent_ms`` of
-    each approved row is appended to ``sent`` (end-to-end latency)."""
+    each approved row is appended to ``sent`` (end-to-end latency). An output librdkafka refuses
+    at once (it knows from metadata that the topic is not writable) stops the worker with the
+    same one line as a refused delivery (``BrokerError``); the batch's offsets are not stored."""
     flagged_topic, decisions_topic = settings.topic_flagged, settings.topic_decisions
     values = encode_outputs(out)
-    for tx, flagged, value, msg in zip(out.txs, out.flagged.tolist(), values, sources, strict=True):
-        h: bytes | None
-        carried = msg.headers()
-        if (  # the usual headers (as this package's producers write them), read inline
-            carried is not None
-            and len(carried) == 1
-            and carried[0][0] == SENT_MS
-            and type(h := carried[0][1]) is bytes
-            and h.isascii()
+    flagged = False
+    try:
+        for tx, flagged, value, msg in zip(
+            out.txs, out.flagged.tolist(), values, sources, strict=True
         ):
-            pass
-        else:
-            h = sent_ms_header(msg)
-        headers: Headers | None = [(SENT_MS, h)] if h else None
-        if flagged:
-            produce(flagged_topic, value, tx.card_id.encode(), timestamp=tx.ts_ms, headers=headers)
-        else:
-            produce(
-                decisions_topic,
-                value,
-                tx.transaction_id.encode(),
-                timestamp=tx.ts_ms,
-                headers=headers,
-            )
-            if h:
-                sent.append(int(h))
+            h: bytes | None
+            carried = msg.headers()
+            if (  # the usual headers (as this package's producers write them), read inline
+                carried is not None
+                and len(carried) == 1
+                and carried[0][0] == SENT_MS
+                and type(h := carried[0][1]) is bytes
+                and h.isascii()
+            ):
+                pass
+            else:
+                h = sent_ms_header(msg)
+            headers: Headers | None = [(SENT_MS, h)] if h else None
+            if flagged:
+                produce(
+                    flagged_topic, value, tx.card_id.encode(), timestamp=tx.ts_ms, headers=headers
+                )
+            else:
+                produce(
+                    decisions_topic,
+                    value,
+                    tx.transaction_id.encode(),
+                    timestamp=tx.ts_ms,
+                    headers=headers,
+                )
+                if h:
+                    sent.append(int(h))
+    except KafkaException as exc:  # refused at once (e.g. the topic is known not writable)
+        err = exc.args[0]
+        topic = flagged_topic if flagged else decisions_topic
+        raise BrokerError(undelivered({(topic, f"{err.name()} ({err.str()})"): 1})) from None

@@ -64,7 +64,6 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 from streams.checkpoint.topic import ensure_topic
-from streams.errors import BrokerError
 from streams.gc_tuning import tuned_gc
 from streams.observability import metrics
 from streams.rules.reload import RuleReloader
@@ -75,13 +74,7 @@ from streams.stage1.batch import split
 from streams.stage1.broker_watch import BrokerWatch
 from streams.stage1.checkpointing import Checkpointer, Snapshot
 from streams.stage1.dead_letters import DeadLetters
-from streams.stage1.delivery import (
-    AtLeastOnce,
-    DeliveryGuarantee,
-    DoneBatch,
-    ExactlyOnce,
-    undelivered,
-)
+from streams.stage1.delivery import AtLeastOnce, DeliveryGuarantee, DoneBatch, ExactlyOnce
 from streams.stage1.labels import LabelFeed
 from streams.stage1.outputs import emit
 from streams.stage1.recent import RecentTraffic
@@ -198,7 +191,7 @@ class Stage1Worker:
         sent: list[int] = []
         if out is not None:
             sources = [m for _, msgs in groups.values() for m in msgs]
-            emit(self.settings, self._produce, out, sources, sent)
+            emit(self.settings, self.producer.produce, out, sources, sent)
         offsets = polled.offsets()
         self.checkpointer.advanced(offsets)
         snapshot = None
@@ -216,16 +209,6 @@ class Stage1Worker:
             snapshot,
         )
         self.delivery.done(done)
-
-    def _produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
-        """An output. librdkafka refuses it at once when it already knows the topic is not
-        writable (e.g. TOPIC_AUTHORIZATION_FAILED from metadata): the same one-line stop as a
-        refused delivery, with this batch's offsets not stored."""
-        try:
-            self.producer.produce(topic, *args, **kwargs)
-        except KafkaException as exc:
-            err = exc.args[0]
-            raise BrokerError(undelivered({(topic, f"{err.name()} ({err.str()})"): 1})) from None
 
     def _produce_checkpoint(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
         """A checkpoint record; its failed delivery is logged, not fatal (an older checkpoint
