@@ -141,6 +141,13 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
         rows.append(
             (f"restore: {history} checkpoint bytes/card", entry["checkpoint_bytes_per_card"])
         )
+        if "stage2" in entry:
+            rows.append(
+                (
+                    f"restore: stage 2, {history} history, s",
+                    entry["stage2"]["seconds_to_first_decision"],
+                )
+            )
     if restore.get("without_checkpoints"):
         rows.append(
             (
