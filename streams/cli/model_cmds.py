@@ -24,9 +24,26 @@ def train(
     ),
     out: Path = typer.Option(..., "--out", help="model directory to write"),
     seed: int = typer.Option(0, help="random seed (same seed, same model)"),
-    valid_days: int = typer.Option(7, help="validation days, after the label delay"),
+    valid_days: int = typer.Option(
+        7,
+        help="the training window's last days that validate the search (early stopping, "
+        "parameters, policy thresholds); at most a third of the window",
+    ),
+    review_capacity: float = typer.Option(
+        100.0,
+        envvar="FRAUD_REVIEW_CAPACITY",
+        help="cards a day analysts can review: sets the model's review threshold",
+    ),
+    decline_precision: float = typer.Option(
+        0.9,
+        envvar="FRAUD_DECLINE_PRECISION",
+        help="share of declined transactions that must be fraud: sets the decline threshold",
+    ),
 ) -> None:
-    """Train the stage-2 XGBoost model from the stream features; write model, metadata, card."""
+    """Train the stage-2 XGBoost model from the stream features; write model, metadata, card.
+
+    A seeded search (depth, learning rate, class weight; rounds by early stopping) validates on
+    the window's last days and is refit on the whole window (docs/evaluation.md)."""
     from streams.data.handbook import read_handbook
     from streams.training.train import train_model
 
@@ -39,6 +56,8 @@ def train(
             out,
             seed=seed,
             valid_days=valid_days,
+            review_capacity=review_capacity,
+            decline_precision=decline_precision,
             progress=advance,
             source=str(data),
         )
@@ -62,6 +81,11 @@ def evaluate(
     through_kafka: bool = typer.Option(
         False, "--through-kafka", help="score the test weeks through the broker and both workers"
     ),
+    features: str = typer.Option(
+        "all",
+        help="stage-2 feature set (the ablation): handbook, handbook+card-median, "
+        "handbook+terminal-run, handbook+both, all",
+    ),
     bootstrap: Bootstrap = None,
     broker: BrokerKind = None,
     config: ConfigFile = None,
@@ -82,6 +106,7 @@ def evaluate(
             train_history_days,
             advance,
             through_kafka=through_kafka,
+            features=features,
             say=typer.echo,
         )
     mean = metrics.get("mean", {})

@@ -1,15 +1,16 @@
 """Train one fold's stage-2 model from features stage 1 already computed.
 
-``streams.training.train.train_model`` early-stops on the week that starts a label delay after
-its training window, which in the handbook's folds *is* the test week; an evaluation must not
-look at it. So a fold's model is trained here with the trainer's parameters (``DEFAULT_PARAMS``)
-and a number of rounds chosen without the test week:
+By default a fold's model comes from the same seeded search as ``train``
+(``streams.training.search``): the fold's training window (the days ending with its training
+week, ``--train-history-days``) is split into a search part and its last days (validation:
+early stopping, the choice of parameters); the chosen parameters are refit on the whole window.
+Every label read belongs to the training window, all known before the fold's test week; the test
+week is never looked at. A fixed ``rounds`` instead trains ``FIXED_POINT`` for that many rounds
+without a search (quick runs and tests).
 
-- a fixed ``rounds``, or
-- ``rounds=None``: the handbook's chapter-5 validation. For a training week starting on W,
-  ``train_model`` trains on ``[W − 14, W − 7)``, so that its early-stopping week is
-  ``[W, W + 7)``: the fold's own training week, whose labels are all known before the test week.
-  Its best round count is then used on the fold's training window.
+``reference_model`` is the handbook's Chapter-5 reference XGBoost (50 trees, depth 3, its 15
+features, trained on the fold's 7-day training week), scored on every test transaction: the
+baseline every data set's result is compared with.
 
 Models are written with the trainer's ``save_model_dir`` and loaded with ``RiskModel``, exactly
 as stage 2 loads them.
@@ -17,8 +18,6 @@ as stage 2 loads them.
 
 from __future__ import annotations
 
-import tempfile
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,83 +26,108 @@ import polars as pl
 import xgboost as xgb
 
 from streams.errors import DataError
-from streams.features.names import MODEL_FEATURES
+from streams.features.names import DAY_MS, HANDBOOK_15, LABEL_DELAY_DAYS, MODEL_FEATURES
 from streams.stage2.model import RiskModel
 from streams.training.artifact import save_model_dir
-from streams.training.train import DEFAULT_PARAMS, train_model
+from streams.training.search import (
+    BASE_PARAMS,
+    VALID_DAYS,
+    SearchSpace,
+    search_and_fit,
+    validation_days,
+)
+from streams.training.validation import known_card_mask
 
-# Chosen once on validation folds of the handbook's data, never on a test week: training weeks
-# starting 2018-06-20, 06-27, 07-04, 07-11, each measured on the week after its delay week (all
-# before the first test week). Mean AP / CP@100 of the two-stage score by rounds: 25: .668/.289,
-# 50: .677/.291, 100: .679/.290, 200: .680/.289, 400: .683/.288: flat after about 100.
-DEFAULT_ROUNDS = 100
+FIXED_POINT: dict[str, Any] = {"max_depth": 5, "learning_rate": 0.1, "scale_pos_weight": 1.0}
+# The handbook's Chapter-5 XGBoost as DATA.md reproduces it (exact trees, base score 0.5).
+REFERENCE_PARAMS: dict[str, Any] = {
+    "objective": "binary:logistic",
+    "tree_method": "exact",
+    "base_score": 0.5,
+    "max_depth": 3,
+    "learning_rate": 0.3,
+    "nthread": 1,
+}
+REFERENCE_ROUNDS = 50
 
 
 def fit_params(seed: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The trainer's parameters without evaluation metrics (no evaluation set here)."""
-    full = {**DEFAULT_PARAMS, **(params or {}), "seed": seed}
+    """The fixed-rounds parameters, without evaluation metrics (no evaluation set here)."""
+    full = {**BASE_PARAMS, **FIXED_POINT, **(params or {}), "seed": seed}
     full.pop("eval_metric", None)
     return full
+
+
+def _check(y: np.ndarray) -> int:
+    n_fraud = int(y.sum())
+    if n_fraud == 0 or n_fraud == len(y):
+        raise DataError(
+            f"the training window has {len(y)} rows and {n_fraud} frauds: it needs both classes"
+        )
+    return n_fraud
 
 
 def fit_model(
     train: pl.DataFrame,
     out_dir: Path,
     *,
-    rounds: int,
+    rounds: int | None = None,
     seed: int = 0,
+    features: list[str] | None = None,
+    space: SearchSpace | None = None,
+    valid_days: int = VALID_DAYS,
+    label_delay_days: int = LABEL_DELAY_DAYS,
     params: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RiskModel:
-    """Train on ``train`` (MODEL_FEATURES and TX_FRAUD), write ``out_dir``, load it back."""
+    """Train on ``train`` (``features``, ``TX_FRAUD``, ``ts_ms``, ``CUSTOMER_ID``), write
+    ``out_dir``, load it back. ``rounds=None``: the search; a number: fixed rounds."""
+    names = list(features or MODEL_FEATURES)
     y = train["TX_FRAUD"].cast(pl.Int8).to_numpy()
-    n_fraud = int(y.sum())
-    if n_fraud == 0 or n_fraud == len(y):
-        raise DataError(
-            f"the training window has {len(y)} rows and {n_fraud} frauds: it needs both classes"
-        )
-    if rounds < 1:
-        raise DataError(f"rounds must be at least 1, not {rounds}")
-    X = train.select(MODEL_FEATURES).to_numpy().astype(np.float32)
-    full = fit_params(seed, params)
-    dtrain = xgb.DMatrix(X, label=y, feature_names=MODEL_FEATURES)
-    booster = xgb.train(full, dtrain, num_boost_round=rounds, verbose_eval=False)
-    booster.feature_names = MODEL_FEATURES
+    n_fraud = _check(y)
+    X = train.select(names).to_numpy().astype(np.float32)
     meta: dict[str, Any] = {
         "name": "fraudstream-eval",
-        "feature_names": list(MODEL_FEATURES),
-        "params": full,
+        "feature_names": names,
         "seed": seed,
-        "training": {"num_trees": rounds, "early_stopping": None},
         "class_balance": {"train": {"rows": len(y), "frauds": n_fraud}},
-        **(metadata or {}),
     }
+    if rounds is None:
+        ts = train["ts_ms"].to_numpy()
+        day = ts // DAY_MS
+        first, last = int(day.min()), int(day.max())
+        vdays = validation_days(last - first + 1, valid_days)
+        is_valid = day > last - vdays
+        cards = train["CUSTOMER_ID"].cast(pl.Utf8).to_numpy()
+        known = known_card_mask(ts, cards, y, is_valid, first * DAY_MS, label_delay_days)
+        result = search_and_fit(X, y, is_valid, ~known, names, seed=seed, space=space)
+        booster = result.booster
+        meta["params"] = result.params
+        meta["training"] = {"num_trees": result.rounds, "validation_days": vdays}
+        meta["search"] = {
+            "trials": result.trials,
+            "chosen": result.chosen,
+            "seconds": result.seconds,
+        }
+    else:
+        if rounds < 1:
+            raise DataError(f"rounds must be at least 1, not {rounds}")
+        full = fit_params(seed, params)
+        dtrain = xgb.DMatrix(X, label=y, feature_names=names)
+        booster = xgb.train(full, dtrain, num_boost_round=rounds, verbose_eval=False)
+        booster.feature_names = names
+        meta["params"] = full
+        meta["training"] = {"num_trees": rounds, "early_stopping": None}
+    meta.update(metadata or {})
     save_model_dir(booster, meta, out_dir, name="fraudstream-eval")
     return RiskModel.load(out_dir)
 
 
-def validated_rounds(
-    df: pl.DataFrame,
-    features: pl.DataFrame,
-    train_start: date,
-    *,
-    seed: int = 0,
-    params: dict[str, Any] | None = None,
-    out_dir: Path | None = None,
-) -> int:
-    """Best round count of ``train_model`` on ``[W − 14, W − 7)``, early-stopped on ``[W, W + 7)``.
-
-    ``df`` is the ``read_handbook`` frame and ``features`` its MODEL_FEATURES frame (same rows).
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        meta = train_model(
-            df,
-            train_start - timedelta(days=14),
-            train_start - timedelta(days=7),
-            out_dir or Path(tmp),
-            seed=seed,
-            params=params,
-            features=features,
-            name="fraudstream-eval-validation",
-        )
-    return int(meta["training"]["num_trees"])
+def reference_model(train_week: pl.DataFrame, seed: int = 0) -> xgb.Booster:
+    """The handbook's Chapter-5 reference XGBoost on ``train_week`` (its 15 features)."""
+    y = train_week["TX_FRAUD"].cast(pl.Int8).to_numpy()
+    _check(y)
+    X = train_week.select(HANDBOOK_15).to_numpy().astype(np.float32)
+    dtrain = xgb.DMatrix(X, label=y, feature_names=HANDBOOK_15)
+    params = {**REFERENCE_PARAMS, "seed": seed}
+    return xgb.train(params, dtrain, num_boost_round=REFERENCE_ROUNDS, verbose_eval=False)

@@ -29,7 +29,7 @@ import polars as pl
 from streams.data.handbook import read_handbook
 from streams.errors import DataError
 from streams.evaluation.ceiling import delay_ceiling, hidden_by_delay, reachable_frauds
-from streams.evaluation.fit import DEFAULT_ROUNDS, fit_model, validated_rounds
+from streams.evaluation.fit import HANDBOOK_15, fit_model, reference_model
 from streams.evaluation.handbook_metrics import (
     auc_roc,
     average_precision,
@@ -46,7 +46,7 @@ from streams.evaluation.stage1_stats import (
     max_window_share,
     recall_at_shares,
 )
-from streams.features.names import DAY_MS, MODEL_FEATURES
+from streams.features.names import DAY_MS, FEATURE_SETS, MODEL_FEATURES
 from streams.settings import Settings
 from streams.stage2.model import RiskModel
 
@@ -62,8 +62,9 @@ class Options:
     """What one evaluation run does besides the protocol."""
 
     train_history_days: int | None = None  # None: the fold's 7-day training week (handbook)
-    rounds: int | None = DEFAULT_ROUNDS  # None: chosen by chapter-5 validation per fold
+    rounds: int | None = None  # None: the seeded search of ``train`` per fold; a number: fixed
     seed: int = 0
+    features: str = "all"  # a key of FEATURE_SETS (the ablation's feature families)
 
 
 def _screen(
@@ -86,8 +87,9 @@ def evaluate(
     train_history_days: int | None = None,
     progress: Callable[[int], None] | None = None,
     *,
-    rounds: int | None = DEFAULT_ROUNDS,
+    rounds: int | None = None,
     seed: int = 0,
+    features: str = "all",
     through_kafka: bool = False,
     say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
@@ -99,7 +101,12 @@ def evaluate(
     """
     if train_history_days is not None and train_history_days < 1:
         raise DataError(f"train_history_days must be at least 1, not {train_history_days}")
-    opts = Options(train_history_days, rounds, seed)
+    if features not in FEATURE_SETS:
+        choices = ", ".join(FEATURE_SETS)
+        raise DataError(f"unknown feature set {features!r}; choose one of {choices}")
+    if through_kafka and features != "all":
+        raise DataError("--through-kafka runs the stage-2 worker, which serves all the features")
+    opts = Options(train_history_days, rounds, seed, features)
     # stage 1 learns online from the start of the history, not from a model trained elsewhere
     settings = settings.model_copy(update={"stage1_warm_start": False})
     df = read_handbook(data)
@@ -136,8 +143,9 @@ def evaluate(
     scored = pl.concat(scored_all)
     options = {
         "train_history_days": opts.train_history_days or 7,
-        "rounds": opts.rounds if opts.rounds is not None else "validated per fold",
+        "rounds": opts.rounds if opts.rounds is not None else "searched per fold",
         "seed": opts.seed,
+        "features": opts.features,
     }
     metrics = assemble(protocol, data, results, options, df.height, _stream(screened))
     if through_kafka:
@@ -196,22 +204,12 @@ def _run_fold(
     days = opts.train_history_days or 7
     lo = max(fold.train_end - timedelta(days=days - 1), first_day)
     train = _days(screened, lo, fold.train_end)
-    rounds = opts.rounds
-    if rounds is None:
-        if fold.train_start - timedelta(days=14) < first_day:
-            raise DataError(
-                f"choosing the rounds by validation needs 14 days of data before fold "
-                f"{fold.index}'s training week ({fold.train_start}); the data starts "
-                f"{first_day}: give a fixed number of rounds"
-            )
-        rounds = validated_rounds(
-            df, screened.select(MODEL_FEATURES), fold.train_start, seed=opts.seed
-        )
     model = fit_model(
         train,
         out_dir / "models" / f"fold-{fold.index}",
-        rounds=rounds,
+        rounds=opts.rounds,
         seed=opts.seed,
+        features=FEATURE_SETS[opts.features],
         metadata={
             "training_window": {
                 "start": lo.isoformat(),
@@ -224,6 +222,13 @@ def _run_fold(
     test = _days(screened, fold.test_start, fold.test_end)
     flagged = test["FLAGGED"].to_numpy().astype(bool)
     single = _score_all(model, test)
+    week = _days(screened, fold.train_start, fold.train_end)
+    reference = np.asarray(
+        reference_model(week, opts.seed).inplace_predict(
+            test.select(HANDBOOK_15).to_numpy().astype(np.float32)
+        ),
+        dtype=np.float64,
+    )
     stage2 = np.full(test.height, np.nan)
     if flagged.any():  # the stage-2 path: RiskModel.predict on the forwarded rows only
         stage2[flagged] = _predict(model, test.filter(pl.Series(flagged)))
@@ -232,6 +237,7 @@ def _run_fold(
         pl.lit(fold.index).alias("fold"),
         pl.Series("score", final),
         pl.Series("single_stage_score", single),
+        pl.Series("reference_score", reference),
     )
     history = _days(screened, fold.train_start, fold.test_end).select(
         "CUSTOMER_ID", "day", "TX_FRAUD"
@@ -248,8 +254,14 @@ def _run_fold(
         **fold.as_dict(),
         **_measure(kept, "score"),
         "single_stage": _measure(kept, "single_stage_score", stage1=False),
+        "handbook_reference": _measure(kept, "reference_score", stage1=False),
         "delay_ceiling": delay_ceiling(kept),
-        "rounds": rounds,
+        "rounds": model.metadata["training"]["num_trees"],
+        "params": {
+            k: model.metadata["params"].get(k)
+            for k in ("max_depth", "learning_rate", "scale_pos_weight")
+        },
+        "search_seconds": model.metadata.get("search", {}).get("seconds"),
         "model_version": model.version,
         "test_rows": test.height,
         "test_frauds": int(test["TX_FRAUD"].sum()),

@@ -56,3 +56,26 @@ SCORE_FIELDS = ["ANOMALY_SCORE", "FRAUD_PROBABILITY"]
 
 # What a rule expression may name.
 RULE_FIELDS = [*MODEL_FEATURES, *SCORE_FIELDS, "TX_HOUR", "TX_WEEKDAY"]
+
+# Feature families whose contribution ``evaluate --features`` measures (an ablation): each set
+# is a subset of MODEL_FEATURES, in its order.
+HANDBOOK_15 = ["TX_AMOUNT", *HANDBOOK_FEATURES]
+CARD_MEDIAN_FAMILY = [
+    "CARD_AMOUNT_RATIO_MEDIAN_30DAY",
+    "CARD_NB_HIGH_RATIO_14DAY",
+    "CARD_MAX_RATIO_14DAY",
+]
+TERMINAL_RUN_FAMILY = ["TERMINAL_FRAUD_RUN", "TERMINAL_FRAUD_RUN_DAYS", "TERMINAL_DAYS_SINCE_FRAUD"]
+
+
+def _subset(names: list[str]) -> list[str]:
+    return [n for n in MODEL_FEATURES if n in set(names)]
+
+
+FEATURE_SETS: dict[str, list[str]] = {
+    "handbook": _subset(HANDBOOK_15),
+    "handbook+card-median": _subset([*HANDBOOK_15, *CARD_MEDIAN_FAMILY]),
+    "handbook+terminal-run": _subset([*HANDBOOK_15, *TERMINAL_RUN_FAMILY]),
+    "handbook+both": _subset([*HANDBOOK_15, *CARD_MEDIAN_FAMILY, *TERMINAL_RUN_FAMILY]),
+    "all": list(MODEL_FEATURES),
+}

@@ -6,11 +6,17 @@ Thresholds are inclusive lower bounds (``config/policy.yaml`` explains each one)
 
 A score that is not a number (never produced by a healthy model) goes to review: it is neither
 approved nor declined without a person looking at it.
+
+With ``thresholds: model`` the two thresholds come from the scoring model's metadata
+(``policy``: set by ``train`` on its validation window from an analyst capacity, see
+``streams.training.policy``), so they follow every retrain; the file's numbers are then only the
+fallback for a model that records none. ``thresholds: fixed`` (the default) uses the file's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +28,10 @@ from streams.errors import ConfigError
 
 Action = Literal["approve", "review", "decline"]
 ACTIONS: tuple[Action, ...] = ("approve", "review", "decline")
-_KEYS = {"review_threshold", "decline_threshold", "top_reasons"}
+_KEYS = {"review_threshold", "decline_threshold", "top_reasons", "thresholds"}
+_MODES = ("fixed", "model")
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # model versions already reported as recording no thresholds
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class DecisionPolicy:
     review_threshold: float = 0.3
     decline_threshold: float = 0.8
     top_reasons: int = 3
+    from_model: bool = False  # thresholds from the model's metadata (these are the fallback)
 
     def __post_init__(self) -> None:
         problems = _problems(self.review_threshold, self.decline_threshold, self.top_reasons)
@@ -56,10 +66,40 @@ class DecisionPolicy:
                 raise ConfigError(f"{path}: missing {key}")
         review, decline = data["review_threshold"], data["decline_threshold"]
         top = data.get("top_reasons", 3)
+        mode = data.get("thresholds", "fixed")
         problems = _problems(review, decline, top)
+        if mode not in _MODES:
+            problems.append(f"thresholds must be one of {', '.join(_MODES)}, got {mode!r}")
         if problems:
             raise ConfigError(f"{path}: " + "; ".join(problems))
-        return cls(float(review), float(decline), int(top))
+        return cls(float(review), float(decline), int(top), from_model=mode == "model")
+
+    def for_model(self, metadata: dict[str, Any]) -> DecisionPolicy:
+        """The fixed policy a model's decisions use: this one, or with ``from_model`` the
+        thresholds its metadata records (``policy``); this one's when it records none."""
+        if not self.from_model:
+            return self
+        recorded = metadata.get("policy")
+        if isinstance(recorded, dict):
+            review = recorded.get("review_threshold")
+            decline = recorded.get("decline_threshold")
+            if not _problems(review, decline, self.top_reasons):
+                return replace(
+                    self,
+                    review_threshold=float(review),  # type: ignore[arg-type]
+                    decline_threshold=float(decline),  # type: ignore[arg-type]
+                    from_model=False,
+                )
+        version = str(metadata.get("version"))
+        if version not in _warned:
+            _warned.add(version)
+            log.warning(
+                "model %s records no valid policy thresholds; using the policy file's (%s, %s)",
+                version,
+                self.review_threshold,
+                self.decline_threshold,
+            )
+        return replace(self, from_model=False)
 
     def decide(self, score: float) -> Action:
         if score >= self.decline_threshold:

@@ -129,14 +129,15 @@ class Scorer:
         if not records or batch.X is None:
             return []
         scores = predicted.scores
-        actions = policy.decide_many(scores)
+        champion_policy = policy.for_model(champion.metadata)
+        actions = champion_policy.decide_many(scores)
         reasons = champion.reasons_many(batch.X, predicted.contribs, policy.top_reasons)
         version = champion.version
         challenger_rows: list[dict[str, Any]] | None = None
         if challenger is not None and predicted.c_scores is not None:
             # Python's round (correctly rounded), as every decision has always been written
             c_scores = [round(c, 6) for c in predicted.c_scores.tolist()]
-            c_actions = policy.decide_many(predicted.c_scores)
+            c_actions = policy.for_model(challenger.metadata).decide_many(predicted.c_scores)
             c_version = challenger.version
             challenger_rows = [
                 challenger_verdict(c_version, c, a)

@@ -71,7 +71,7 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
         "",
         "## Intended use",
         "Stage-2 risk model of fraudstream. It scores the card transactions that stage 1 flags and "
-        "returns a fraud probability in [0, 1]; `config/policy.yaml` turns the score into approve, "
+        "returns a risk score in [0, 1]; `config/policy.yaml` turns the score into approve, "
         "review or decline, and TreeSHAP contributions (`pred_contribs`) give each decision's "
         "reason codes. Inputs are the stream features of `streams.features` "
         f"({len(meta['feature_names'])} features, order below), computed by the same code that "
@@ -85,8 +85,10 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
         f"- Training window: {train['start']} to {train['end']} (end exclusive)",
         f"- Label delay: {meta['label_delay_days']} days (labels of the training window are all "
         "known when the delay has passed after its end)",
-        f"- Validation window: {valid['start']} to {valid['end']} (end exclusive), after the delay;"
-        " cards with a fraud already known on the day are removed (handbook protocol)",
+        f"- Validation window: {valid['start']} to {valid['end']} (end exclusive): the training "
+        "window's last days; the search trains on the days before them, then the chosen "
+        "parameters are refit on the whole window. Cards with a fraud already known on the day "
+        "are removed (handbook protocol)",
         "",
         "| set | rows | frauds | fraud rate |",
         "| --- | ---: | ---: | ---: |",
@@ -97,22 +99,33 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
         lines.append(f"| {key} | {b['rows']} | {b['frauds']} | {rate:.3%} |")
     lines += [
         "",
-        "## Metrics (validation window)",
-        "| AUC ROC | average precision | card precision@100 |",
-        "| ---: | ---: | ---: |",
-        f"| {_fmt(metrics.get('auc_roc'))} | {_fmt(metrics.get('average_precision'))} "
+        "## Metrics",
+        "| window | model | AUC ROC | average precision | card precision@100 |",
+        "| --- | --- | ---: | ---: | ---: |",
+        f"| validation | the search's (without these days) | {_fmt(metrics.get('auc_roc'))} "
+        f"| {_fmt(metrics.get('average_precision'))} "
         f"| {_fmt(metrics.get('card_precision_at_100'))} |",
-        "",
     ]
+    holdout = meta.get("holdout")
+    if holdout:
+        hm = holdout["metrics"]
+        lines.append(
+            f"| holdout {holdout['start']} to {holdout['end']} (after the delay) | this one "
+            f"| {_fmt(hm.get('auc_roc'))} | {_fmt(hm.get('average_precision'))} "
+            f"| {_fmt(hm.get('card_precision_at_100'))} |"
+        )
+    lines.append("")
+    lines += _policy_lines(meta.get("policy"), holdout)
     if plots.get(PR_PLOT):
         lines += [f"![precision-recall curve on the validation window]({PR_PLOT})", ""]
+    lines += _search_lines(meta.get("search"))
     lines += [
         "## Training",
         f"- XGBoost {meta['libraries'].get('xgboost', '?')}, seed {meta['seed']}, "
         f"{booster.get('num_trees', '?')} trees kept (best iteration "
         f"{booster.get('best_iteration', '?')} of at most {booster.get('max_rounds', '?')}, "
         f"early stopping after {booster.get('early_stopping_rounds', '?')} rounds on validation "
-        f"`{booster.get('early_stopping_metric', '?')}`)",
+        f"`{booster.get('early_stopping_metric', '?')}`), refit on the whole window",
         "- Parameters: " + ", ".join(f"`{k}={v}`" for k, v in sorted(meta["params"].items())),
         "- Libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["libraries"].items())),
         f"- Created: {meta.get('created_at', '?')}; model sha256 `{meta.get('model_sha256', '?')}`",
@@ -124,19 +137,21 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
     for i, name in enumerate(meta["feature_names"], 1):
         lines.append(f"| {i} | `{name}` | {importance.get(name, 0.0) / total_gain:.3f} |")
     lines.append("")
+    lines += family_lines()
     if plots.get(IMPORTANCE_PLOT):
         lines += [f"![feature importance (gain)]({IMPORTANCE_PLOT})", ""]
     lines += [
         "## Limitations",
-        "- The validation window also chose the number of trees (early stopping), so its metrics "
-        "are slightly optimistic; measure on a later, untouched period before relying on them.",
+        "- The validation window also chose the parameters and the number of trees, so its "
+        "metrics are slightly optimistic; the holdout row (when the data covers it) is not.",
         "- Trained on all transactions of the window, served on the flagged subset only: scores "
         "of flagged transactions are shifted upwards compared with the training population.",
         "- Terminal risk features depend on labels arriving with the 7-day delay; a stalled "
         "label feed makes them stale and lowers the score of compromised terminals.",
         "- Fraud patterns drift: retrain on recent data regularly and compare a challenger "
         "against this champion before promoting it.",
-        "- Probabilities are calibrated only for the fraud rate of the training window.",
+        "- Scores are not calibrated probabilities (a class weight raises them): read them as a "
+        "ranking; the policy thresholds are set on that ranking, so they follow each retrain.",
     ]
     if "simulat" in str(meta.get("data", {}).get("source", "")).lower():
         lines.append(
@@ -144,6 +159,80 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
             "not a model for real transactions."
         )
     return "\n".join(lines) + "\n"
+
+
+def _policy_lines(policy: dict[str, Any] | None, holdout: dict[str, Any] | None) -> list[str]:
+    if not policy:
+        return []
+    v = policy["validation"]
+    lines = [
+        "## Policy thresholds (used when `config/policy.yaml` says `thresholds: model`)",
+        f"- review from score {policy['review_threshold']:.6g}: at most "
+        f"{policy['review_capacity_cards_per_day']:g} cards a day on the validation days "
+        "(a card by its highest score that day)",
+        f"- decline from score {policy['decline_threshold']:.6g}: the lowest score from which "
+        f"at least {policy['decline_precision']:.0%} of the validation transactions are fraud",
+        "",
+        "| window | cards reviewed or declined a day | frauds caught | declines a day "
+        "| decline precision |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| validation | {v['cards_reviewed_or_declined_per_day']} "
+        f"| {_fmt(v['fraud_recall_reviewed_or_declined'])} | {v['declined_per_day']} "
+        f"| {_fmt(v['decline_precision'])} |",
+    ]
+    if holdout and holdout.get("policy"):
+        h = holdout["policy"]
+        lines.append(
+            f"| holdout | {h['cards_reviewed_or_declined_per_day']} "
+            f"| {_fmt(h['fraud_recall_reviewed_or_declined'])} | {h['declined_per_day']} "
+            f"| {_fmt(h['decline_precision'])} |"
+        )
+    return [*lines, ""]
+
+
+def _search_lines(search: dict[str, Any] | None) -> list[str]:
+    if not search:
+        return []
+    lines = [
+        "## Search",
+        f"Seeded grid on the training window minus its last {search['validation_days']} days, "
+        "early stopping on those days' `aucpr`; choice: "
+        f"{search['selection']} (tolerance {search['space']['cost_tolerance']}); "
+        f"{search['seconds']} s.",
+        "",
+        "| max_depth | learning_rate | scale_pos_weight | rounds | validation AP | chosen |",
+        "| ---: | ---: | ---: | ---: | ---: | :---: |",
+    ]
+    for t in search["trials"]:
+        weight = t["scale_pos_weight"]
+        if isinstance(weight, str):
+            weight = f"{weight} ({t['scale_pos_weight_value']:g})"
+        lines.append(
+            f"| {t['max_depth']} | {t['learning_rate']} | {weight} | {t['rounds']} "
+            f"| {t['valid_average_precision']:.4f} | {'yes' if t['chosen'] else ''} |"
+        )
+    return [*lines, ""]
+
+
+def family_lines() -> list[str]:
+    """The feature families and their measured contribution (``FAMILY_ABLATION``)."""
+    from streams.training.families import FAMILY_ABLATION, FAMILY_NOTE
+
+    if not FAMILY_ABLATION:
+        return []
+    lines = [
+        "## Feature families: measured contribution",
+        FAMILY_NOTE,
+        "",
+        "| features | count | AP | AUC ROC | CP@100 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in FAMILY_ABLATION:
+        lines.append(
+            f"| {row['features']} | {row['count']} | {row['average_precision']:.3f} "
+            f"| {row['auc_roc']:.3f} | {row['card_precision_at_100']:.3f} |"
+        )
+    return [*lines, ""]
 
 
 def write_card(

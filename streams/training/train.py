@@ -2,9 +2,12 @@
 
 Features come from ``streams.features.offline.compute_features`` over the whole history in stream
 order (the same code the stream workers run; the training window needs the history before it).
-The model learns from ``[train_start, train_end)`` and is validated, with early stopping, on
-``[train_end + label_delay_days, + valid_days)``: the first period whose labels are all known
-when a model trained on the window could be deployed.
+The model comes from the seeded search of ``streams.training.search`` on ``[train_start,
+train_end)``: its last ``valid_days`` days validate (early stopping, the choice of parameters,
+the policy thresholds), then the chosen parameters are refit on the whole window. All labels
+used are those of the window, known once the label delay has passed after ``train_end``: the
+model is meant for traffic from then on. When the data covers the week after that delay, the
+refit model is also measured there (``holdout``), a period nothing was chosen on.
 """
 
 from __future__ import annotations
@@ -25,21 +28,16 @@ from streams.online.supervised import WARM_START_FILE, OnlineClassifier
 from streams.stage2.model import sigmoid
 from streams.training.artifact import save_model_dir
 from streams.training.model_card import write_card
+from streams.training.policy import (
+    DECLINE_PRECISION,
+    REVIEW_CAPACITY,
+    capacity_thresholds,
+    policy_outcome,
+)
+from streams.training.search import VALID_DAYS, SearchSpace, search_and_fit, validation_days
 from streams.training.validation import known_card_mask, validation_metrics
 
-DEFAULT_PARAMS: dict[str, Any] = {
-    "objective": "binary:logistic",
-    "eval_metric": ["logloss", "aucpr"],  # the last one drives early stopping
-    "tree_method": "hist",
-    "max_depth": 5,
-    "learning_rate": 0.1,
-    "min_child_weight": 1.0,
-    "subsample": 0.8,
-    "colsample_bytree": 0.8,
-    "nthread": 1,  # fixed: identical model bytes for a given seed, whatever the machine
-}
-MAX_ROUNDS = 400
-EARLY_STOPPING_ROUNDS = 30
+HOLDOUT_DAYS = 7
 
 
 def _ms(day: date) -> int:
@@ -58,21 +56,23 @@ def train_model(
     *,
     seed: int = 0,
     label_delay_days: int = LABEL_DELAY_DAYS,
-    valid_days: int = 7,
-    params: dict[str, Any] | None = None,
+    valid_days: int = VALID_DAYS,
+    space: SearchSpace | None = None,
+    review_capacity: float = REVIEW_CAPACITY,
+    decline_precision: float = DECLINE_PRECISION,
     progress: Callable[[int], None] | None = None,
     features: pl.DataFrame | None = None,
-    max_rounds: int = MAX_ROUNDS,
-    early_stopping_rounds: int = EARLY_STOPPING_ROUNDS,
     name: str = "fraudstream",
     source: str | None = None,
 ) -> dict[str, Any]:
-    """Train, validate, write the model directory; return its metadata.
+    """Search, refit, write the model directory; return its metadata.
 
     ``df`` is a ``read_handbook`` frame (``ts_ms``, ``CUSTOMER_ID``, ``TERMINAL_ID``,
     ``TX_AMOUNT``, ``TX_FRAUD``) in stream order. ``progress(n)`` is told of each ``n`` rows
     featurised (``df.height`` in all). ``features`` may pass the frame ``compute_features(df)``
-    already returned (e.g. when training several folds). ``params`` update ``DEFAULT_PARAMS``.
+    already returned (e.g. when training several folds). ``valid_days`` is capped at a third of
+    the window (``search.validation_days``). ``review_capacity`` (cards a day an analyst team
+    reviews) and ``decline_precision`` set the policy thresholds (``training.policy``).
     """
     if "TX_FRAUD" not in df.columns:
         raise DataError("training needs labels: the data has no TX_FRAUD column")
@@ -86,41 +86,57 @@ def train_model(
     y_all = df["TX_FRAUD"].cast(pl.Int8).to_numpy()
     cards = df["CUSTOMER_ID"].cast(pl.Utf8).to_numpy()
     X_all = features.to_numpy().astype(np.float32)
+    day_all = ts // DAY_MS
 
     t0, t1 = _ms(train_start), _ms(train_end)
-    v0 = t1 + label_delay_days * DAY_MS
-    v1 = v0 + valid_days * DAY_MS
+    vdays = validation_days((train_end - train_start).days, valid_days)
+    v0 = t1 - vdays * DAY_MS
     train = (ts >= t0) & (ts < t1)
-    in_valid = (ts >= v0) & (ts < v1)
+    if not train.any():
+        raise DataError(f"no transactions from {train_start} to {train_end}")
+    in_valid = train & (ts >= v0)
     known = known_card_mask(ts, cards, y_all, in_valid, t0, label_delay_days)
     valid = in_valid & ~known
-    for label, mask in (("training", train), ("validation", valid)):
-        n_fraud = int(y_all[mask].sum())
-        if n_fraud == 0 or n_fraud == int(mask.sum()):
-            raise DataError(
-                f"the {label} window has {int(mask.sum())} rows and {n_fraud} frauds: "
-                "it needs both classes (check the dates against the data's time range)"
-            )
-
-    full_params = {**DEFAULT_PARAMS, **(params or {}), "seed": seed}
-    dtrain = xgb.DMatrix(X_all[train], label=y_all[train], feature_names=MODEL_FEATURES)
-    dvalid = xgb.DMatrix(X_all[valid], label=y_all[valid], feature_names=MODEL_FEATURES)
-    booster = xgb.train(
-        full_params,
-        dtrain,
-        num_boost_round=max_rounds,
-        evals=[(dvalid, "validation")],
-        early_stopping_rounds=early_stopping_rounds,
-        verbose_eval=False,
+    result = search_and_fit(
+        X_all[train],
+        y_all[train],
+        in_valid[train],
+        ~known[train],
+        MODEL_FEATURES,
+        seed=seed,
+        space=space,
     )
-    best = booster.best_iteration
-    booster = booster[: best + 1]  # keep only the trees early stopping chose
-    booster.feature_names = MODEL_FEATURES
-    margin = booster.predict(dvalid, output_margin=True)
-    p_valid = sigmoid(np.asarray(margin, dtype=np.float64))
-    metrics = validation_metrics(y_all[valid], p_valid, ts[valid] // DAY_MS, cards[valid])
+    booster = result.booster
+    p_valid = result.valid_scores  # the search model's, on rows it did not learn from
+    metrics = validation_metrics(y_all[valid], p_valid, day_all[valid], cards[valid])
+    policy = capacity_thresholds(
+        p_valid,
+        y_all[valid],
+        day_all[valid],
+        cards[valid],
+        review_capacity=review_capacity,
+        decline_precision=decline_precision,
+    )
     scores = booster.get_score(importance_type="total_gain")
     gain = {k: round(float(np.sum(v)), 4) for k, v in scores.items()}
+
+    h0 = t1 + label_delay_days * DAY_MS
+    h1 = h0 + HOLDOUT_DAYS * DAY_MS
+    holdout: dict[str, Any] | None = None
+    if len(ts) and int(ts[-1]) >= h1 - DAY_MS:
+        in_hold = (ts >= h0) & (ts < h1)
+        hold = in_hold & ~known_card_mask(ts, cards, y_all, in_hold, t0, label_delay_days)
+        if hold.any():
+            margin = booster.predict(_dmatrix(X_all[hold]), output_margin=True)
+            p_hold = sigmoid(np.asarray(margin, dtype=np.float64))
+            holdout = {
+                "start": _day(h0),
+                "end": _day(h1),
+                "rule": f"train_end + {label_delay_days} days, for {HOLDOUT_DAYS} days; "
+                "the refit model, nothing chosen on it; cards with a known fraud removed",
+                "metrics": validation_metrics(y_all[hold], p_hold, day_all[hold], cards[hold]),
+                "policy": policy_outcome(policy, p_hold, y_all[hold], day_all[hold], cards[hold]),
+            }
 
     # stage 1's online classifier, warm-started on the same window (it keeps learning live)
     warm = OnlineClassifier(cache_size=50_000)
@@ -128,32 +144,43 @@ def train_model(
         df["TRANSACTION_ID"].cast(pl.Utf8).to_numpy()[train].tolist(), X_all[train], y_all[train]
     )
 
-    metric = full_params["eval_metric"]
     metadata: dict[str, Any] = {
         "name": name,
         "feature_names": list(MODEL_FEATURES),
         "training_window": {"start": train_start.isoformat(), "end": train_end.isoformat()},
         "validation_window": {
             "start": _day(v0),
-            "end": _day(v1),
-            "rule": f"train_end + {label_delay_days} days, for {valid_days} days; "
-            "cards with a known fraud removed each day",
+            "end": _day(t1),
+            "rule": f"the training window's last {vdays} days (the search trains on the days "
+            "before them, then the chosen parameters are refit on the whole window); cards "
+            "with a known fraud removed each day",
         },
         "label_delay_days": label_delay_days,
         "metrics": metrics,
+        "holdout": holdout,
+        "policy": policy,
         "class_balance": {
             "train": {"rows": int(train.sum()), "frauds": int(y_all[train].sum())},
             "validation": {"rows": int(valid.sum()), "frauds": int(y_all[valid].sum())},
             "validation_known_cards_removed_rows": int((in_valid & known).sum()),
         },
         "training": {
-            "max_rounds": max_rounds,
-            "early_stopping_rounds": early_stopping_rounds,
-            "early_stopping_metric": metric[-1] if isinstance(metric, list) else metric,
-            "best_iteration": best,
-            "num_trees": best + 1,
+            "max_rounds": (space or SearchSpace()).max_rounds,
+            "early_stopping_rounds": (space or SearchSpace()).early_stopping_rounds,
+            "early_stopping_metric": "aucpr",
+            "best_iteration": result.rounds - 1,
+            "num_trees": result.rounds,
         },
-        "params": full_params,
+        "search": {
+            "space": (space or SearchSpace()).as_dict(),
+            "validation_days": vdays,
+            "selection": "cheapest (trees x 2^depth) within cost_tolerance of the best "
+            "validation average precision; refit on the whole window with its rounds",
+            "trials": result.trials,
+            "chosen": result.chosen,
+            "seconds": result.seconds,
+        },
+        "params": result.params,
         "seed": seed,
         "feature_importance_gain": gain,
         "stage1_warm_start": {
@@ -174,3 +201,7 @@ def train_model(
         write_card(out, meta, y_all[valid], p_valid)
 
     return save_model_dir(booster, metadata, Path(out_dir), name=name, extras=card)
+
+
+def _dmatrix(X: np.ndarray) -> xgb.DMatrix:
+    return xgb.DMatrix(X, feature_names=MODEL_FEATURES)

@@ -21,6 +21,8 @@ from streams.evaluation.protocol import folds
 from streams.features.names import MODEL_FEATURES
 from streams.features.offline import compute_features
 from streams.settings import Settings
+from streams.training import search
+from streams.training.search import SearchSpace
 
 START = datetime(2021, 3, 1)
 
@@ -352,17 +354,26 @@ def test_with_the_real_stage1(tmp_path):
     assert "big_amount" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_rounds_chosen_by_validation(tmp_path, monkeypatch):
+def test_models_come_from_the_search_per_fold(tmp_path, monkeypatch):
+    """Without fixed rounds each fold's model comes from the seeded search on its own training
+    window (validation: its last days), and the handbook reference is measured beside it."""
     data = tmp_path / "tx.csv"
     simulate(data, days=56, customers=100)  # folds' training weeks start on days 14 … 35
     monkeypatch.setattr(run, "_screen", fake_screen)
+    space = SearchSpace(
+        max_depth=(2,), learning_rate=(0.3,), scale_pos_weight=(1.0,), max_rounds=20
+    )
+    monkeypatch.setattr(search, "SearchSpace", lambda: space)
     metrics = run.evaluate(data, "handbook-ch5", tmp_path / "o", None, Settings(), rounds=None)
-    assert all(f["rounds"] >= 1 for f in metrics["folds"])
-    assert metrics["options"]["rounds"] == "validated per fold"
-    short = tmp_path / "short.csv"
-    simulate(short, days=30, customers=60)
-    with pytest.raises(run.DataError, match="14 days of data before"):
-        run.evaluate(short, "handbook-ch3", tmp_path / "p", None, Settings(), rounds=None)
+    assert metrics["options"]["rounds"] == "searched per fold"
+    for f in metrics["folds"]:
+        assert 1 <= f["rounds"] <= 20 and f["params"]["max_depth"] == 2
+        assert set(f["handbook_reference"]) >= {"auc_roc", "average_precision"}
+    meta = json.loads((tmp_path / "o" / "models" / "fold-0" / "metadata.json").read_text())
+    assert meta["training"]["validation_days"] == 2  # a 7-day window: its last two days
+    assert sum(t["chosen"] for t in meta["search"]["trials"]) == 1
+    with pytest.raises(run.DataError, match="unknown feature set"):
+        run.evaluate(data, "handbook-ch3", tmp_path / "p", None, Settings(), features="nope")
 
 
 def test_hidden_by_delay_follows_each_compromise_from_its_first_fraud():

@@ -81,3 +81,40 @@ def test_missing_policy_file(tmp_path):
 def test_constructor_validates():
     with pytest.raises(ConfigError):
         DecisionPolicy(review_threshold=0.9, decline_threshold=0.1)
+
+
+def test_thresholds_from_the_model(tmp_path, caplog):
+    """``thresholds: model``: each model's recorded thresholds; the file's for a model that
+    records none (one warning per model version)."""
+    f = tmp_path / "p.yaml"
+    f.write_text("thresholds: model\nreview_threshold: 0.3\ndecline_threshold: 0.8\n")
+    p = DecisionPolicy.load(f)
+    assert p.from_model
+    m = p.for_model(
+        {"version": "m1", "policy": {"review_threshold": 0.05, "decline_threshold": 0.6}}
+    )
+    assert (m.review_threshold, m.decline_threshold, m.from_model) == (0.05, 0.6, False)
+    assert m.decide_many(np.array([0.01, 0.05, 0.7])) == ["approve", "review", "decline"]
+    for _ in range(2):
+        old = p.for_model({"version": "m0"})
+    assert (old.review_threshold, old.decline_threshold) == (0.3, 0.8)
+    assert sum("records no valid policy thresholds" in r.message for r in caplog.records) == 1
+    bad = p.for_model(
+        {"version": "m2", "policy": {"review_threshold": 0.9, "decline_threshold": 0.1}}
+    )
+    assert (bad.review_threshold, bad.decline_threshold) == (0.3, 0.8)
+    fixed = DecisionPolicy(0.3, 0.8)
+    assert fixed.for_model({"policy": {"review_threshold": 0.1, "decline_threshold": 0.2}}) is fixed
+    f.write_text("thresholds: sometimes\nreview_threshold: 0.3\ndecline_threshold: 0.8\n")
+    with pytest.raises(ConfigError, match="thresholds must be one of"):
+        DecisionPolicy.load(f)
+
+
+def test_repository_policy_follows_the_model():
+    p = DecisionPolicy.load(REPO / "config" / "policy.yaml")
+    assert p.from_model
+    import json
+
+    meta = json.loads((REPO / "models" / "default" / "metadata.json").read_text())
+    resolved = p.for_model(meta)
+    assert resolved.review_threshold == meta["policy"]["review_threshold"]

@@ -194,3 +194,26 @@ def test_model_holder_refuses_a_bad_start(tmp_path):
     _save(1, tmp_path / "m")
     with pytest.raises(ModelError, match="expects features"):
         ModelHolder(tmp_path / "m", expected_features=MODEL_FEATURES[::-1])
+
+
+def test_model_thresholds_decide_for_each_model(tmp_path):
+    """With ``thresholds: model`` the champion's decisions use its recorded thresholds and the
+    challenger's use its own."""
+    names = MODEL_FEATURES
+    a, b = tmp_path / "a", tmp_path / "b"
+    save_model_dir(
+        _booster(1),
+        {"feature_names": names, "policy": {"review_threshold": 0.0, "decline_threshold": 1.0}},
+        a,
+        name="ma",
+    )
+    save_model_dir(
+        _booster(2),
+        {"feature_names": names, "policy": {"review_threshold": 0.0, "decline_threshold": 0.0}},
+        b,
+        name="mb",
+    )
+    policy = DecisionPolicy(0.3, 0.8, from_model=True)
+    out = Scorer(RiskModel.load(a), policy, RiskModel.load(b)).score_batch(_records(50))
+    assert {d["action"] for d in out} == {"review"}
+    assert {d["challenger"]["action"] for d in out} == {"decline"}

@@ -15,11 +15,14 @@ from streams.rules.loader import load_rules
 from streams.settings import load_settings
 from streams.stage1.screen import Screener
 from streams.stage2.model import RiskModel
+from streams.training.search import SearchSpace
 from streams.training.train import train_model
 from streams.training.validation import card_precision_at_k_of_arrays, known_card_mask
 from tests.support import REPO
 
-START, END = date(2018, 4, 15), date(2018, 5, 1)  # validation 2018-05-08 .. 05-15
+START, END = date(2018, 4, 15), date(2018, 5, 1)  # validation: the last 5 days, 04-26 .. 05-01
+# a small grid keeps the tests quick; the search itself is tested in test_training_search.py
+SPACE = SearchSpace(max_depth=(2, 3), learning_rate=(0.3,), scale_pos_weight=(1.0,), max_rounds=60)
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +39,14 @@ def features(history):
 @pytest.fixture(scope="module")
 def trained(history, features, tmp_path_factory):
     out = tmp_path_factory.mktemp("model_a")
-    meta = train_model(history, START, END, out, seed=11, features=features, max_rounds=60)
+    meta = train_model(history, START, END, out, seed=11, features=features, space=SPACE)
     return out, meta
 
 
 def test_training_is_deterministic(history, features, trained, tmp_path):
     out_a, meta_a = trained
     # the second run featurises on its own: precomputed features change nothing
-    meta_b = train_model(history, START, END, tmp_path / "b", seed=11, max_rounds=60)
+    meta_b = train_model(history, START, END, tmp_path / "b", seed=11, space=SPACE)
     assert (out_a / "model.ubj").read_bytes() == (tmp_path / "b" / "model.ubj").read_bytes()
     assert meta_a["version"] == meta_b["version"]
     assert meta_a["metrics"] == meta_b["metrics"]
@@ -52,7 +55,7 @@ def test_training_is_deterministic(history, features, trained, tmp_path):
         RiskModel.load(out_a).predict(X)[0], RiskModel.load(tmp_path / "b").predict(X)[0]
     )
     meta_c = train_model(
-        history, START, END, tmp_path / "c", seed=12, features=features, max_rounds=60
+        history, START, END, tmp_path / "c", seed=12, features=features, space=SPACE
     )
     assert meta_c["version"] != meta_a["version"]
 
@@ -71,8 +74,16 @@ def test_model_directory_contents(trained):
     assert on_disk == json.loads(json.dumps(meta))
     assert meta["feature_names"] == MODEL_FEATURES
     assert meta["training_window"] == {"start": "2018-04-15", "end": "2018-05-01"}
-    assert meta["validation_window"]["start"] == "2018-05-08"
-    assert meta["validation_window"]["end"] == "2018-05-15"
+    assert meta["validation_window"]["start"] == "2018-04-26"
+    assert meta["validation_window"]["end"] == "2018-05-01"
+    assert meta["search"]["validation_days"] == 5
+    assert sum(t["chosen"] for t in meta["search"]["trials"]) == 1
+    assert meta["search"]["chosen"]["rounds"] == meta["training"]["num_trees"]
+    policy = meta["policy"]
+    assert 0.0 <= policy["review_threshold"] <= policy["decline_threshold"] <= 1.0
+    assert policy["review_capacity_cards_per_day"] == 100.0
+    # the data ends 2018-05-15: the week after the delay (05-08 .. 05-15) is the holdout
+    assert meta["holdout"]["start"] == "2018-05-08" and meta["holdout"]["end"] == "2018-05-15"
     assert meta["label_delay_days"] == 7
     assert meta["seed"] == 11 and meta["params"]["seed"] == 11
     assert meta["params"]["tree_method"] == "hist"
@@ -123,8 +134,8 @@ def test_validation_metrics_match_scoring_path(history, features, trained):
     out, meta = trained
     ts = history["ts_ms"].to_numpy()
     model = RiskModel.load(out)
-    day0 = int(pl.Series([date(2018, 5, 8)]).cast(pl.Datetime("ms")).cast(pl.Int64)[0])
-    in_valid = (ts >= day0) & (ts < day0 + 7 * DAY_MS)
+    day0 = int(pl.Series([date(2018, 4, 26)]).cast(pl.Datetime("ms")).cast(pl.Int64)[0])
+    in_valid = (ts >= day0) & (ts < day0 + 5 * DAY_MS)
     assert meta["class_balance"]["validation"]["rows"] + meta["class_balance"][
         "validation_known_cards_removed_rows"
     ] == int(in_valid.sum())
@@ -137,11 +148,11 @@ def test_bad_inputs(history, tmp_path):
         train_model(history.drop("TX_FRAUD"), START, END, tmp_path)
     with pytest.raises(DataError, match="empty training window"):
         train_model(history, END, START, tmp_path)
-    with pytest.raises(DataError, match="validation window"):
+    with pytest.raises(DataError, match="no validation window"):
         train_model(
             history,
             date(2018, 5, 1),
-            date(2018, 5, 10),
+            date(2018, 5, 2),
             tmp_path,
             features=compute_features(history),
         )

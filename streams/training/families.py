@@ -1,0 +1,60 @@
+"""The feature families' measured contribution, shown in every model card.
+
+Measured with ``fraudstream evaluate --protocol handbook-ch5 --features SET`` on the handbook's
+data (DATA.md; two-stage, mean of the 4 folds, each fold's model from the search of
+``streams.training.search``); the sets are ``streams.features.names.FEATURE_SETS``. Re-measure
+and update after a change to the features or the search (docs/evaluation.md has the commands).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FAMILY_NOTE = (
+    "Two-stage `evaluate --protocol handbook-ch5 --features SET` on the handbook's data, mean of "
+    "the 4 folds (docs/evaluation.md). Card median: the amount against the card's 30-day "
+    "median, its payments at >= 2x its median in 14 days and the largest such ratio. Terminal "
+    "run: the terminal's run of known frauds, the days it spans, the days since its latest "
+    "known fraud."
+)
+
+# measured 2026-12-03 (commit f0fe068's evaluate, default search); "all" adds to both families
+# the project's earlier extras (card mean ratio, time since last, 1-hour count, new terminal,
+# the terminal's known frauds in 30 days)
+FAMILY_ABLATION: list[dict[str, Any]] = [
+    {
+        "features": "handbook 15",
+        "count": 15,
+        "average_precision": 0.680,
+        "auc_roc": 0.877,
+        "card_precision_at_100": 0.305,
+    },
+    {
+        "features": "handbook + card median",
+        "count": 18,
+        "average_precision": 0.706,
+        "auc_roc": 0.878,
+        "card_precision_at_100": 0.309,
+    },
+    {
+        "features": "handbook + terminal run",
+        "count": 18,
+        "average_precision": 0.705,
+        "auc_roc": 0.878,
+        "card_precision_at_100": 0.307,
+    },
+    {
+        "features": "handbook + both families",
+        "count": 21,
+        "average_precision": 0.728,
+        "auc_roc": 0.878,
+        "card_precision_at_100": 0.310,
+    },
+    {
+        "features": "all (both families and the earlier extras)",
+        "count": 26,
+        "average_precision": 0.732,
+        "auc_roc": 0.878,
+        "card_precision_at_100": 0.309,
+    },
+]
