@@ -52,7 +52,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self.starts += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.log_dir / f"{self.name}-{os.getpid()}-{id(self)}-{self.starts}.log"
+        self.log_path = self._free_log_path()
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams", self.stage],
@@ -62,6 +62,15 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL,
             )
         return self
+
+    def _free_log_path(self) -> Path:
+        """``<name>.log``, or ``<name>-<n>.log`` with the first n not taken (restarts, or
+        another worker of the same name in the same folder)."""
+        path, n = self.log_dir / f"{self.name}.log", 1
+        while path.exists():
+            n += 1
+            path = self.log_dir / f"{self.name}-{n}.log"
+        return path
 
     @property
     def alive(self) -> bool:
