@@ -122,13 +122,18 @@ def stage1_evidence(
 def approve_decision(
     transaction_id: str,
     card_id: str,
-    score: float,
     rules_version: str,
     fired: list[str],
     reasons: list[str],
-    evidence: dict[str, Any],
+    shadow: list[str],
+    anomaly: float,
+    probability: float,
+    rule_score: float,
+    score: float,
 ) -> dict[str, Any]:
-    """Stage 1's decision for a transaction it does not forward."""
+    """Stage 1's decision for a transaction it does not forward, with its evidence. Written
+    for nearly every transaction, so the evidence (``stage1_evidence``'s shape) is built in the
+    same call; ``_check_builders`` holds both to the models."""
     return {
         "transaction_id": transaction_id,
         "card_id": card_id,
@@ -140,7 +145,16 @@ def approve_decision(
         "rules": fired,
         "rule_reasons": reasons,
         "reasons": [],
-        "stage1": evidence,
+        "stage1": {
+            "rules_version": rules_version,
+            "rules_fired": fired,
+            "reasons": reasons,
+            "shadow_rules_fired": shadow,
+            "anomaly_score": anomaly,
+            "fraud_probability": probability,
+            "rule_score": rule_score,
+            "score": score,
+        },
     }
 
 
@@ -211,7 +225,8 @@ def _check_builders() -> None:
         if list(value) != list(model.model_fields):
             raise ImportError(f"{model.__name__}: the builder's keys are not the schema's")
     stage2 = [*stage2_decision("t", "c", "approve", 0.0, None, None, [], [], []), "challenger"]
-    if list(approve_decision("t", "c", 0.0, "v", [], [], ev)) != decision_keys[:11]:
+    approve = approve_decision("t", "c", "v", [], [], [], 0.0, 0.0, 0.0, 0.0)
+    if list(approve) != decision_keys[:11] or approve["stage1"] != ev:
         raise ImportError("approve_decision: keys are not the Decision schema's")
     if [*stage2, "card_context"] != [k for k in decision_keys if k != "stage1"]:
         raise ImportError("stage2_decision: keys are not the Decision schema's")

@@ -19,7 +19,7 @@ import orjson
 from confluent_kafka import KafkaException
 
 from streams.errors import BrokerError
-from streams.output_schema import approve_decision, stage1_evidence
+from streams.output_schema import approve_decision
 from streams.schema import encode
 from streams.settings import Settings
 from streams.stage1.delivery import undelivered
@@ -55,12 +55,19 @@ def encode_outputs(out: ScreenedBatch) -> list[bytes]:
         if flagged:
             append(encode(record(i)))
             continue
-        s = score[i]
-        evidence = stage1_evidence(
-            version, fired, reasons, shadow, anomaly[i], probability[i], rule_score[i], s
-        )
         card = tx.card_id if same_card else card_out(tx.card_id)
-        decision = approve_decision(tx.transaction_id, card, s, version, fired, reasons, evidence)
+        decision = approve_decision(
+            tx.transaction_id,
+            card,
+            version,
+            fired,
+            reasons,
+            shadow,
+            anomaly[i],
+            probability[i],
+            rule_score[i],
+            score[i],
+        )
         append(dumps(decision, option=option))
     return values
 

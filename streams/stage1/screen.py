@@ -109,14 +109,18 @@ class ScreenedBatch:
     def approve_decision(self, i: int) -> dict[str, Any]:
         """The stage-1 decision for a transaction that is not forwarded."""
         tx = self.txs[i]
+        anomaly, probability, rule_score, score = self._values()
         return approve_decision(
             tx.transaction_id,
             self.card_out(tx.card_id),
-            self._values()[3][i],
             self.rules_version,
             self.fired[i],
             self.reasons[i],
-            self.evidence(i),
+            self.shadow_fired[i],
+            anomaly[i],
+            probability[i],
+            rule_score[i],
+            score[i],
         )
 
 
