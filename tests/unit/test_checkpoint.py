@@ -88,18 +88,29 @@ def _plan(parts, seed):
     return plan
 
 
-def test_restored_partitions_continue_exactly():
-    parts, labels = _history()
-    plan = _plan(parts, 7)
+def _whole(parts, labels, plan) -> Run:
+    """The uninterrupted run: the reference every restore is held to."""
     whole = Run(parts, labels)
     for step in plan:
         whole.step(*step)
+    return whole
+
+
+def _end(plan, partition: int) -> int:
+    """The next offset of ``partition`` after the steps of ``plan``."""
+    return max((s + n for q, s, n in plan if q == partition), default=0)
+
+
+def test_restored_partitions_continue_exactly():
+    parts, labels = _history()
+    plan = _plan(parts, 7)
+    whole = _whole(parts, labels, plan)
 
     cut = len(plan) // 2
     first = Run(parts, labels)
     for step in plan[:cut]:
         first.step(*step)
-    offsets = {p: max((s + n for q, s, n in plan[:cut] if q == p), default=0) for p in (0, 1)}
+    offsets = {p: _end(plan[:cut], p) for p in (0, 1)}
     labels_blob = save_labels(first.state, LabelsPosition({0: first.next_label}, {}))
     blobs = {p: save_partition(first.state, p, offsets[p]) for p in (0, 1)}
 
@@ -149,9 +160,7 @@ def test_partitions_from_two_rounds_join_one_worker_exactly():
     state ahead of the worker's): both continue exactly as in the run that wrote them."""
     parts, labels = _history()
     plan = _plan(parts, 11)
-    whole = Run(parts, labels)
-    for step in plan:
-        whole.step(*step)
+    whole = _whole(parts, labels, plan)
 
     early, late = len(plan) // 3, 2 * len(plan) // 3
     writer = Run(parts, labels)
@@ -159,10 +168,10 @@ def test_partitions_from_two_rounds_join_one_worker_exactly():
     for i, step in enumerate(plan[:late]):
         writer.step(*step)
         if i == early - 1:
-            at = {p: max((s + n for q, s, n in plan[:early] if q == p), default=0) for p in (0, 1)}
+            at = {p: _end(plan[:early], p) for p in (0, 1)}
             position = LabelsPosition({0: writer.next_label}, {})
             blobs[0] = (save_labels(writer.state, position), save_partition(writer.state, 0, at[0]))
-    at1 = max((s + n for q, s, n in plan[:late] if q == 1), default=0)
+    at1 = _end(plan[:late], 1)
     blobs[1] = (
         save_labels(writer.state, LabelsPosition({0: writer.next_label}, {})),
         save_partition(writer.state, 1, at1),
@@ -203,15 +212,13 @@ def test_a_partition_behind_the_worker_joins_once_its_labels_caught_up(compacted
     them back from the state it was restored in."""
     parts, labels = _history(60 if compacted else 40)
     plan = _plan(parts, 13)
-    whole = Run(parts, labels)
-    for step in plan:
-        whole.step(*step)
+    whole = _whole(parts, labels, plan)
 
     early, late = len(plan) // 3, 2 * len(plan) // 3
     writer = Run(parts, labels)
     for step in plan[:early]:
         writer.step(*step)
-    offset0 = max((s + n for q, s, n in plan[:early] if q == 0), default=0)
+    offset0 = _end(plan[:early], 0)
     blob0 = (
         save_labels(writer.state, LabelsPosition({0: writer.next_label}, {})),
         save_partition(writer.state, 0, offset0),
@@ -219,7 +226,7 @@ def test_a_partition_behind_the_worker_joins_once_its_labels_caught_up(compacted
     p1_steps = [(q, s, n) for q, s, n in plan[early:late] if q == 1]
     for step in p1_steps:  # partition 0 does not move: its checkpoint stays at its offset
         writer.step(*step)
-    offset1 = max((s + n for q, s, n in plan[:late] if q == 1), default=0)
+    offset1 = _end(plan[:late], 1)
     position1 = LabelsPosition({0: writer.next_label}, {})
     blob1 = (save_labels(writer.state, position1), save_partition(writer.state, 1, offset1))
 
