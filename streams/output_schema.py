@@ -4,7 +4,7 @@ both stages) and flagged records (``topic_flagged``, stage 1 to stage 2).
 The pydantic models below are the schema: their field order is the key order of every record
 written, and ``json_schemas`` derives the JSON Schemas published in ``schemas/`` for downstream
 consumers (``python -m streams.output_schema`` rewrites them; a test keeps them equal). The
-record builders (``approve_decision``, ``stage2_decision``, ``stage1_evidence``,
+record builders (``stage1_decision``, ``stage2_decision``, ``stage1_evidence``,
 ``flagged_record``) are the only code that writes these shapes: plain dicts, built with their
 keys in the models' order (checked at import), which ``orjson`` encodes. Stage 1 calls them for
 nearly every transaction, so they take positional values and build one dict literal each.
@@ -66,7 +66,8 @@ class CardContext(_Shape):
 
 class Decision(_Shape):
     """A decision on ``topic_decisions``, keyed by transaction id: stage 1 approves what it
-    does not forward (with its evidence), stage 2 decides the rest."""
+    does not forward and declines what a `block` rule blocks (with its evidence), stage 2
+    decides the rest."""
 
     transaction_id: str
     card_id: str
@@ -93,6 +94,8 @@ class FlaggedRecord(_Shape):
     ts_ms: int
     features: dict[str, float | None]
     stage1: Stage1Evidence
+    # the least stage 2 may decide (`review` when a `review` rule fired), None for no floor
+    min_action: Action | None
     transaction: dict[str, Any]  # the transaction as it arrived, extra fields included
 
 
@@ -119,9 +122,10 @@ def stage1_evidence(
     }
 
 
-def approve_decision(
+def stage1_decision(
     transaction_id: str,
     card_id: str,
+    action: str,
     rules_version: str,
     fired: list[str],
     reasons: list[str],
@@ -131,13 +135,14 @@ def approve_decision(
     rule_score: float,
     score: float,
 ) -> dict[str, Any]:
-    """Stage 1's decision for a transaction it does not forward, with its evidence. Written
-    for nearly every transaction, so the evidence (``stage1_evidence``'s shape) is built in the
-    same call; ``_check_builders`` holds both to the models."""
+    """Stage 1's decision for a transaction it does not forward (``approve``, or ``decline``
+    when a `block` rule fired), with its evidence. Written for nearly every transaction, so the
+    evidence (``stage1_evidence``'s shape) is built in the same call; ``_check_builders`` holds
+    both to the models."""
     return {
         "transaction_id": transaction_id,
         "card_id": card_id,
-        "action": "approve",
+        "action": action,
         "score": score,
         "stage": 1,
         "rules_version": rules_version,
@@ -197,6 +202,7 @@ def flagged_record(
     ts_ms: int,
     features: list[float],
     evidence: dict[str, Any],
+    min_action: str | None,
     transaction: dict[str, Any],
 ) -> dict[str, Any]:
     """What stage 1 sends to stage 2; ``features``: values in ``MODEL_FEATURES`` order."""
@@ -208,6 +214,7 @@ def flagged_record(
         "ts_ms": ts_ms,
         "features": dict(zip(MODEL_FEATURES, features, strict=True)),
         "stage1": evidence,
+        "min_action": min_action,
         "transaction": transaction,
     }
 
@@ -218,16 +225,18 @@ def _check_builders() -> None:
     built: dict[type[BaseModel], dict[str, Any]] = {
         Stage1Evidence: ev,
         Challenger: challenger_verdict(None, 0.0, "approve"),
-        FlaggedRecord: flagged_record("t", "c", "m", 1.0, 0, [0.0] * len(MODEL_FEATURES), ev, {}),
+        FlaggedRecord: flagged_record(
+            "t", "c", "m", 1.0, 0, [0.0] * len(MODEL_FEATURES), ev, None, {}
+        ),
     }
     decision_keys = list(Decision.model_fields)
     for model, value in built.items():
         if list(value) != list(model.model_fields):
             raise ImportError(f"{model.__name__}: the builder's keys are not the schema's")
     stage2 = [*stage2_decision("t", "c", "approve", 0.0, None, None, [], [], []), "challenger"]
-    approve = approve_decision("t", "c", "v", [], [], [], 0.0, 0.0, 0.0, 0.0)
+    approve = stage1_decision("t", "c", "approve", "v", [], [], [], 0.0, 0.0, 0.0, 0.0)
     if list(approve) != decision_keys[:11] or approve["stage1"] != ev:
-        raise ImportError("approve_decision: keys are not the Decision schema's")
+        raise ImportError("stage1_decision: keys are not the Decision schema's")
     if [*stage2, "card_context"] != [k for k in decision_keys if k != "stage1"]:
         raise ImportError("stage2_decision: keys are not the Decision schema's")
 

@@ -152,6 +152,8 @@ class Settings(BaseSettings):
     )
     rules_dir: Path = Path("rules")
     rules_reload: bool = True
+    # block rules beat allow rules unless this is set (streams.rules.engine: precedence)
+    rules_allow_beats_block: bool = False
     stage1_warm_start: bool = Field(
         default=True,
         description="start each partition's online classifier from the model directory's "

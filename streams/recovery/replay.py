@@ -253,6 +253,7 @@ class Replayer:
     def _run_both(self, sink: Sink, progress: Callable[[int], None] | None) -> None:
         assert self.rules is not None
         state = PartitionedScreener(self.settings, self.rules)
+        schema = self.rules.schema.checked()
         # every partition from the start, as a worker's rebuild has them: a partition created
         # at its first record would miss the labels released (and trimmed) before it
         consumer = reader(self.settings)
@@ -291,7 +292,7 @@ class Replayer:
                         record = orjson.loads(encode(out.flagged_record(i)))
                         flagged.append((record, tx.ts_ms, emit))
                     elif emit:
-                        self._finish(orjson.loads(encode(out.approve_decision(i))), tx.ts_ms, sink)
+                        self._finish(orjson.loads(encode(out.decision(i))), tx.ts_ms, sink)
             self._stage2(flagged, sink)
 
         for msg in merged_records(self.settings, self.topic, self.end_ms):
@@ -299,7 +300,7 @@ class Replayer:
             if progress is not None:
                 progress(1)
             try:
-                tx = decode_transaction(msg.value())
+                tx = decode_transaction(msg.value(), schema)
             except MessageError:
                 self.stats.skipped += 1
                 continue

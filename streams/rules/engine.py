@@ -2,6 +2,13 @@
 
 Per-row lists of fired rules are built only for the rows where something fired, so the common
 case (nothing fired) costs a few vectorised operations for the whole batch.
+
+Actions and their precedence, per transaction, over the acting rules (enabled, not shadow)
+that fired: **block** (decline at stage 1) beats **allow** (approve at stage 1, never
+forwarded), unless ``allow_beats_block`` is set (setting
+``FRAUD_RULES_ALLOW_BEATS_BLOCK``); either beats **review** (forward, stage 2 decides at least
+review) and **flag** (forward); **tag** only records. An allow therefore also beats the anomaly
+score and the online model, which only ever add forwards. ``RuleResult.settle`` applies it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ class Plan:
     ids: tuple[str, ...]
     exprs: tuple[pl.Expr, ...]
     fields: frozenset[str]
-    flag_cols: npt.NDArray[np.intp]  # acting `flag` rules
+    flag_cols: npt.NDArray[np.intp]  # acting `flag` and `review` rules (both forward)
+    review_cols: npt.NDArray[np.intp]
+    block_cols: npt.NDArray[np.intp]
+    allow_cols: npt.NDArray[np.intp]
     live_cols: npt.NDArray[np.intp]  # acting rules (flag and tag), highest score first
     live_ids: tuple[str, ...]
     live_reasons: tuple[str, ...]
@@ -40,7 +50,11 @@ class Plan:
 class RuleResult:
     """What the rules said about each row of a batch, in row order."""
 
-    flag: npt.NDArray[np.bool_]  # an acting `flag` rule fired: forward to stage 2
+    # an acting rule of that action fired (before precedence: see ``settle``)
+    flag: npt.NDArray[np.bool_]  # `flag` or `review`: forward to stage 2
+    review: npt.NDArray[np.bool_]  # `review`: stage 2 must decide at least review
+    block: npt.NDArray[np.bool_]  # `block`: decline at stage 1
+    allow: npt.NDArray[np.bool_]  # `allow`: approve at stage 1, never forwarded
     score: npt.NDArray[np.float64]  # highest score of the acting rules that fired, 0 if none
     fired: list[list[str]]  # ids of the acting rules that fired (flag and tag), by score
     shadow_fired: list[list[str]]  # ids of the shadow rules that fired (never act)
@@ -50,6 +64,26 @@ class RuleResult:
 
     def __len__(self) -> int:
         return len(self.flag)
+
+    def settle(self, allow_beats_block: bool = False) -> Settled:
+        """What each row gets once the actions' precedence is applied (see the module)."""
+        block, allow = self.block, self.allow
+        if allow_beats_block:
+            block = block & ~allow
+        else:
+            allow = allow & ~block
+        decided = block | allow
+        return Settled(self.flag & ~decided, self.review & ~decided, block, allow)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The rules' verdict per row after precedence: at most one of block / allow / forward."""
+
+    forward: npt.NDArray[np.bool_]
+    review: npt.NDArray[np.bool_]  # forwarded rows stage 2 must decide at least review
+    block: npt.NDArray[np.bool_]
+    allow: npt.NDArray[np.bool_]
 
 
 def _cols(indices: Sequence[int]) -> npt.NDArray[np.intp]:
@@ -69,7 +103,10 @@ def build_plan(rules: Sequence[Rule]) -> Plan:
         ids=tuple(rule.id for rule in enabled),
         exprs=tuple(rule.expr.fill_null(False).alias(f"r{i}") for i, rule in enumerate(enabled)),
         fields=frozenset(fields),
-        flag_cols=_cols([i for i in live if enabled[i].action == "flag"]),
+        flag_cols=_cols([i for i in live if enabled[i].action in ("flag", "review")]),
+        review_cols=_cols([i for i in live if enabled[i].action == "review"]),
+        block_cols=_cols([i for i in live if enabled[i].action == "block"]),
+        allow_cols=_cols([i for i in live if enabled[i].action == "allow"]),
         live_cols=_cols(live),
         live_ids=tuple(enabled[i].id for i in live),
         live_reasons=tuple(enabled[i].reason for i in live),
@@ -118,6 +155,10 @@ def _per_row(
     return fired, codes_of
 
 
+def _any(matrix: npt.NDArray[np.bool_], cols: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+    return np.asarray(matrix[:, cols].any(axis=1), dtype=np.bool_)
+
+
 def evaluate_plan(plan: Plan, frame: pl.DataFrame, version: str) -> RuleResult:
     """Judge every row of ``frame``; nulls (missing values) never make a rule fire."""
     n = frame.height
@@ -139,7 +180,10 @@ def evaluate_plan(plan: Plan, frame: pl.DataFrame, version: str) -> RuleResult:
     shadow_fired, _ = _per_row(matrix[:, plan.shadow_cols], plan.shadow_ids, None, n)
     counts = matrix.sum(axis=0).tolist()
     return RuleResult(
-        flag=np.asarray(matrix[:, plan.flag_cols].any(axis=1), dtype=np.bool_),
+        flag=_any(matrix, plan.flag_cols),
+        review=_any(matrix, plan.review_cols),
+        block=_any(matrix, plan.block_cols),
+        allow=_any(matrix, plan.allow_cols),
         score=score,
         fired=fired,
         shadow_fired=shadow_fired,

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
+from streams.features.names import RULE_FIELDS
+from streams.rules.attributes import EMPTY_SCHEMA, AttributeSchema
 from streams.rules.engine import Plan, RuleResult, build_plan, evaluate_plan
+from streams.rules.expr import Catalog, list_reference
+from streams.rules.lists import ValueList
+from streams.schema import Transaction
 
-Action = Literal["flag", "tag"]
-ACTIONS: tuple[Action, ...] = ("flag", "tag")
+# What a hit does (precedence: block > allow > review > flag > tag; see streams.rules.engine):
+# `flag` forwards to stage 2, `review` forwards and makes stage 2 decide at least `review`,
+# `block` declines at stage 1, `allow` approves at stage 1 (never forwarded), `tag` records.
+Action = Literal["flag", "tag", "review", "block", "allow"]
+ACTIONS: tuple[Action, ...] = ("flag", "tag", "review", "block", "allow")
 Expect = Literal["fire", "no_fire"]
+ExampleValue = float | str | bool | None
+_COMPUTED = frozenset(RULE_FIELDS)
 
 
 @dataclass(frozen=True)
 class Example:
     """A worked case written under a rule: these field values should (not) make it fire."""
 
-    fields: Mapping[str, float | None]
+    fields: Mapping[str, ExampleValue]
     expect: Expect
     file: str
     line: int
@@ -63,10 +74,16 @@ class RuleSet:
     version: str
     source: Path
     files: tuple[str, ...] = ()
+    schema: AttributeSchema = EMPTY_SCHEMA
+    lists: Mapping[str, ValueList] = field(default_factory=dict)
     plan: Plan = field(init=False, repr=False, compare=False)
+    # the attribute and list columns the enabled rules name (beyond the computed fields)
+    inputs: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "plan", build_plan(self.rules))
+        plan = build_plan(self.rules)
+        object.__setattr__(self, "plan", plan)
+        object.__setattr__(self, "inputs", tuple(sorted(plan.fields - _COMPUTED)))
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -80,6 +97,29 @@ class RuleSet:
             if rule.id == rule_id:
                 return rule
         raise KeyError(rule_id)
+
+    @property
+    def catalog(self) -> Catalog:
+        return Catalog(self.schema, frozenset(self.lists))
+
+    def input_columns(self, txs: Sequence[Transaction], ts: np.ndarray) -> list[pl.Series]:
+        """The attribute and list-membership columns the rules name, for a batch (a list
+        entry's expiry is compared with each transaction's event time ``ts``)."""
+        if not self.inputs:
+            return []
+        attributes = [name for name in self.inputs if list_reference(name) is None]
+        columns = dict(zip(attributes, self.schema.columns(attributes, txs, ts), strict=True))
+        out = list(columns.values())
+        for name in self.inputs:
+            ref = list_reference(name)
+            if ref is None:
+                continue
+            list_name, field_name = ref
+            values = columns.get(field_name)
+            if values is None:
+                values = self.schema.columns([field_name], txs, ts)[0]
+            out.append(self.lists[list_name].contains(values, ts).alias(name))
+        return out
 
     def evaluate(self, frame: pl.DataFrame) -> RuleResult:
         """Judge every row of a micro-batch with every enabled rule (one polars pass)."""

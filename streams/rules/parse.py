@@ -9,15 +9,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import polars as pl
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from streams.errors import RuleError
 from streams.features.names import RULE_FIELDS
-from streams.rules.expr import compile_condition
+from streams.rules.expr import DEFAULT_CATALOG, Catalog, compile_condition
 from streams.rules.located import Located, bool_value, is_number, text_value
-from streams.rules.model import ACTIONS, Example, Expect, Rule
+from streams.rules.model import ACTIONS, Action, Example, ExampleValue, Expect, Rule
 
 REQUIRED_KEYS = ("id", "description", "when", "action", "score", "reason")
 OPTIONAL_KEYS = ("enabled", "shadow", "examples")
@@ -28,7 +29,25 @@ REASON_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
 _FIELDS = frozenset(RULE_FIELDS)
 
 
-def _examples(rule: Located) -> tuple[Example, ...]:
+def _example_value(name: str, value: object, catalog: Catalog) -> tuple[ExampleValue, str | None]:
+    """An example's value for a field, or why it cannot be one (its type must be the field's)."""
+    if value is None:
+        return None, None
+    if name in _FIELDS:
+        if not is_number(value):
+            return None, f"`{name}` must be a number"
+        return float(value), None  # type: ignore[arg-type]
+    kind = catalog.attributes[name]
+    if kind == pl.Utf8 and isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value), None
+    if kind == pl.Boolean and isinstance(value, bool):
+        return value, None
+    if kind in (pl.Float64, pl.Int64) and is_number(value):
+        return float(value), None  # type: ignore[arg-type]
+    return None, f"`{name}` must be a {kind} value, got {value!r}"
+
+
+def _examples(rule: Located, catalog: Catalog) -> tuple[Example, ...]:
     seq = rule.node.get("examples")
     if seq is None:
         return ()
@@ -44,21 +63,23 @@ def _examples(rule: Located) -> tuple[Example, ...]:
         ex = Located(rule.label, item, line, f"{rule.name} example {i + 1}")
         ex.check_keys(EXAMPLE_KEYS, ())
         fields = item.get("fields")
-        values: dict[str, float | None] = {}
+        values: dict[str, ExampleValue] = {}
         if isinstance(fields, CommentedMap):
             for name, value in fields.items():
                 pos = fields.lc.key(name)[0] + 1
-                if name not in _FIELDS:
+                if not catalog.known(name):
                     ex.problems.append(
                         f"{rule.label}:{pos}: {ex.name}: unknown field `{name}`; "
-                        f"known fields: {', '.join(RULE_FIELDS)}"
+                        f"known fields: {', '.join(catalog.names())}"
                     )
-                elif value is not None and not is_number(value):
-                    ex.problems.append(f"{rule.label}:{pos}: {ex.name}: `{name}` must be a number")
+                    continue
+                typed, problem = _example_value(str(name), value, catalog)
+                if problem is not None:
+                    ex.problems.append(f"{rule.label}:{pos}: {ex.name}: {problem}")
                 else:
-                    values[str(name)] = None if value is None else float(value)
+                    values[str(name)] = typed
         elif "fields" in item:
-            ex.at("fields", "`fields` must be a mapping of field name to number")
+            ex.at("fields", "`fields` must be a mapping of field name to value")
         expect = item.get("expect")
         if "expect" in item and expect not in EXPECTS:
             ex.at("expect", f"`expect` must be `fire` or `no_fire`, got {expect!r}")
@@ -68,7 +89,9 @@ def _examples(rule: Located) -> tuple[Example, ...]:
     return tuple(out)
 
 
-def _rule(label: str, node: Any, line: int, index: int) -> tuple[Rule | None, list[str]]:
+def _rule(
+    label: str, node: Any, line: int, index: int, catalog: Catalog
+) -> tuple[Rule | None, list[str]]:
     if not isinstance(node, CommentedMap):
         return None, [
             f"{label}:{line}: rule #{index}: must be a mapping (id, description, when, ...)"
@@ -83,25 +106,25 @@ def _rule(label: str, node: Any, line: int, index: int) -> tuple[Rule | None, li
     expr = None
     if when:
         try:
-            expr = compile_condition(when)
+            expr = compile_condition(when, catalog)
         except RuleError as exc:
             for problem in exc.problems:
                 rule.at("when", problem)
     action = node.get("action")
     if "action" in node and action not in ACTIONS:
-        rule.at("action", f"bad action {action!r}: must be `flag` or `tag`")
+        rule.at("action", f"bad action {action!r}: must be one of {', '.join(ACTIONS)}")
     score = node.get("score")
     if "score" in node and not (is_number(score) and 0.0 <= score <= 1.0):
         rule.at("score", f"`score` must be a number from 0 to 1, got {score!r}")
     enabled, shadow = bool_value(rule, "enabled", True), bool_value(rule, "shadow", False)
-    examples = _examples(rule)
+    examples = _examples(rule, catalog)
     if rule.problems or expr is None:
         return None, rule.problems
     return Rule(
         id=rule_id,
         description=description,
         when=when.strip(),
-        action="flag" if action == "flag" else "tag",
+        action=_action(action),
         score=float(score),
         reason=reason,
         expr=expr,
@@ -111,6 +134,13 @@ def _rule(label: str, node: Any, line: int, index: int) -> tuple[Rule | None, li
         file=label,
         line=line,
     ), []
+
+
+def _action(value: object) -> Action:
+    for action in ACTIONS:
+        if value == action:
+            return action
+    raise ValueError(value)  # unreachable: checked against ACTIONS before
 
 
 def _yaml_problem(label: str, exc: YAMLError) -> str:
@@ -124,7 +154,9 @@ def _yaml_problem(label: str, exc: YAMLError) -> str:
     return message
 
 
-def parse_file(label: str, text: str) -> tuple[list[Rule], list[str]]:
+def parse_file(
+    label: str, text: str, catalog: Catalog = DEFAULT_CATALOG
+) -> tuple[list[Rule], list[str]]:
     """The valid rules of one file and the problems of the others (``label`` names the file)."""
     try:
         doc = YAML(typ="rt").load(text)
@@ -142,7 +174,7 @@ def parse_file(label: str, text: str) -> tuple[list[Rule], list[str]]:
     rules: list[Rule] = []
     if isinstance(seq, CommentedSeq):
         for i, node in enumerate(seq):
-            rule, problems = _rule(label, node, seq.lc.item(i)[0] + 1, i + 1)
+            rule, problems = _rule(label, node, seq.lc.item(i)[0] + 1, i + 1, catalog)
             top.problems.extend(problems)
             if rule is not None:
                 rules.append(rule)

@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from streams.errors import MessageError
+from streams.rules.attributes import AttributeSchema
 from streams.schema import Transaction
 from streams.stage1.state import decode_transaction
 
@@ -43,9 +44,11 @@ def split(
     owned: Collection[int],
     dead_letter: Callable[[Message, MessageError], None],
     on_first: Callable[[], None] | None = None,
+    schema: AttributeSchema | None = None,
 ) -> PolledBatch:
     """Decode ``msgs`` by partition; ``on_first`` runs before the first owned message is
-    handled (e.g. to begin a Kafka transaction that its dead letter belongs to)."""
+    handled (e.g. to begin a Kafka transaction that its dead letter belongs to); ``schema``:
+    the declared attributes a transaction must match (None: no check)."""
     batch = PolledBatch()
     groups, last = batch.groups, batch.last
     decode = decode_transaction
@@ -62,7 +65,7 @@ def split(
             on_first()
         last[(msg.topic(), p)] = msg.offset()
         try:
-            tx = decode(msg.value())
+            tx = decode(msg.value(), schema)
         except MessageError as exc:
             dead_letter(msg, exc)
             continue

@@ -1,7 +1,8 @@
 """Stage 1's outputs of a screened batch: one Kafka record per transaction.
 
 A forwarded transaction becomes a flagged record on ``topic_flagged`` (keyed by card), every
-other one an *approve* decision on ``topic_decisions`` (keyed by transaction id). Each output
+other one a stage-1 decision on ``topic_decisions`` (keyed by transaction id): *approve*, or
+*decline* when a `block` rule blocked it. Each output
 carries the transaction's event time as its timestamp and the source's ``sent_ms`` header, and
 nothing that depends on the wall clock, so a record processed again yields the same bytes.
 
@@ -19,7 +20,7 @@ import orjson
 from confluent_kafka import KafkaException
 
 from streams.errors import BrokerError
-from streams.output_schema import approve_decision
+from streams.output_schema import stage1_decision
 from streams.schema import encode
 from streams.settings import Settings
 from streams.stage1.delivery import undelivered
@@ -50,15 +51,17 @@ def encode_outputs(out: ScreenedBatch) -> list[bytes]:
     dumps, option = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
     values: list[bytes] = []
     append = values.append
+    blocked = out.blocked.tolist() if out.blocked.any() else None
     rows = zip(out.txs, out.flagged.tolist(), out.fired, out.reasons, out.shadow_fired, strict=True)
     for i, (tx, flagged, fired, reasons, shadow) in enumerate(rows):
         if flagged:
             append(encode(record(i)))
             continue
         card = tx.card_id if same_card else card_out(tx.card_id)
-        decision = approve_decision(
+        decision = stage1_decision(
             tx.transaction_id,
             card,
+            "decline" if blocked is not None and blocked[i] else "approve",
             version,
             fired,
             reasons,

@@ -152,11 +152,16 @@ class FlagPolicy:
         probability: np.ndarray,
         anomaly: np.ndarray,
         budget: float | None = None,
+        exclude: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(forwarded, share): the verdict of each transaction, and the share of the reference
         that ranked above it (0 for those a rule or the anomaly score forwarded). ``budget``:
-        the controller's budget when the rows were scored (default: its budget now)."""
+        the controller's budget when the rows were scored (default: its budget now).
+        ``exclude``: rows a rule already decided at stage 1 (block, allow): never forwarded,
+        still ranked (their probabilities stay in the reference)."""
         other = rule_flag | (anomaly >= self.anomaly_threshold)
+        if exclude is not None and exclude.any():
+            other = other & ~exclude
         reference = self._reference
         if budget is None:
             budget = self.controller.budget
@@ -178,6 +183,8 @@ class FlagPolicy:
                 threshold = ref[min(len(ref) - 1, math.floor((1.0 - budget) * len(ref)))]
                 if np.isfinite(threshold):
                     candidate[a:b] = rest & (probability[a:b] > threshold)
+        if exclude is not None and exclude.any():
+            candidate &= ~exclude
         flagged = other | self._within_burst_cap(start, other, candidate)
         reference.add(values)
         self._flags.add(flagged.astype(np.float64))

@@ -214,6 +214,7 @@ def _replay(
     labels in event time. Messages that fail ``decode_transaction`` are skipped: the worker
     sent them to the dead-letter topic."""
     done = Rebuilt(replayed=dict.fromkeys(starts, 0))
+    schema = private.rules.schema.checked()
     pending = {p for p in starts if ends[p] > starts[p]}
     if not pending:
         return done
@@ -254,7 +255,7 @@ def _replay(
                     pending.discard(p)
                     continue
                 try:
-                    tx = decode_transaction(msg.value())
+                    tx = decode_transaction(msg.value(), schema)
                 except MessageError:  # a dead letter, not state
                     tx = None
                 if tx is not None:

@@ -18,7 +18,7 @@ from streams.features.engine import FeatureEngine
 from streams.features.names import DAY_MS, MODEL_FEATURES, RULE_FIELDS
 from streams.online.anomaly import AnomalyScorer
 from streams.online.supervised import WARM_START_FILE, OnlineClassifier
-from streams.output_schema import approve_decision, flagged_record, stage1_evidence
+from streams.output_schema import flagged_record, stage1_decision, stage1_evidence
 from streams.rules.model import RuleSet
 from streams.schema import Transaction
 from streams.settings import Settings
@@ -55,7 +55,9 @@ class ScreenedBatch:
     probability: np.ndarray
     rule_score: np.ndarray
     stage1_score: np.ndarray
-    flagged: np.ndarray  # bool
+    flagged: np.ndarray  # bool: forwarded to stage 2
+    blocked: np.ndarray  # bool: declined at stage 1 by a `block` rule (never forwarded)
+    review: np.ndarray  # bool: forwarded, and stage 2 must decide at least review
     fired: list[list[str]]
     reasons: list[list[str]]
     shadow_fired: list[list[str]]
@@ -90,6 +92,7 @@ class ScreenedBatch:
             tx.ts_ms,
             self.X[i].tolist(),
             self.evidence(i),
+            "review" if self.review[i] else None,
             tx.raw,
         )
 
@@ -106,13 +109,15 @@ class ScreenedBatch:
             score[i],
         )
 
-    def approve_decision(self, i: int) -> dict[str, Any]:
-        """The stage-1 decision for a transaction that is not forwarded."""
+    def decision(self, i: int) -> dict[str, Any]:
+        """The stage-1 decision for a transaction that is not forwarded (approve, or decline
+        when a `block` rule blocked it)."""
         tx = self.txs[i]
         anomaly, probability, rule_score, score = self._values()
-        return approve_decision(
+        return stage1_decision(
             tx.transaction_id,
             self.card_out(tx.card_id),
+            "decline" if self.blocked[i] else "approve",
             self.rules_version,
             self.fired[i],
             self.reasons[i],
@@ -136,9 +141,11 @@ def rule_frame(
     anomaly: np.ndarray,
     prob: np.ndarray,
     fields: Collection[str] | None = None,
+    inputs: Sequence[pl.Series] = (),
 ) -> pl.DataFrame:
     """The frame rules are evaluated on: features, online scores, hour and weekday (only the
-    ``fields`` given, in RULE_FIELDS order, when a rule set names fewer than all)."""
+    ``fields`` given, in RULE_FIELDS order, when a rule set names fewer than all), then the
+    attribute and list columns ``inputs`` (``RuleSet.input_columns``)."""
     columns = np.empty((len(RULE_FIELDS), len(X)), dtype=np.float64)  # one column per field
     columns[: X.shape[1]] = X.T
     columns[X.shape[1]] = anomaly
@@ -147,7 +154,9 @@ def rule_frame(
     columns[X.shape[1] + 3] = (txs_ts // DAY_MS + 3) % 7
     keep = [i for i, name in enumerate(RULE_FIELDS) if fields is None or name in fields]
     # one Series per column: a one-column 2-D from_numpy would become a single array cell
-    return pl.DataFrame([pl.Series(RULE_FIELDS[i], columns[i]) for i in keep or range(1)])
+    return pl.DataFrame(
+        [pl.Series(RULE_FIELDS[i], columns[i]) for i in keep or range(1)] + list(inputs)
+    )
 
 
 @dataclass
@@ -177,7 +186,12 @@ def judge(parts: Sequence[tuple[Screener, Scored]]) -> ScreenedBatch:
         scored = parts[0][1]
         txs, X, ts = scored.txs, scored.X, scored.ts
         anomaly, prob = scored.anomaly, scored.probability
-    elif any(s.rules is not rules or s.card_out is not first.card_out for s, _ in parts):
+    elif any(
+        s.rules is not rules
+        or s.card_out is not first.card_out
+        or s.allow_beats_block != first.allow_beats_block
+        for s, _ in parts
+    ):
         return merge_batches([judge([part]) for part in parts])
     else:
         txs = [tx for _, scored in parts for tx in scored.txs]
@@ -185,18 +199,26 @@ def judge(parts: Sequence[tuple[Screener, Scored]]) -> ScreenedBatch:
         ts = np.concatenate([scored.ts for _, scored in parts])
         anomaly = np.concatenate([scored.anomaly for _, scored in parts])
         prob = np.concatenate([scored.probability for _, scored in parts])
-    result = rules.evaluate(rule_frame(X, ts, anomaly, prob, rules.plan.fields))
+    inputs = rules.input_columns(txs, ts)
+    result = rules.evaluate(rule_frame(X, ts, anomaly, prob, rules.plan.fields, inputs))
+    verdict = result.settle(first.allow_beats_block)
+    decided = verdict.block | verdict.allow
     flags, scores = [], []
     start = 0
     for screener, scored in parts:
         end = start + len(scored.txs)
         part_flagged, share = screener.policy.flag(
-            result.flag[start:end], scored.probability, scored.anomaly, scored.budget
+            verdict.forward[start:end],
+            scored.probability,
+            scored.anomaly,
+            scored.budget,
+            exclude=decided[start:end],
         )
-        screener.classifier.mark(scored.slots, share, part_flagged)
+        caught = part_flagged | verdict.block[start:end]  # a blocked fraud is caught too
+        screener.classifier.mark(scored.slots, share, caught)
         flags.append(part_flagged)
         scores.append(
-            screener.policy.stage1_score(result.score[start:end], scored.probability, part_flagged)
+            screener.policy.stage1_score(result.score[start:end], scored.probability, caught)
         )
         start = end
     return ScreenedBatch(
@@ -208,6 +230,8 @@ def judge(parts: Sequence[tuple[Screener, Scored]]) -> ScreenedBatch:
         rule_score=result.score,
         stage1_score=scores[0] if len(scores) == 1 else np.concatenate(scores),
         flagged=flags[0] if len(flags) == 1 else np.concatenate(flags),
+        blocked=verdict.block,
+        review=verdict.review,
         fired=result.fired,
         reasons=result.reasons,
         shadow_fired=result.shadow_fired,
@@ -258,6 +282,7 @@ class Screener:
         # the labelled frauds tell the policy's recall controller how it did
         self.classifier.on_fraud = self.policy.controller.observe
         self.card_out: Callable[[str], str] = str
+        self.allow_beats_block = False  # the actions' precedence (streams.rules.engine)
 
     @classmethod
     def from_settings(cls, settings: Settings, rules: RuleSet) -> Screener:
@@ -279,6 +304,7 @@ class Screener:
             screener.classifier.load(warm_start)
         if pseudonymizer.enabled:
             screener.card_out = pseudonymizer
+        screener.allow_beats_block = settings.rules_allow_beats_block
         return screener
 
     def screen(

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from streams.errors import ValidationError
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
+from streams.rules.attributes import AttributeSchema
 from streams.rules.model import RuleSet
 from streams.schema import Transaction, decode
 from streams.settings import Settings
@@ -34,13 +35,17 @@ class TooLargeError(ValidationError):
     kind = "too_large"
 
 
-def decode_transaction(value: bytes | None) -> Transaction:
-    """Stage 1's one gate: size, then UTF-8 JSON, then fields (``MessageError`` subclasses)."""
+def decode_transaction(value: bytes | None, schema: AttributeSchema | None = None) -> Transaction:
+    """Stage 1's one gate: size, then UTF-8 JSON, then fields, then the declared attributes
+    of ``schema`` (the rule directory's ``schema.yaml``); ``MessageError`` subclasses."""
     if value is not None and len(value) > MAX_TRANSACTION_BYTES:
         raise TooLargeError(
             f"message of {len(value)} bytes exceeds the {MAX_TRANSACTION_BYTES}-byte limit"
         )
-    return decode(value)
+    tx = decode(value)
+    if schema is not None:
+        schema.validate(tx.raw)
+    return tx
 
 
 class PartitionedScreener:

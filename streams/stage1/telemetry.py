@@ -43,8 +43,11 @@ class Stage1Telemetry:
             return
         n = len(out.txs)
         flagged = int(out.flagged.sum())
+        declined = int(out.blocked.sum())
         m.record_flagged(flagged)
-        m.record_decision(m.STAGE1, "approve", n - flagged)
+        m.record_decision(m.STAGE1, "approve", n - flagged - declined)
+        if declined:
+            m.record_decision(m.STAGE1, "decline", declined)
         hits = out.hits
         if hits:
             m.record_rule_hits({k: v for k, v in hits.items() if k not in self._shadow})

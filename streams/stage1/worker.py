@@ -179,6 +179,7 @@ class Stage1Worker:
             self.state.parts,
             self.dead_letters.send,
             self.delivery.begin if self.exactly_once else None,
+            self.state.rules.schema.checked(),
         )
         if not polled.last:
             return

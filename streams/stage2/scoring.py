@@ -147,6 +147,8 @@ class Scorer:
         rows = zip(records, scores.tolist(), actions, reasons, strict=True)
         for i, (rec, score, action, why) in enumerate(rows):
             stage1 = rec.get("stage1") or {}
+            if action == "approve" and rec.get("min_action") == "review":
+                action = "review"  # a `review` rule fired at stage 1: at least review
             decision = stage2_decision(
                 rec.get("transaction_id"),
                 rec.get("card_id"),

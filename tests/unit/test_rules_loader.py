@@ -93,7 +93,7 @@ def test_extra_key_points_at_the_key_and_suggests(tmp_path: Path) -> None:
         ({"score": "high"}, 6, "`score` must be a number from 0 to 1, got 'high'"),
         ({"score": "1.5"}, 6, "`score` must be a number from 0 to 1, got 1.5"),
         ({"score": "true"}, 6, "`score` must be a number from 0 to 1, got True"),
-        ({"action": "block"}, 5, "bad action 'block': must be `flag` or `tag`"),
+        ({"action": "decline"}, 5, "bad action 'decline': must be one of flag, tag, review"),
         ({"reason": "large amount"}, 7, "`reason` 'large amount' must be an UPPER_SNAKE_CASE"),
         ({"extra": "enabled: yes\n"}, 8, "`enabled` must be true or false, got 'yes'"),
         ({"extra": "shadow: 1\n"}, 8, "`shadow` must be true or false, got 1"),
@@ -144,7 +144,7 @@ def test_duplicate_ids_name_both_places(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    a = write(tmp_path, "a.yaml", "rules:\n" + rule(action="block", score="2"))
+    a = write(tmp_path, "a.yaml", "rules:\n" + rule(action="decline", score="2"))
     b = write(tmp_path, "b.yaml", "rules:\n" + rule(id="x", when="FOO > 1"))
     problems = validate_dir(tmp_path)
     assert [p.split(": rule")[0] for p in problems] == [f"{a}:5", f"{a}:6", f"{b}:4"]

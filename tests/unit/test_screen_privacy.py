@@ -25,11 +25,11 @@ def _batch(key: str | None):
 def test_outputs_carry_the_pseudonym_when_a_key_is_set():
     screener, out = _batch("secret-key")
     expected = pseudonymize("card-42", b"secret-key")
-    assert out.approve_decision(0)["card_id"] == expected
+    assert out.decision(0)["card_id"] == expected
     assert out.flagged_record(1)["card_id"] == expected
     assert "card-42" in screener.engine.cards  # state keyed by the real id
 
 
 def test_outputs_keep_the_card_id_without_a_key():
     _, out = _batch(None)
-    assert out.approve_decision(0)["card_id"] == "card-42"
+    assert out.decision(0)["card_id"] == "card-42"

@@ -33,6 +33,8 @@ def _batch(amounts: np.ndarray, start: int = 0) -> ScreenedBatch:
         rule_score=zeros,
         stage1_score=zeros,
         flagged=np.zeros(n, dtype=bool),
+        blocked=np.zeros(n, dtype=bool),
+        review=np.zeros(n, dtype=bool),
         fired=[[] for _ in range(n)],
         reasons=[[] for _ in range(n)],
         shadow_fired=[[] for _ in range(n)],

@@ -46,7 +46,7 @@ def _screened(key: str | None = None, n: int = 3000):
 def test_encoded_outputs_equal_the_row_wise_records(key):
     for out in _screened(key):
         expected = [
-            encode(out.flagged_record(i) if flagged else out.approve_decision(i))
+            encode(out.flagged_record(i) if flagged else out.decision(i))
             for i, flagged in enumerate(out.flagged.tolist())
         ]
         assert encode_outputs(out) == expected
