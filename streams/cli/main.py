@@ -18,6 +18,7 @@ from streams.cli import (
     crash_cmds,
     data_cmds,
     kafka_cmds,
+    lists_cmds,
     model_cmds,
     ops_cmds,
     recovery_cmds,
@@ -72,6 +73,7 @@ for module in (
 ):
     module.register(app)
 app.add_typer(rules_cmds.app, name="rules")
+app.add_typer(lists_cmds.app, name="lists")
 app.add_typer(recovery_cmds.dlq_app, name="dlq")
 app.add_typer(ops_cmds.config_app, name="config")
 

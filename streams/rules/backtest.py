@@ -2,8 +2,11 @@
 
 The whole history runs through stage 1 in stream order (so windows and online models are warm);
 only transactions in ``[start, end)`` are counted. Per rule: hits, frauds caught, precision,
-recall (of all frauds in the window); for the set: forward rate and recall, with and without the
-online models' contribution.
+recall (of all frauds in the window); for the set: forward rate and recall (a fraud is caught
+when stage 1 forwards it or a `block` rule declines it), with and without the online models'
+contribution; what `block` rules declined and what `allow` rules let through (frauds
+included); and, when the history names its fraud scenarios (``TX_FRAUD_SCENARIO``), the
+recall per scenario.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ class Backtest:
     rule_forwarded: int
     rule_forwarded_frauds: int
     per_rule: pl.DataFrame  # rule, shadow, hits, frauds_caught, precision, recall
+    declined: int = 0  # declined at stage 1 by a `block` rule
+    declined_frauds: int = 0
+    allowed: int = 0  # approved at stage 1 by an `allow` rule
+    allowed_frauds: int = 0
+    per_scenario: pl.DataFrame | None = None  # scenario, frauds, caught, recall
 
     @property
     def forward_rate(self) -> float:
@@ -36,7 +44,9 @@ class Backtest:
 
     @property
     def recall(self) -> float:
-        return self.forwarded_frauds / self.frauds if self.frauds else 0.0
+        """Frauds forwarded or declined at stage 1, over all frauds."""
+        caught = self.forwarded_frauds + self.declined_frauds
+        return caught / self.frauds if self.frauds else 0.0
 
 
 def run_backtest(
@@ -56,17 +66,33 @@ def run_backtest(
         window = window.filter(pl.col("ts_ms") < end_ms)
     fraud = pl.col("TX_FRAUD") == 1
     frauds = int(window.select(fraud.sum()).item())
+    forwarding = [r.id for r in rules.rules if r.action in ("flag", "review")]
     rule_flag = (
-        pl.col("RULES_FIRED")
-        .list.eval(pl.element().is_in([r.id for r in rules.rules if r.action == "flag"]))
-        .list.any()
+        pl.col("FLAGGED")
+        & pl.col("RULES_FIRED").list.eval(pl.element().is_in(forwarding)).list.any()
     )
     counts = window.select(
         pl.col("FLAGGED").sum().alias("fwd"),
         (pl.col("FLAGGED") & fraud).sum().alias("fwd_fraud"),
         rule_flag.sum().alias("rule_fwd"),
         (rule_flag & fraud).sum().alias("rule_fwd_fraud"),
+        pl.col("BLOCKED").sum().alias("declined"),
+        (pl.col("BLOCKED") & fraud).sum().alias("declined_fraud"),
+        pl.col("ALLOWED").sum().alias("allowed"),
+        (pl.col("ALLOWED") & fraud).sum().alias("allowed_fraud"),
     ).row(0)
+    per_scenario = None
+    if "TX_FRAUD_SCENARIO" in window.columns:
+        per_scenario = (
+            window.filter(fraud)
+            .group_by(pl.col("TX_FRAUD_SCENARIO").alias("scenario"))
+            .agg(
+                pl.len().alias("frauds"),
+                (pl.col("FLAGGED") | pl.col("BLOCKED")).sum().alias("caught"),
+            )
+            .with_columns((pl.col("caught") / pl.col("frauds")).alias("recall"))
+            .sort("scenario")
+        )
     hits = (
         window.select(pl.concat_list("RULES_FIRED", "SHADOW_RULES_FIRED").alias("rule"), "TX_FRAUD")
         .explode("rule")
@@ -99,6 +125,11 @@ def run_backtest(
         int(counts[2]),
         int(counts[3]),
         table,
+        declined=int(counts[4]),
+        declined_frauds=int(counts[5]),
+        allowed=int(counts[6]),
+        allowed_frauds=int(counts[7]),
+        per_scenario=per_scenario,
     )
 
 
@@ -113,6 +144,51 @@ def rules_over_budget(result: Backtest, max_share: float) -> str | None:
         f"share {max_share:.2%} (stage1_max_forward_share): stage 1 would forward beyond its "
         "budget and its online model would forward nothing"
     )
+
+
+def _actions_and_scenarios(result: Backtest, against: Backtest | None) -> list[str]:
+    """Stage-1 declines and allows, and recall per fraud scenario, of each set."""
+    runs = [(name, r) for name, r in (("this set", result), ("against", against)) if r is not None]
+    lines: list[str] = []
+    if any(r.declined or r.allowed for _, r in runs):
+        lines += [
+            "",
+            "| decided at stage 1 | declined (block) | frauds declined | approved (allow) "
+            "| frauds allowed through |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, r in runs:
+            lines.append(
+                f"| {name} | {r.declined} | {r.declined_frauds} | {r.allowed} | "
+                f"{r.allowed_frauds} |"
+            )
+    if result.per_scenario is not None:
+        lines += [
+            "",
+            "| fraud scenario | frauds | "
+            + " | ".join(f"caught ({name})" for name, _ in runs)
+            + " |",
+            "| --- | ---: |" + " ---: |" * len(runs),
+        ]
+        others = [r.per_scenario for _, r in runs]
+        for row in result.per_scenario.iter_rows(named=True):
+            cells = []
+            for table in others:
+                hit = (
+                    table.filter(pl.col("scenario") == row["scenario"])
+                    if table is not None
+                    else None
+                )
+                if hit is None or hit.is_empty():
+                    cells.append("")
+                else:
+                    caught, recall = (
+                        hit.row(0, named=True)["caught"],
+                        hit.row(0, named=True)["recall"],
+                    )
+                    cells.append(f"{caught} ({recall:.1%})")
+            lines.append(f"| {row['scenario']} | {row['frauds']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def report_markdown(
@@ -149,6 +225,7 @@ def report_markdown(
             f"{r.rule_forwarded_frauds / max(r.frauds, 1):.4f} | {r.rule_forwarded} | "
             f"{r.rule_forwarded_frauds} |"
         )
+    lines += _actions_and_scenarios(result, against)
     warning = rules_over_budget(result, max_share) if max_share is not None else None
     if warning is not None:
         lines += ["", f"**Warning:** {warning}."]

@@ -23,6 +23,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,8 @@ def _entry(value: Any, expires: Any, where: str) -> tuple[str, int | None]:
         raise ValidationError(f"{where}: a value has 1 to {MAX_VALUE_CHARS} characters")
     if expires is None or expires == "":
         return text, None
+    if isinstance(expires, date):  # YAML reads an unquoted date as one (UTC when no zone)
+        expires = expires.isoformat()
     try:
         return text, parse_timestamp(expires)
     except ValidationError as exc:

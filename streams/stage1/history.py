@@ -42,7 +42,9 @@ def screen_history(
     progress: Callable[[int], None] | None = None,
     screener: Screener | None = None,
 ) -> pl.DataFrame:
-    """One row per input row (same order): ids, label, features, stage-1 scores and verdict."""
+    """One row per input row (same order): ids, label, features, stage-1 scores and verdict
+    (``FLAGGED``: forwarded; ``BLOCKED``: declined at stage 1; ``ALLOWED``: approved by an
+    allow rule)."""
     if screener is None:
         screener = Screener.from_settings(settings, load_rules(rules_dir or settings.rules_dir))
     txs = frame_transactions(df)
@@ -50,7 +52,7 @@ def screen_history(
     n, size = len(txs), settings.stage1_batch_size
     X = np.empty((n, len(MODEL_FEATURES)))
     anomaly, prob, rule_score, score = (np.empty(n) for _ in range(4))
-    flagged = np.zeros(n, dtype=bool)
+    flagged, blocked, allowed = (np.zeros(n, dtype=bool) for _ in range(3))
     fired: list[list[str]] = []
     shadow: list[list[str]] = []
     gate = LabelGate()
@@ -72,6 +74,7 @@ def screen_history(
         anomaly[start:end], prob[start:end] = out.anomaly, out.probability
         rule_score[start:end], score[start:end] = out.rule_score, out.stage1_score
         flagged[start:end] = out.flagged
+        blocked[start:end], allowed[start:end] = out.blocked, out.allowed
         fired.extend(out.fired)
         shadow.extend(out.shadow_fired)
         if progress is not None:
@@ -79,7 +82,14 @@ def screen_history(
     result = pl.DataFrame(X, schema=MODEL_FEATURES)
     keep = [
         c
-        for c in ("TRANSACTION_ID", "ts_ms", "CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD")
+        for c in (
+            "TRANSACTION_ID",
+            "ts_ms",
+            "CUSTOMER_ID",
+            "TERMINAL_ID",
+            "TX_FRAUD",
+            "TX_FRAUD_SCENARIO",
+        )
         if c in df.columns
     ]
     return pl.concat([df.select(keep), result], how="horizontal").with_columns(
@@ -88,6 +98,8 @@ def screen_history(
         pl.Series("RULE_SCORE", rule_score),
         pl.Series("STAGE1_SCORE", score),
         pl.Series("FLAGGED", flagged),
+        pl.Series("BLOCKED", blocked),
+        pl.Series("ALLOWED", allowed),
         pl.Series("RULES_FIRED", fired, dtype=pl.List(pl.Utf8)),
         pl.Series("SHADOW_RULES_FIRED", shadow, dtype=pl.List(pl.Utf8)),
     )

@@ -57,6 +57,7 @@ class ScreenedBatch:
     stage1_score: np.ndarray
     flagged: np.ndarray  # bool: forwarded to stage 2
     blocked: np.ndarray  # bool: declined at stage 1 by a `block` rule (never forwarded)
+    allowed: np.ndarray  # bool: approved at stage 1 by an `allow` rule (never forwarded)
     review: np.ndarray  # bool: forwarded, and stage 2 must decide at least review
     fired: list[list[str]]
     reasons: list[list[str]]
@@ -231,6 +232,7 @@ def judge(parts: Sequence[tuple[Screener, Scored]]) -> ScreenedBatch:
         stage1_score=scores[0] if len(scores) == 1 else np.concatenate(scores),
         flagged=flags[0] if len(flags) == 1 else np.concatenate(flags),
         blocked=verdict.block,
+        allowed=verdict.allow,
         review=verdict.review,
         fired=result.fired,
         reasons=result.reasons,

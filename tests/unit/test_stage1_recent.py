@@ -34,6 +34,7 @@ def _batch(amounts: np.ndarray, start: int = 0) -> ScreenedBatch:
         stage1_score=zeros,
         flagged=np.zeros(n, dtype=bool),
         blocked=np.zeros(n, dtype=bool),
+        allowed=np.zeros(n, dtype=bool),
         review=np.zeros(n, dtype=bool),
         fired=[[] for _ in range(n)],
         reasons=[[] for _ in range(n)],

@@ -217,3 +217,17 @@ def test_model_thresholds_decide_for_each_model(tmp_path):
     out = Scorer(RiskModel.load(a), policy, RiskModel.load(b)).score_batch(_records(50))
     assert {d["action"] for d in out} == {"review"}
     assert {d["challenger"]["action"] for d in out} == {"decline"}
+
+
+def test_a_review_floor_from_stage_1_raises_approve_to_review_only(models):
+    records = _records(40)
+    policy = DecisionPolicy(review_threshold=0.5, decline_threshold=0.9)
+    plain = Scorer(models[0], policy).score_batch(records)
+    floored = Scorer(models[0], policy).score_batch(
+        [{**r, "min_action": "review"} for r in records]
+    )
+    for before, after in zip(plain, floored, strict=True):
+        assert after["score"] == before["score"]
+        expected = "review" if before["action"] == "approve" else before["action"]
+        assert after["action"] == expected
+    assert {d["action"] for d in plain} >= {"approve"}
