@@ -12,6 +12,7 @@ import numpy as np
 
 from streams.features.names import MODEL_FEATURES
 from streams.rules.model import RuleSet
+from streams.schema import Transaction
 from streams.stage1.screen import ScreenedBatch, rule_frame
 
 MIN_ROWS = 1000  # fewer recent transactions than this say too little about a share
@@ -24,6 +25,8 @@ class RecentTraffic:
         self._ts = np.zeros(size, dtype=np.int64)
         self._anomaly = np.zeros(size)
         self._probability = np.zeros(size)
+        # the transactions themselves: rules over attributes and lists read them
+        self._txs: list[Transaction | None] = [None] * size
         self._pos = 0
         self.filled = 0
 
@@ -33,24 +36,32 @@ class RecentTraffic:
             return
         ts = np.fromiter((tx.ts_ms for tx in out.txs), dtype=np.int64, count=n)
         columns = (out.X, ts, out.anomaly, out.probability)
+        txs = out.txs
         if n > self.size:
             columns = tuple(c[-self.size :] for c in columns)  # type: ignore[assignment]
+            txs = txs[-self.size :]
             n = self.size
         buffers = (self._X, self._ts, self._anomaly, self._probability)
+        first = min(n, self.size - self._pos)
         for buf, values in zip(buffers, columns, strict=True):
-            first = min(n, self.size - self._pos)
             buf[self._pos : self._pos + first] = values[:first]
             buf[: n - first] = values[first:]
+        self._txs[self._pos : self._pos + first] = txs[:first]
+        self._txs[: n - first] = txs[first:]
         self._pos = (self._pos + n) % self.size
         self.filled = min(self.size, self.filled + n)
 
     def rule_share(self, rules: RuleSet) -> float | None:
-        """Share of the recent transactions the acting ``flag`` rules of ``rules`` forward
-        (None with fewer than ``MIN_ROWS`` recent transactions)."""
+        """Share of the recent transactions the acting ``flag`` and ``review`` rules of
+        ``rules`` forward, once `block` and `allow` rules took theirs (None with fewer than
+        ``MIN_ROWS`` recent transactions)."""
         if self.filled < MIN_ROWS:
             return None
         k = self.filled
+        ts = self._ts[:k]
+        txs = [tx for tx in self._txs[:k] if tx is not None]
+        inputs = rules.input_columns(txs, ts) if rules.inputs else []
         frame = rule_frame(
-            self._X[:k], self._ts[:k], self._anomaly[:k], self._probability[:k], rules.plan.fields
+            self._X[:k], ts, self._anomaly[:k], self._probability[:k], rules.plan.fields, inputs
         )
-        return float(np.mean(rules.evaluate(frame).flag))
+        return float(np.mean(rules.evaluate(frame).settle().forward))

@@ -71,3 +71,25 @@ def test_backtest_warns_when_rules_alone_exceed_the_maximum() -> None:
     assert rules_over_budget(result(100), 0.10) is None
     warning = rules_over_budget(result(150), 0.10)
     assert warning is not None and "15.00%" in warning and "10.00%" in warning
+
+
+def test_rule_share_of_rules_over_attributes_and_lists(tmp_path: Path) -> None:
+    """The recent transactions' attributes are judged too; an allow list takes its rows."""
+    (tmp_path / "schema.yaml").write_text("fields:\n  channel: {type: string}\n")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "trusted.csv").write_text("value\nt-ok\n")
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - {id: online, description: d, when: channel = 'ecom', action: flag, score: 0.5, "
+        "reason: ONLINE}\n"
+        "  - {id: ok, description: d, when: terminal_id IN LIST trusted, action: allow, "
+        "score: 0, reason: OK}\n"
+    )
+    rules = load_rules(tmp_path)
+    recent = RecentTraffic(size=2000)
+    batch = _batch(np.zeros(2000))
+    for i, tx in enumerate(batch.txs):  # half online, a quarter of those at a trusted terminal
+        tx.raw["channel"] = "ecom" if i % 2 else "pos"
+        tx.terminal_id = "t-ok" if i % 4 == 1 else "t"
+    recent.add(batch)
+    assert recent.rule_share(rules) == 0.25
