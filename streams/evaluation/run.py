@@ -232,8 +232,14 @@ def _run_fold(
     stage2 = np.full(test.height, np.nan)
     if flagged.any():  # the stage-2 path: RiskModel.predict on the forwarded rows only
         stage2[flagged] = _predict(model, test.filter(pl.Series(flagged)))
-    final = two_stage_scores(test["STAGE1_SCORE"].to_numpy(), flagged, stage2)
-    scored = test.select(*KEEP_COLUMNS, "day").with_columns(
+    # a `block` rule declined it at stage 1: the cascade's most certain verdict
+    final = np.where(
+        _blocked(test),
+        1.0,
+        two_stage_scores(test["STAGE1_SCORE"].to_numpy(), flagged, stage2),
+    )
+    blocked = ["BLOCKED"] if "BLOCKED" in test.columns else []
+    scored = test.select(*KEEP_COLUMNS, *blocked, "day").with_columns(
         pl.lit(fold.index).alias("fold"),
         pl.Series("score", final),
         pl.Series("single_stage_score", single),
@@ -290,11 +296,20 @@ def _measure(frame: pl.DataFrame, column: str, stage1: bool = True) -> dict[str,
     return out
 
 
+def _blocked(frame: pl.DataFrame) -> np.ndarray:
+    """Rows a `block` rule declined at stage 1 (none when the frame does not say)."""
+    if "BLOCKED" not in frame.columns:
+        return np.zeros(frame.height, dtype=bool)
+    return frame["BLOCKED"].to_numpy().astype(bool)
+
+
 def _stage1_measure(frame: pl.DataFrame) -> dict[str, Any]:
-    """Stage 1 on the evaluated rows: its forwarding (``FLAGGED``) and what forwarding the top
-    shares by ``STAGE1_SCORE`` would catch, of all frauds and of the frauds not hidden by the
-    label delay (``ceiling.reachable_frauds``; None without ``TX_FRAUD_SCENARIO``)."""
-    flagged, y = frame["FLAGGED"].to_numpy().astype(bool), frame["TX_FRAUD"].to_numpy()
+    """Stage 1 on the evaluated rows: its forwarding (``FLAGGED``, and ``BLOCKED``: a fraud a
+    `block` rule declined is caught too) and what forwarding the top shares by ``STAGE1_SCORE``
+    would catch, of all frauds and of the frauds not hidden by the label delay
+    (``ceiling.reachable_frauds``; None without ``TX_FRAUD_SCENARIO``)."""
+    flagged = frame["FLAGGED"].to_numpy().astype(bool) | _blocked(frame)
+    y = frame["TX_FRAUD"].to_numpy()
     score = frame["STAGE1_SCORE"].to_numpy()
     rate, recall = forward_rate_recall(flagged, y)
     reachable = reachable_frauds(frame)
