@@ -165,17 +165,25 @@ class AttributeSchema:
         self, names: Sequence[str], txs: Sequence[Transaction], ts: np.ndarray
     ) -> list[pl.Series]:
         """The attribute columns ``names`` of a batch (nulls where a value is absent)."""
-        out: list[pl.Series] = []
-        for name in names:
-            if name in BUILTIN:
-                out.append(pl.Series(name, [getattr(tx, name) for tx in txs], dtype=pl.Utf8))
-            elif name in LOCAL_FIELDS:
-                out.append(pl.Series(name, self._local(name, txs, ts)))
-            else:
-                attr = self.fields[name]
-                values = [attr.value(tx.raw) for tx in txs]
-                out.append(pl.Series(name, values, dtype=attr.dtype, strict=False))
-        return out
+        return [self.column(name, self.values(name, txs, ts)) for name in names]
+
+    def column(self, name: str, values: Sequence[Any]) -> pl.Series:
+        dtype = _DTYPES[BUILTIN[name]] if name in BUILTIN else pl.Float64()
+        if name in self.fields:
+            dtype = self.fields[name].dtype
+        return pl.Series(name, values, dtype=dtype, strict=False)
+
+    def values(self, name: str, txs: Sequence[Transaction], ts: np.ndarray) -> Sequence[Any]:
+        """One attribute's value per transaction of a batch (None where absent)."""
+        if name in BUILTIN:
+            return [getattr(tx, name) for tx in txs]
+        if name in LOCAL_FIELDS:
+            return self._local(name, txs, ts).tolist()
+        attr = self.fields[name]
+        if attr.type == "timestamp":
+            return [attr.value(tx.raw) for tx in txs]
+        default = attr.default  # the common case: one dict lookup per row
+        return [tx.raw.get(name, default) for tx in txs]
 
     def _local(self, name: str, txs: Sequence[Transaction], ts: np.ndarray) -> np.ndarray:
         """Hour (0-23) or weekday (Monday 0) of each transaction in its own time zone (NaN

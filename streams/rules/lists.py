@@ -21,7 +21,7 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -51,16 +51,21 @@ class ValueList:
     def __len__(self) -> int:
         return len(self.always) + len(self.expiring)
 
+    def hits(self, values: Sequence[Any], ts: np.ndarray) -> list[bool]:
+        """Per row: the value is on the list at the row's event time (None never is). Python
+        set and dict lookups: cheaper per batch than hashing the whole list in polars."""
+        always, expiring = self.always, self.expiring
+        if not expiring:
+            return [v in always for v in values]
+        return [
+            v in always or (v in expiring and expiring[v] > t)
+            for v, t in zip(values, ts.tolist(), strict=True)
+        ]
+
     def contains(self, values: pl.Series, ts: np.ndarray) -> pl.Series:
-        """Per row: the value is on the list at the row's event time (nulls never are)."""
-        values = values.cast(pl.Utf8)
-        hit = values.is_in(list(self.always)).fill_null(False)
-        if self.expiring:
-            expires = values.replace_strict(
-                dict(self.expiring), default=None, return_dtype=pl.Int64
-            )
-            hit = hit | (expires > pl.Series(ts)).fill_null(False)
-        return hit
+        """``hits`` of a column of values, as a boolean column."""
+        text = values.cast(pl.Utf8).to_list()
+        return pl.Series(values.name, self.hits(text, ts), dtype=pl.Boolean)
 
 
 def _entry(value: Any, expires: Any, where: str) -> tuple[str, int | None]:

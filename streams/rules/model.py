@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -107,18 +107,19 @@ class RuleSet:
         entry's expiry is compared with each transaction's event time ``ts``)."""
         if not self.inputs:
             return []
-        attributes = [name for name in self.inputs if list_reference(name) is None]
-        columns = dict(zip(attributes, self.schema.columns(attributes, txs, ts), strict=True))
-        out = list(columns.values())
+        schema = self.schema
+        values: dict[str, Sequence[Any]] = {}
+        out = []
         for name in self.inputs:
             ref = list_reference(name)
+            field_name = name if ref is None else ref[1]
+            if field_name not in values:
+                values[field_name] = schema.values(field_name, txs, ts)
             if ref is None:
-                continue
-            list_name, field_name = ref
-            values = columns.get(field_name)
-            if values is None:
-                values = self.schema.columns([field_name], txs, ts)[0]
-            out.append(self.lists[list_name].contains(values, ts).alias(name))
+                out.append(schema.column(name, values[name]))
+            else:
+                hits = self.lists[ref[0]].hits(values[field_name], ts)
+                out.append(pl.Series(name, hits, dtype=pl.Boolean))
         return out
 
     def evaluate(self, frame: pl.DataFrame) -> RuleResult:
