@@ -261,3 +261,18 @@ def test_a_review_rule_forwards_with_a_floor_stage_2_applies(rules_dir: Path) ->
     assert out.flagged.all() and out.review.all()
     record = out.flagged_record(0)
     assert record["min_action"] == "review" and "risky_country" in record["stage1"]["rules_fired"]
+
+
+def test_shadow_mode_holds_for_every_action(rules_dir: Path) -> None:
+    """A shadow block / allow is recorded in shadow_rules_fired and never decides."""
+    path = rules_dir / "attributes.yaml"
+    text = path.read_text()
+    for rule_id in ("blocked_card", "trusted_terminal"):
+        text = text.replace(f"  - id: {rule_id}\n", f"  - id: {rule_id}\n    shadow: true\n")
+    path.write_text(text)
+    out = _screener(rules_dir).screen(_txs(12))
+    assert not out.blocked.any() and not out.allowed.any()
+    shadow = [set(ids) for ids in out.shadow_fired]
+    for i, tx in enumerate(out.txs):
+        assert ("blocked_card" in shadow[i]) == (tx.card_id == "card0")
+        assert ("trusted_terminal" in shadow[i]) == (tx.terminal_id == "term1")
