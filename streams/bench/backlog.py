@@ -103,14 +103,21 @@ def make_topics(settings: Settings, *extra: str) -> None:
     create_topics(settings, [*topic_names(settings), *extra])
 
 
-def history(transactions: int, seed: int = 7) -> pl.DataFrame:
-    """``transactions`` simulated rows (handbook reader columns, stream order, with labels)."""
+def history(transactions: int, seed: int = 7, attributes: bool = False) -> pl.DataFrame:
+    """``transactions`` simulated rows (handbook reader columns, stream order, with labels;
+    with the simulator's transaction attributes when ``attributes``)."""
     days = max(2, math.ceil(transactions / TX_PER_DAY) + 1)
-    frame = simulate(customers=5000, terminals=10000, days=days, seed=seed)
-    df = read_handbook_frame(frame)
+
+    def draw(days: int) -> pl.DataFrame:
+        frame = simulate(
+            customers=5000, terminals=10000, days=days, seed=seed, attributes=attributes
+        )
+        return read_handbook_frame(frame)
+
+    df = draw(days)
     while df.height < transactions:  # a sparse draw: simulate a few more days
         days += 2
-        df = read_handbook_frame(simulate(customers=5000, terminals=10000, days=days, seed=seed))
+        df = draw(days)
     return df.head(transactions)
 
 

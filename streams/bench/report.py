@@ -21,6 +21,7 @@ TARGETS = {
     "latency_ms.end_to_end_p99": ("≤ 50 ms", lambda r: r["latency_ms"]["end_to_end_p99"] <= 50),
     "memory.bytes_per_card": ("≤ 1,024", lambda r: r["memory"]["bytes_per_card"] <= 1024),
     "checkpoints.ratio": ("≥ 0.9", lambda r: r["checkpoints"]["ratio"] >= 0.9),
+    "rules.ratio": ("≥ 0.9", lambda r: bool(r.get("rules")) and r["rules"]["ratio"] >= 0.9),
     "restore.seconds_by_history": (
         "≤ 10 s, flat within 25 %",
         lambda r: (
@@ -129,6 +130,18 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     checkpoints = result.get("checkpoints", {})
     if checkpoints:
         rows.append(("checkpoints.ratio (every 1 s / off)", checkpoints["ratio"]))
+    rules = result.get("rules") or {}
+    if rules:
+        for name in ("shipped", "attribute_set"):
+            entry = rules[name]
+            rows.append(
+                (
+                    f"rules: stage1 tps, {name.replace('_', ' ')} ({entry['rules']} rules, "
+                    f"{entry['rules_on_attributes']} on attributes)",
+                    entry["tps"],
+                )
+            )
+        rows.append(("rules.ratio (attribute set / shipped)", rules["ratio"]))
     restore = result.get("restore") or {}
     if restore:
         rows.append(("restore.flat_within (max / min - 1)", restore["flat_within"]))
@@ -159,6 +172,7 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
         rows.append((f"scale: stage1 tps, {workers} worker(s)", entry["tps"]))
     met_by_row = {
         "checkpoints.ratio (every 1 s / off)": met.get("checkpoints.ratio"),
+        "rules.ratio (attribute set / shipped)": met.get("rules.ratio"),
         "restore.flat_within (max / min - 1)": met_restore,
     }
     for key, value in rows:

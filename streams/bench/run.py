@@ -2,8 +2,10 @@
 
 Order: one simulated history of ``transactions`` + warm-up rows → a transactions backlog on fresh
 topics → the two passthrough peers, stage 1 with 1 and 2 workers (same backlog, own groups and
-outputs) → stage 2 over a flagged backlog of the same size → latency at a steady offered rate
-through both workers → memory per card. Every measured consumer runs in its own process.
+outputs), with checkpoints off and every second, with the shipped rules and the attribute rule
+set (over a backlog simulated with attributes) → stage 2 over a flagged backlog of the same
+size → latency at a steady offered rate through both workers → memory per card. Every measured
+consumer runs in its own process.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from streams.bench.latency import measure_broker_floor, measure_latency
 from streams.bench.memory import measure_memory
 from streams.bench.report import machine, ratios, targets, versions
 from streams.bench.restore import measure_restore
+from streams.bench.rules import measure_rules_cost
 from streams.bench.stage1 import measure_stage1
 from streams.bench.stage2 import measure_stage2
 from streams.kafka.clients import broker_for
@@ -115,6 +118,9 @@ def run_bench(
             with _step(say, f"stage 1, {workers} worker process(es)", timings):
                 scale[str(workers)] = measure_stage1(scoped, total, warmup, workers)
         checkpoints = _checkpoint_cost(s, tag, source, total, warmup, say, timings)
+        with _step(say, "stage 1, shipped rules against the attribute rule set", timings):
+            with_attributes = backlog.history(total, options.seed, attributes=True)
+            rules_cost = measure_rules_cost(s, tag, with_attributes, total, warmup)
         s2 = backlog.scoped(s, tag, "stage2")
         backlog.make_topics(s2)
         with _step(say, "stage 2", timings):
@@ -166,6 +172,7 @@ def run_bench(
             },
             "stage1": first,
             "checkpoints": checkpoints,
+            "rules": rules_cost,
             "restore": restore,
             "stage2": stage2,
             "latency_ms": latency,

@@ -47,8 +47,21 @@ def simulate(
     customer_multiplier: float = typer.Option(
         5.0, help="scenario 3: a fraudulent transaction's amount is the genuine one times this"
     ),
+    attributes: bool = typer.Option(
+        False,
+        "--attributes",
+        help="add card_country, merchant_country, mcc and channel columns, and scenario 4 "
+        "(cards used abroad in bursts)",
+    ),
+    abroad_cards_per_day: int = typer.Option(
+        2, min=0, help="scenario 4 (with --attributes): cards used abroad each day (0: none)"
+    ),
+    abroad_burst: int = typer.Option(
+        4, min=1, help="scenario 4: transactions of each burst, within 3 hours"
+    ),
 ) -> None:
-    """Write simulated transactions in the handbook's columns, with its three fraud scenarios."""
+    """Write simulated transactions in the handbook's columns, with its three fraud scenarios
+    (and, with --attributes, transaction attributes and a fourth scenario that needs them)."""
     from streams.data.simulate import simulate as run
     from streams.data.simulate import write_csv
 
@@ -77,6 +90,9 @@ def simulate(
         card_compromise_days=customer_days,
         compromised_card_share=share,
         compromised_card_multiplier=customer_multiplier,
+        attributes=attributes,
+        abroad_cards_per_day=abroad_cards_per_day,
+        abroad_burst=abroad_burst,
     )
     write_csv(df, out)
     frauds = int(df["TX_FRAUD"].sum())

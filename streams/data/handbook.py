@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 from datetime import date, datetime
 from pathlib import Path
 
@@ -15,7 +16,17 @@ from streams.errors import DataError
 REQUIRED_COLUMNS = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT")
 OPTIONAL_COLUMNS = ("TX_FRAUD", "TX_FRAUD_SCENARIO", "TX_TIME_SECONDS", "TX_TIME_DAYS")
 ID_COLUMNS = ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID")
+HANDBOOK_COLUMNS = frozenset({*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, "ts_ms"})
+# Other columns named like a transaction attribute (lower_snake_case) are the transactions'
+# extra fields: ``produce`` publishes them, stage 1's offline runs carry them (rules read them).
+EXTRA_COLUMN = re.compile(r"[a-z](?:_?[a-z0-9]){0,63}")
+# The simulator's attributes are codes and names: read as text (an MCC "0742" stays "0742")
+STRING_COLUMNS = ("card_country", "merchant_country", "mcc", "channel")
 INFER_ROWS = 10_000
+
+
+def extra_columns(df: pl.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in HANDBOOK_COLUMNS and EXTRA_COLUMN.fullmatch(c)]
 
 
 def read_handbook(
@@ -32,7 +43,9 @@ def read_handbook(
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     try:
-        df = pl.read_csv(path, infer_schema_length=INFER_ROWS)
+        header = pl.read_csv(path, n_rows=0).columns
+        strings = {c: pl.Utf8 for c in STRING_COLUMNS if c in header}
+        df = pl.read_csv(path, infer_schema_length=INFER_ROWS, schema_overrides=strings)
     except Exception as exc:
         raise DataError(explain_csv_error(path, exc)) from None
     return read_handbook_frame(df, start, end, str(path))

@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
+from streams.data.handbook import extra_columns
 from streams.kafka import clients
 from streams.schema import encode, iso_utc
 from streams.settings import Settings
@@ -30,16 +32,25 @@ class ProduceStats:
     frauds: int = 0
 
 
-def transaction_value(tid: str, card: str, terminal: str, amount: float, ts_ms: int) -> bytes:
-    return encode(
-        {
-            "transaction_id": tid,
-            "card_id": card,
-            "terminal_id": terminal,
-            "amount": amount,
-            "timestamp": iso_utc(ts_ms),
-        }
-    )
+def transaction_value(
+    tid: str,
+    card: str,
+    terminal: str,
+    amount: float,
+    ts_ms: int,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """A transaction's JSON: the five core fields, then the ``extra`` fields (attributes)."""
+    value = {
+        "transaction_id": tid,
+        "card_id": card,
+        "terminal_id": terminal,
+        "amount": amount,
+        "timestamp": iso_utc(ts_ms),
+    }
+    if extra:
+        value.update(extra)
+    return encode(value)
 
 
 def label_value(tid: str, card: str, terminal: str, ts_ms: int, fraud: int) -> bytes:
@@ -52,6 +63,15 @@ def label_value(tid: str, card: str, terminal: str, ts_ms: int, fraud: int) -> b
             "fraud": fraud,
         }
     )
+
+
+def extra_fields(df: pl.DataFrame) -> list[dict[str, Any]] | None:
+    """Per row, the frame's extra columns (``extra_columns``): the transaction's extra fields
+    (e.g. ``simulate --attributes``), nulls left out; None when there are none."""
+    names = extra_columns(df)
+    if not names:
+        return None
+    return [{k: v for k, v in row.items() if v is not None} for row in df.select(names).to_dicts()]
 
 
 def produce_history(
@@ -78,6 +98,7 @@ def produce_history(
     amounts = df["TX_AMOUNT"].cast(pl.Float64).to_list()
     times = df["ts_ms"].cast(pl.Int64).to_list()
     frauds = df["TX_FRAUD"].cast(pl.Int64).to_list() if "TX_FRAUD" in df.columns else None
+    extras = extra_fields(df)
     delay = int(label_delay_days * DAY_MS)
     stats = ProduceStats()
     released = 0
@@ -99,7 +120,9 @@ def produce_history(
             while released < i and times[released] + delay <= times[i]:
                 send_label(released)
                 released += 1
-        value = transaction_value(tids[i], cards[i], terms[i], amounts[i], times[i])
+        value = transaction_value(
+            tids[i], cards[i], terms[i], amounts[i], times[i], extras[i] if extras else None
+        )
         headers: list[tuple[str, str | bytes | None]] = [
             ("sent_ms", str(int(time.time() * 1000)).encode())
         ]

@@ -34,6 +34,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from streams.data.attributes import (
+    Profiles,
+    abroad_bursts,
+    attribute_columns,
+    draw_merchants,
+)
+
 DAY_S = 86_400
 COLUMNS = [
     "TRANSACTION_ID",
@@ -64,12 +71,21 @@ def simulate(
     large_amount: float = 220.0,
     compromised_card_share: float = 1 / 3,
     compromised_card_multiplier: float = 5.0,
+    attributes: bool = False,
+    abroad_cards_per_day: int = 2,
+    abroad_burst: int = 4,
 ) -> pl.DataFrame:
-    """A labelled handbook-format transaction frame (``COLUMNS``), deterministic in ``seed``."""
-    # Independent streams: changing the fraud settings leaves the genuine transactions unchanged.
-    tx_rng, fraud_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    df = generate_transactions(customers, terminals, days, start, tx_rng, radius)
-    return add_frauds(
+    """A labelled handbook-format transaction frame (``COLUMNS``), deterministic in ``seed``;
+    with ``attributes``, plus ``ATTRIBUTE_COLUMNS`` and scenario 4 (``streams.data.attributes``:
+    ``abroad_cards_per_day`` cards a day used abroad in bursts of ``abroad_burst``)."""
+    # Independent streams: changing the fraud settings leaves the genuine transactions unchanged;
+    # the third (attributes) leaves both unchanged.
+    tx_rng, fraud_rng, attribute_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
+    profiles = draw_profiles(customers, terminals, tx_rng)
+    df = generate_transactions(customers, terminals, days, start, tx_rng, radius, profiles)
+    df = add_frauds(
         df,
         customers,
         terminals,
@@ -82,6 +98,41 @@ def simulate(
         compromised_card_share=compromised_card_share,
         compromised_card_multiplier=compromised_card_multiplier,
     )
+    if not attributes:
+        return df
+    merchants = draw_merchants(profiles, attribute_rng)
+    bursts = abroad_bursts(
+        df, profiles, merchants, attribute_rng, abroad_cards_per_day, abroad_burst
+    )
+    # the bursts after the rows at the same second (stable sort), then numbered from 0 again
+    df = pl.concat([df.drop("TX_DATETIME"), bursts], how="diagonal_relaxed").sort(
+        "TX_TIME_SECONDS", maintain_order=True
+    )
+    df = df.with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("TRANSACTION_ID"),
+        _stamps(df["TX_TIME_SECONDS"].to_numpy(), start),
+    )
+    extra = attribute_columns(
+        df["CUSTOMER_ID"].to_numpy(), df["TERMINAL_ID"].to_numpy(), profiles, merchants
+    )
+    return df.select(COLUMNS).with_columns(extra)
+
+
+def _stamps(seconds: np.ndarray, start: date) -> pl.Series:
+    """``TX_DATETIME`` of seconds since ``start``'s midnight (UTC)."""
+    epoch = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp())
+    stamps = pl.from_epoch(pl.Series(seconds + epoch), time_unit="s")
+    return stamps.dt.strftime(_DATETIME_FORMAT).alias("TX_DATETIME")
+
+
+def draw_profiles(customers: int, terminals: int, rng: np.random.Generator) -> Profiles:
+    """The customers' homes, amount habits and rates, and the terminals' places: the first
+    draws of the transactions' Generator, in the handbook's order."""
+    home = rng.uniform(0.0, 100.0, size=(customers, 2))
+    mean_amount = rng.uniform(5.0, 100.0, size=customers)
+    rate = rng.uniform(0.0, 4.0, size=customers)
+    places = rng.uniform(0.0, 100.0, size=(terminals, 2))
+    return Profiles(home, mean_amount, mean_amount / 2.0, rate, places)
 
 
 def generate_transactions(
@@ -91,13 +142,14 @@ def generate_transactions(
     start: date,
     rng: np.random.Generator,
     radius: float = 5.0,
+    profiles: Profiles | None = None,
 ) -> pl.DataFrame:
-    """The genuine transactions: ``COLUMNS`` without the two fraud columns."""
-    home = rng.uniform(0.0, 100.0, size=(customers, 2))
-    mean_amount = rng.uniform(5.0, 100.0, size=customers)
-    std_amount = mean_amount / 2.0
-    rate = rng.uniform(0.0, 4.0, size=customers)
-    places = rng.uniform(0.0, 100.0, size=(terminals, 2))
+    """The genuine transactions: ``COLUMNS`` without the two fraud columns (``profiles``: drawn
+    already from ``rng`` by ``draw_profiles``; drawn here when None)."""
+    if profiles is None:
+        profiles = draw_profiles(customers, terminals, rng)
+    home, places = profiles.home, profiles.places
+    mean_amount, std_amount, rate = profiles.mean_amount, profiles.std_amount, profiles.rate
     offsets, reachable = _terminals_within(home, places, radius)
     n_reachable = np.diff(offsets)
 
@@ -117,12 +169,10 @@ def generate_transactions(
     t = second + day * DAY_S
     order = np.argsort(t, kind="stable")
     t, cust, terminal, amount = t[order], cust[order], terminal[order], amount[order]
-    epoch = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp())
-    stamps = pl.from_epoch(pl.Series(t + epoch), time_unit="s").dt.strftime(_DATETIME_FORMAT)
     return pl.DataFrame(
         {
             "TRANSACTION_ID": np.arange(t.size, dtype=np.int64),
-            "TX_DATETIME": stamps,
+            "TX_DATETIME": _stamps(t, start),
             "CUSTOMER_ID": cust,
             "TERMINAL_ID": terminal,
             "TX_AMOUNT": amount,

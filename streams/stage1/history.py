@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from streams.data.handbook import extra_columns
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, MODEL_FEATURES
 from streams.rules.loader import load_rules
 from streams.schema import Transaction
@@ -25,6 +26,8 @@ _DELAY_MS = LABEL_DELAY_DAYS * DAY_MS
 
 
 def frame_transactions(df: pl.DataFrame) -> list[Transaction]:
+    """The frame's rows as transactions; extra columns (``extra_columns``: attributes) become
+    each one's extra fields, as if it had come from the topic."""
     cols = [
         df["TRANSACTION_ID"].cast(pl.Utf8).to_list(),
         df["CUSTOMER_ID"].cast(pl.Utf8).to_list(),
@@ -32,7 +35,13 @@ def frame_transactions(df: pl.DataFrame) -> list[Transaction]:
         df["TX_AMOUNT"].cast(pl.Float64).to_list(),
         df["ts_ms"].cast(pl.Int64).to_list(),
     ]
-    return [Transaction(t, c, m, a, ts, {}) for t, c, m, a, ts in zip(*cols, strict=True)]
+    extras = extra_columns(df)
+    if not extras:
+        return [Transaction(t, c, m, a, ts, {}) for t, c, m, a, ts in zip(*cols, strict=True)]
+    raws = [{k: v for k, v in row.items() if v is not None} for row in df.select(extras).to_dicts()]
+    return [
+        Transaction(t, c, m, a, ts, raw) for t, c, m, a, ts, raw in zip(*cols, raws, strict=True)
+    ]
 
 
 def screen_history(

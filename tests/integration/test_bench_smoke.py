@@ -33,6 +33,9 @@ REQUIRED = [
     "ratios.stage1_vs_confluent_passthrough",
     "ratios.stage2_vs_faust",
     "checkpoints.ratio",
+    "rules.ratio",
+    "rules.shipped.tps",
+    "rules.attribute_set.tps",
     "restore.seconds_by_history.1x",
     "restore.histories.1x.recovery_seconds",
     "restore.histories.1x.checkpoint_bytes_per_card",
@@ -73,6 +76,8 @@ def test_tiny_bench_writes_every_key(kafka_broker, tmp_path: Path) -> None:
         assert isinstance(value, int | float) and not isinstance(value, bool), key
         assert math.isfinite(value) and value > 0, f"{key} = {value}"
     assert record["memory"]["cards"] == 5000
+    assert record["rules"]["attribute_set"]["rules_on_attributes"] >= 10
+    assert record["rules"]["attribute_set"]["rules"] > record["rules"]["shipped"]["rules"]
     assert set(record["scale"]["workers"]) == {"1", "2"}
     for key in ("cores", "memory_gb", "cpu_model"):
         assert record["machine"][key]

@@ -102,3 +102,27 @@ def test_a_refused_record_is_an_error_not_a_silent_gap(monkeypatch):
 def test_records_still_unacknowledged_at_the_end_are_an_error(monkeypatch):
     with pytest.raises(BrokerError, match=r"0 records refused by the broker and 3 unacknowledged"):
         _run(monkeypatch, stuck=3)
+
+
+def test_extra_attribute_columns_become_the_transactions_extra_fields(monkeypatch):
+    made: list[FakeProducer] = []
+    monkeypatch.setattr(
+        produce.clients,
+        "producer",
+        lambda settings, **conf: made.append(FakeProducer(conf)) or made[-1],
+    )
+    history = _history(3).with_columns(
+        pl.Series("card_country", ["FR", None, "DE"]),
+        pl.Series("Unnamed: 0", [7, 8, 9]),  # not named like an attribute: left out
+    )
+    produce.produce_history(history, Settings(), label_delay_days=7)
+    values = [orjson.loads(v) for t, _, v, _ in made[0].sent if t == Settings().topic_transactions]
+    assert [v.get("card_country") for v in values] == ["FR", None, "DE"]
+    assert "card_country" not in values[1] and all("Unnamed: 0" not in v for v in values)
+    assert list(values[0])[:5] == [
+        "transaction_id",
+        "card_id",
+        "terminal_id",
+        "amount",
+        "timestamp",
+    ]

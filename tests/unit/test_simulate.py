@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from streams.data.handbook import read_handbook
+from streams.data.handbook import read_handbook, read_handbook_frame
 from streams.data.simulate import (
     COLUMNS,
     DAY_S,
@@ -542,3 +542,42 @@ def test_cli_simulate_rejects_bad_scenario_values(
     assert lines[0].startswith(f"error: {flag} must be"), lines[0]
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_attributes_leave_the_plain_simulation_unchanged_and_add_scenario_4() -> None:
+    from streams.data.attributes import ATTRIBUTE_COLUMNS
+    from streams.stage1.history import frame_transactions
+
+    kwargs = {"customers": 300, "terminals": 600, "days": 20, "seed": 9}
+    plain = simulate(**kwargs)
+    assert simulate(**kwargs, attributes=False).equals(plain)
+    rich = simulate(**kwargs, attributes=True)
+    assert rich.equals(simulate(**kwargs, attributes=True))  # same seed, same frame
+    assert rich.columns == [*plain.columns, *ATTRIBUTE_COLUMNS]
+    assert all(rich[c].dtype == pl.Utf8 for c in ATTRIBUTE_COLUMNS)
+    assert rich["TRANSACTION_ID"].to_list() == list(range(rich.height))
+    assert rich["TX_TIME_SECONDS"].is_sorted()
+    # the genuine transactions are the plain ones, mostly domestic
+    genuine = rich.filter(pl.col("TX_FRAUD_SCENARIO") != 4)
+    assert genuine.drop(*ATTRIBUTE_COLUMNS, "TRANSACTION_ID").equals(plain.drop("TRANSACTION_ID"))
+    domestic = (genuine["card_country"] == genuine["merchant_country"]).mean()
+    assert 0.75 < domestic < 1.0
+    # scenario 4: 2 cards a day (20 days), bursts of 4 online abroad within 3 hours, fraud
+    bursts = rich.filter(pl.col("TX_FRAUD_SCENARIO") == 4)
+    assert bursts.height == 2 * 4 * 20 and (bursts["TX_FRAUD"] == 1).all()
+    assert (bursts["card_country"] != bursts["merchant_country"]).all()
+    assert (bursts["channel"] == "ecom").all()
+    spans = bursts.group_by("CUSTOMER_ID", "TX_TIME_DAYS").agg(
+        (pl.col("TX_TIME_SECONDS").max() - pl.col("TX_TIME_SECONDS").min()).alias("span")
+    )
+    assert (spans["span"] < 3 * 3600).all()
+    # carried into the transactions stage 1's offline runs screen
+    txs = frame_transactions(read_handbook_frame(rich.head(5)))
+    assert txs[0].raw == {c: rich[c][0] for c in ATTRIBUTE_COLUMNS}
+
+
+def test_attribute_columns_are_read_back_as_text(tmp_path: Path) -> None:
+    rich = simulate(customers=200, terminals=400, days=5, seed=2, attributes=True)
+    path = write_csv(rich, tmp_path / "a.csv")
+    again = read_handbook(path)
+    assert again["mcc"].dtype == pl.Utf8 and set(again["mcc"]) <= set(rich["mcc"])

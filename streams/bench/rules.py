@@ -1,0 +1,82 @@
+"""What rules over attributes cost stage 1: the shipped rules against the shipped rules plus the
+example attribute set (``examples/attribute-rules``: ten rules over declared attributes and
+value lists, a 22-rule set), both over the same backlog of transactions that carry the
+attributes (``simulate --attributes``). Lists get realistic sizes: a 10,000-card blocklist
+and a 500-terminal allow-list, drawn from ids that do occur in the backlog."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from streams.bench import backlog
+from streams.bench.stage1 import measure_stage1
+from streams.rules.lists import write_list
+from streams.rules.loader import load_rules, rule_files
+from streams.settings import Settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "attribute-rules"
+BLOCKED_CARDS = 10_000
+TRUSTED_TERMINALS = 500
+
+
+@contextmanager
+def attribute_rule_set(shipped: Path, df: pl.DataFrame, seed: int = 7) -> Iterator[Path]:
+    """A temporary directory: the shipped rule files, the example's schema, lists and rules,
+    the lists filled from ``df``'s ids (few enough that they rarely decide)."""
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="fraudstream-rules-") as tmp:
+        out = Path(tmp)
+        for path in rule_files(shipped):
+            shutil.copy(path, out / path.name)
+        shutil.copytree(EXAMPLE, out, dirs_exist_ok=True)
+        lists = out / "lists"
+        cards = df["CUSTOMER_ID"].cast(pl.Utf8).unique().sort().to_numpy()
+        terminals = df["TERMINAL_ID"].cast(pl.Utf8).unique().sort().to_numpy()
+        fake = [f"blocked-{i}" for i in range(BLOCKED_CARDS)]  # a blocklist is mostly others'
+        blocked = [*rng.choice(cards, min(20, len(cards)), replace=False).tolist(), *fake]
+        write_list(lists / "blocked_cards.csv", dict.fromkeys(blocked[:BLOCKED_CARDS]))
+        trusted = rng.choice(terminals, min(TRUSTED_TERMINALS, len(terminals)), replace=False)
+        write_list(lists / "trusted_terminals.csv", dict.fromkeys(trusted.tolist()))
+        write_list(lists / "risky_countries.csv", dict.fromkeys(["ZZ", "XX"]))
+        yield out
+
+
+def measure_rules_cost(
+    s: Settings, tag: str, df: pl.DataFrame, total: int, warmup: int
+) -> dict[str, Any]:
+    """Stage-1 throughput with the shipped rules and with the 22-rule attribute set, one
+    worker each, over one backlog of ``df`` (simulated with attributes); their ratio."""
+    source = backlog.scoped(s, tag, "rules-source")
+    backlog.make_topics(source)
+    backlog.transaction_backlog(source, df)
+    out: dict[str, Any] = {}
+    with attribute_rule_set(s.rules_dir, df) as combined:
+        for name, rules_dir in (("shipped", s.rules_dir), ("attribute_set", combined)):
+            scoped = backlog.scoped(
+                s, tag, f"stage1-rules-{name}", shared_source=source.topic_transactions
+            ).model_copy(update={"rules_dir": rules_dir})
+            backlog.make_topics(scoped)
+            rules = load_rules(rules_dir)
+            out[name] = {
+                **measure_stage1(scoped, total, warmup, 1),
+                "rules": len(rules),
+                "rules_on_attributes": sum(
+                    1 for r in rules.rules if set(r.expr.meta.root_names()) - _computed()
+                ),
+            }
+    out["ratio"] = round(out["attribute_set"]["tps"] / out["shipped"]["tps"], 3)
+    return out
+
+
+def _computed() -> set[str]:
+    from streams.features.names import RULE_FIELDS
+
+    return set(RULE_FIELDS)
