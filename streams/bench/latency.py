@@ -41,13 +41,23 @@ READY_TIMEOUT_S = 120.0
 # the passthrough sent ~1,000 fetches/s each and the broker spent its CPU answering them (floor
 # p99 7.6 s at 1 ms, 0.15 s at 5-10 ms, 30 s at 5,000 tx/s).
 READER_FETCH_WAIT_MS = 5
+DRAIN_IDLE_S = 10.0  # after the sending, the reader stops once nothing came for this long
+READER_RESULT_TIMEOUT_S = 300.0
 
 
 def _reader_child(
-    settings: Settings, stop: Any, results: Any, topics: tuple[str, ...] | None = None
+    settings: Settings,
+    stop: Any,
+    results: Any,
+    expected: Any,
+    topics: tuple[str, ...] | None = None,
 ) -> None:
-    """Record (sent_ms, latency) of every output until ``stop``: stage-1 outcomes and stage-2
-    decisions of ``settings``' topics, or every record of ``topics`` as stage 1."""
+    """Record (sent_ms, latency) of every output: stage-1 outcomes and stage-2 decisions of
+    ``settings``' topics, or every record of ``topics`` as stage 1. Once ``stop`` is set (the
+    sending is over and ``expected.value`` holds the transactions sent), it goes on until every
+    transaction has its stage-1 output and every forwarded one its stage-2 decision, or nothing
+    came for ``DRAIN_IDLE_S``: stopping at the end of the sending would leave out the slowest
+    outputs, and the percentiles would flatter the workers."""
     from streams.kafka import clients
     from streams.kafka.dlq import header
 
@@ -65,8 +75,15 @@ def _reader_child(
     flagged_topic = settings.topic_flagged
     stage1: list[tuple[int, float]] = []  # (sent_ms, latency ms)
     stage2: list[tuple[int, float]] = []
-    while not stop.is_set():
+    forwarded = 0
+    last = time.monotonic()
+    while True:
+        if stop.is_set():
+            done = len(stage1) >= expected.value and len(stage2) >= forwarded
+            if done or time.monotonic() - last > DRAIN_IDLE_S:
+                break
         for msg in consumer.consume(num_messages=1000, timeout=0.01):
+            last = time.monotonic()
             if msg.error():
                 continue
             arrived = time.time() * 1000
@@ -76,6 +93,7 @@ def _reader_child(
             sent = int(stamp)
             if msg.topic() == flagged_topic:
                 stage1.append((sent, arrived - sent))
+                forwarded += 1
             elif orjson.loads(msg.value() or b"{}").get("stage") == 2:
                 stage2.append((sent, arrived - sent))
             else:
@@ -123,7 +141,6 @@ def _send(
     started = time.monotonic()
     stats = produce_history(df, settings, rate=offered_tps, progress=progress)
     elapsed = time.monotonic() - started
-    time.sleep(3.0)  # the last outputs drain
     return warm_end_ms, elapsed, stats
 
 
@@ -136,14 +153,17 @@ def measure_latency(
         spawn_worker(stage, settings, log_dir, f"bench-latency-{stage}", port)
         for stage, port in ports.items()
     ]
-    stop, results = SPAWN.Event(), SPAWN.Queue()
-    reader = SPAWN.Process(target=_reader_child, args=(settings, stop, results), daemon=True)
+    stop, results, expected = SPAWN.Event(), SPAWN.Queue(), SPAWN.Value("q", 0)
+    reader = SPAWN.Process(
+        target=_reader_child, args=(settings, stop, results, expected), daemon=True
+    )
     try:
         wait_ready(ports, procs, READY_TIMEOUT_S)
         reader.start()
         warm_end_ms, elapsed, stats = _send(settings, df, offered_tps, warmup)
+        expected.value = stats.transactions
         stop.set()
-        stage1, stage2 = results.get(timeout=60)
+        stage1, stage2 = results.get(timeout=READER_RESULT_TIMEOUT_S)
     finally:
         stop.set()
         stop_children([reader])
@@ -173,9 +193,10 @@ def measure_broker_floor(
 ) -> dict[str, Any]:
     """The same traffic (transactions and labels) through a plain passthrough instead of the
     workers; latency percentiles in ms."""
-    stop, ready, results = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
-    passthrough = (settings, forward, stop, ready)
-    reader = (settings, stop, results, (forward,))
+    stop, halt, ready, results = SPAWN.Event(), SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    expected = SPAWN.Value("q", 0)
+    passthrough = (settings, forward, halt, ready)  # forwards until the reader has read all
+    reader = (settings, stop, results, expected, (forward,))
     children = [
         SPAWN.Process(target=_passthrough_child, args=passthrough, daemon=True),
         SPAWN.Process(target=_reader_child, args=reader, daemon=True),
@@ -186,11 +207,13 @@ def measure_broker_floor(
         if not ready.wait(READY_TIMEOUT_S):
             raise TimeoutError("the passthrough consumer did not start")
         time.sleep(1.0)  # the reader assigns its partitions
-        warm_end_ms, _, _ = _send(settings, df, offered_tps, warmup)
+        warm_end_ms, _, stats = _send(settings, df, offered_tps, warmup)
+        expected.value = stats.transactions
         stop.set()
-        floor, _ = results.get(timeout=60)
+        floor, _ = results.get(timeout=READER_RESULT_TIMEOUT_S)
     finally:
         stop.set()
+        halt.set()
         stop_children(children)
     p50, p99 = percentiles([lat for at, lat in floor if at >= warm_end_ms])
     return {"broker_floor_p50": round(p50, 2), "broker_floor_p99": round(p99, 2)}
