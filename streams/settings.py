@@ -289,7 +289,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_min_insync(self) -> Settings:
-        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+        if (
+            self.min_insync_replicas is not None
+            and self.min_insync_replicas > self.replication_factor
+        ):
             raise ValueError(
                 f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
                 f"({self.replication_factor}): no write could ever succeed"
