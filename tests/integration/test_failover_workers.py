@@ -25,6 +25,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,7 +61,8 @@ class DecisionReader(threading.Thread):
     def __init__(self, settings: Settings):
         super().__init__(daemon=True)
         self.settings = settings
-        self.arrivals: list[tuple[float, str, int]] = []  # (arrival s, transaction id, sent ms)
+        # (arrival s, transaction id, sent ms, stage)
+        self.arrivals: list[tuple[float, str, int, int]] = []
         self.ids: set[str] = set()
         self.halt = threading.Event()
 
@@ -76,9 +78,10 @@ class DecisionReader(threading.Thread):
                 for m in msgs:
                     if m.error():
                         continue
-                    tid = str(orjson.loads(m.value())["transaction_id"])
+                    value = orjson.loads(m.value())
+                    tid = str(value["transaction_id"])
                     sent = dict(m.headers() or []).get("sent_ms")
-                    self.arrivals.append((now, tid, int(sent) if sent else 0))
+                    self.arrivals.append((now, tid, int(sent) if sent else 0, value["stage"]))
                     self.ids.add(tid)
         finally:
             consumer.close()
@@ -114,20 +117,24 @@ def stage1_running(settings: Settings) -> Iterator[Stage1Thread]:
         stage1.thread.join(30)
 
 
-def longest_stall(arrivals: list[tuple[float, str, int]], start: float, end: float) -> float:
+def longest_stall(
+    arrivals: list[tuple[float, str, int, int]], start: float, end: float, stage: int = 0
+) -> float:
     """The longest stretch within [start, end] in which no decision arrived while a transaction
     was waiting for its decision: from the later of the previous arrival and the sending (its
-    ``sent_ms``) of the earliest transaction still undecided, to the next arrival."""
+    ``sent_ms``) of the earliest transaction still undecided, to the next arrival. With
+    ``stage``, only the decisions of that stage count."""
+    arrivals = [a for a in arrivals if stage in (0, a[3])]
     first: dict[str, float] = {}
     sent: dict[str, float] = {}
-    for at, tid, sent_ms in arrivals:
+    for at, tid, sent_ms, _ in arrivals:
         first.setdefault(tid, at)
         sent.setdefault(tid, sent_ms / 1000)
     order = sorted(first, key=first.__getitem__)
     decided_at = np.array([first[t] for t in order])
     # the earliest sending among the transactions decided at or after each position
     earliest_waiting = np.minimum.accumulate(np.array([sent[t] for t in order])[::-1])[::-1]
-    times = np.unique(np.array([a for a, _, _ in arrivals]))
+    times = np.unique(np.array([a[0] for a in arrivals]))
     times = times[(times > start) & (times <= end)]
     longest = 0.0
     previous = start
@@ -174,7 +181,7 @@ def wait_decided(reader: DecisionReader, ids: set[str], timeout_s: float) -> flo
     return time.time()
 
 
-def test_workers_ride_through_a_leader_kill_and_a_two_node_outage() -> None:
+def test_workers_ride_through_a_leader_kill_and_a_two_node_outage(tmp_path: Path) -> None:
     if not java_available():
         pytest.skip("Apache Kafka needs Java 17+: replication and failover exist only there")
     from streams.kafka.apache import ApacheKafka
@@ -207,7 +214,7 @@ def test_workers_ride_through_a_leader_kill_and_a_two_node_outage() -> None:
         reader = DecisionReader(settings)
         reader.start()
         try:
-            with stage1_running(settings) as stage1, stage2_process(settings) as stage2:
+            with stage1_running(settings) as stage1, stage2_process(settings, tmp_path) as stage2:
                 produce_phase(phases[0], settings)
                 leaders = kafka.leader_counts(topic)
                 victim = max((n for n in leaders if n >= 0), key=lambda n: leaders[n])
@@ -245,6 +252,7 @@ def test_workers_ride_through_a_leader_kill_and_a_two_node_outage() -> None:
                 producing = threading.Thread(target=produce_during_outage, daemon=True)
                 producing.start()
                 time.sleep(OUTAGE_S)
+                restart_at = time.time()
                 kafka.start_nodes([graceful, brutal])  # from the main thread (PDEATHSIG)
                 back_at = time.time()
                 producing.join(240)
@@ -259,6 +267,12 @@ def test_workers_ride_through_a_leader_kill_and_a_two_node_outage() -> None:
         assert not producing.is_alive(), "phase 4's producer still waiting 240 s after the nodes"
         assert "error" not in phase4, f"phase 4's producer failed: {phase4.get('error')!r}"
         assert phase4["stats"].transactions == phases[3].height
+        # min.insync.replicas=2: with one node up, no write was acknowledged, so no phase-4
+        # record (its producer's) and no decision of one (the workers') got through before the
+        # restart began
+        assert phase4["at"] > restart_at
+        early = [a for a in reader.arrivals if a[1] in phase_ids[3] and a[0] < restart_at]
+        assert not early, f"{len(early)} phase-4 decisions written while two nodes were down"
         decisions = read_topic(settings, settings.topic_decisions, until=len(every_id))
 
     values = [orjson.loads(m.value()) for m in decisions]
@@ -282,14 +296,18 @@ def test_workers_ride_through_a_leader_kill_and_a_two_node_outage() -> None:
 
     kill_stall = longest_stall(reader.arrivals, killed_at, settled_at)
     outage_stall = longest_stall(reader.arrivals, outage_at, done_at)
+    kill_stall2 = longest_stall(reader.arrivals, killed_at, settled_at, stage=2)
+    outage_stall2 = longest_stall(reader.arrivals, outage_at, done_at, stage=2)
     moved_s = f"{moved['at'] - killed_at:.1f}s" if "at" in moved else "never"
     print(
         f"{len(every_id)} transactions ({stage2_decided} by stage 2): {len(values)} decisions, "
         f"{duplicates} duplicates, 0 lost, 0 conflicting; node {victim} (led {victim_led}/"
         f"{PARTITIONS}) killed: new leaders after {moved_s}, phase 2 acknowledged after "
-        f"{phase2_s:.1f}s, decisions stalled {kill_stall:.1f}s, node back after "
+        f"{phase2_s:.1f}s, decisions stalled {kill_stall:.1f}s (stage 2's "
+        f"{kill_stall2:.1f}s), node back after "
         f"{restarted_at - killed_at:.1f}s; two nodes down {back_at - outage_at:.1f}s "
-        f"(stopped {OUTAGE_S:.0f}s + restart): decisions stalled {outage_stall:.1f}s, phase 4 "
+        f"(stopped {OUTAGE_S:.0f}s + restart): decisions stalled {outage_stall:.1f}s "
+        f"(stage 2's {outage_stall2:.1f}s), phase 4 "
         f"acknowledged {phase4['at'] - back_at:.1f}s after the nodes were back; "
         f"stage-1 outages {stats.outages}"
     )
