@@ -40,7 +40,7 @@ from streams.data.produce import ProduceStats, produce_history
 from streams.data.simulate import simulate
 from streams.kafka import clients
 from streams.kafka.apache_jars import java_available
-from streams.kafka.topics import create_topics
+from streams.kafka.topics import create_topics, topic_names
 from streams.settings import Settings
 from streams.stage1.worker import Stage1Worker
 from tests.integration.helpers import read_topic, stage2_process
@@ -274,6 +274,12 @@ def test_workers_ride_through_a_leader_kill_and_a_two_node_outage(tmp_path: Path
         early = [a for a in reader.arrivals if a[1] in phase_ids[3] and a[0] < restart_at]
         assert not early, f"{len(early)} phase-4 decisions written while two nodes were down"
         decisions = read_topic(settings, settings.topic_decisions, until=len(every_id))
+        # every topic of the pipeline, stage 2's changelog (faust creates it) too, needs 2 copies
+        changelog = f"{settings.stage2_app_id}-stage2-card-context-changelog"
+        names = [*topic_names(settings), changelog]
+        described = admin.describe_configs([ConfigResource("topic", n) for n in names])
+        for resource, future in described.items():
+            assert future.result(30)["min.insync.replicas"].value == "2", resource
 
     values = [orjson.loads(m.value()) for m in decisions]
     by_id: dict[str, list[dict[str, Any]]] = {}
