@@ -138,7 +138,14 @@ class Settings(BaseSettings):
     topic_flagged_dlq: str = "transactions.flagged.dlq"
     topic_checkpoints: str = "stage1.checkpoints"
     partitions: int = 4
-    replication_factor: int = 1
+    replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="the topics' min.insync.replicas (with acks=all, a write succeeds only once "
+        "this many replicas have it; with fewer in sync producers wait and retry); unset = the "
+        "broker's default (1 unless the broker sets it)",
+    )
 
     # --- stage 1 ----------------------------------------------------------------------------
     stage1_group: str = "stage1"
@@ -277,6 +284,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"stage1_min_forward_share ({self.stage1_min_forward_share}) exceeds "
                 f"stage1_max_forward_share ({self.stage1_max_forward_share})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_min_insync(self) -> Settings:
+        if (
+            self.min_insync_replicas is not None
+            and self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                f"({self.replication_factor}): no write could ever succeed"
             )
         return self
 

@@ -81,15 +81,17 @@ def produce_history(
     rate: float | None = None,
     progress: Callable[[int], None] | None = None,
     flush_labels: bool = False,
+    flush_timeout_s: float = FLUSH_TIMEOUT_S,
 ) -> ProduceStats:
     """Publish ``df`` (from ``read_handbook``) in stream order; returns what was sent.
 
     ``rate`` limits transactions per second (None = as fast as the broker takes them).
     ``flush_labels`` also publishes the labels whose delay has not passed by the end.
-    Raises ``BrokerError`` if any record was refused or is still unacknowledged at the end:
-    a replay that silently dropped transactions would look like a pipeline that lost them.
+    Raises ``BrokerError`` if any record was refused or is still unacknowledged
+    ``flush_timeout_s`` after the last was sent: a replay that silently dropped transactions
+    would look like a pipeline that lost them.
     """
-    sink = clients.CheckedProducer(settings, FLUSH_TIMEOUT_S)
+    sink = clients.CheckedProducer(settings, flush_timeout_s)
     send = sink.send
     s = settings
     tids = df["TRANSACTION_ID"].cast(pl.Utf8).to_list()

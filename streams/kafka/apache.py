@@ -3,7 +3,8 @@
     with ApacheKafka(nodes=3) as kafka:
         kafka.bootstrap            # "127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3"
         kafka.kill_node(0)         # SIGKILL, for failover tests
-        kafka.start_node(0)
+        kafka.stop_node(1)         # SIGTERM: a controlled shutdown
+        kafka.start_nodes([0, 1])
 
 Node ids are the node indexes (0..N-1). Each node is a combined broker+controller; the N nodes
 form the controller quorum. The jars are fetched with Maven on first use (``python -m
@@ -277,11 +278,31 @@ class ApacheKafka:
             proc.kill()
             proc.wait(timeout=30)
 
+    def stop_node(self, i: int, timeout_s: float = 30.0) -> None:
+        """SIGTERM node ``i`` (a controlled shutdown: it hands its leaderships over first),
+        SIGKILL it if it is still there after ``timeout_s``; wait for it to be gone."""
+        proc, self.processes[i] = self.processes[i], None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
     def start_node(self, i: int, timeout_s: float = START_TIMEOUT_S) -> None:
         """(Re)start node ``i`` with its existing data and wait until the cluster lists it."""
-        if self.processes[i] is not None and self.processes[i].poll() is None:  # type: ignore[union-attr]
+        self.start_nodes([i], timeout_s)
+
+    def start_nodes(self, nodes: list[int], timeout_s: float = START_TIMEOUT_S) -> None:
+        """(Re)start the stopped ones of ``nodes`` together (their JVMs start in parallel) and
+        wait until the cluster lists every running node."""
+        stopped = [i for i in nodes if self.node_pids[i] is None]
+        if not stopped:
             return
-        self._spawn(i)
+        for i in stopped:
+            self._spawn(i)
         self.wait_ready(timeout_s)
 
     @property

@@ -32,6 +32,13 @@ COMPACTION_TUNING = {
 CHECKPOINT_TOPIC_CONFIG = {"cleanup.policy": "compact", **COMPACTION_TUNING}
 
 
+def topic_config(settings: Settings, base: dict[str, str]) -> dict[str, str]:
+    """``base`` plus ``min.insync.replicas`` when the settings set it (``min_insync_replicas``)."""
+    if settings.min_insync_replicas is None:
+        return dict(base)
+    return {**base, "min.insync.replicas": str(settings.min_insync_replicas)}
+
+
 def retry_topic(topic: str, attempt: int) -> str:
     """Retry topics are named after the topic they retry: ``transactions.flagged.retry.1``."""
     return f"{topic}.retry.{attempt}"
@@ -72,8 +79,9 @@ def scoped(settings: Settings, prefix: str, *, source: str | None = None) -> Set
 
 
 def create_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
-    """Create missing topics (with ``TOPIC_CONFIG``); returns the names created. Existing
-    topics are left alone."""
+    """Create missing topics (with ``TOPIC_CONFIG``, and ``min.insync.replicas`` when
+    ``min_insync_replicas`` is set); returns the names created. Existing topics are left
+    alone."""
     client = admin(settings)
     wanted = names or topic_names(settings)
     existing = set(client.list_topics(timeout=10).topics)
@@ -86,8 +94,9 @@ def create_topics(settings: Settings, names: list[str] | None = None) -> list[st
                 n,
                 settings.partitions,
                 settings.replication_factor,
-                config=(
-                    CHECKPOINT_TOPIC_CONFIG if n == settings.topic_checkpoints else TOPIC_CONFIG
+                config=topic_config(
+                    settings,
+                    CHECKPOINT_TOPIC_CONFIG if n == settings.topic_checkpoints else TOPIC_CONFIG,
                 ),
             )
             for n in missing

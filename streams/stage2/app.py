@@ -36,7 +36,7 @@ import faust
 from streams.gc_tuning import tuned_gc
 from streams.kafka.faust_config import data_dir, faust_broker_settings
 from streams.kafka.faust_fetch import App
-from streams.kafka.topics import COMPACTION_TUNING, retry_topic
+from streams.kafka.topics import COMPACTION_TUNING, retry_topic, topic_config
 from streams.observability.metrics import STAGE2
 from streams.settings import Settings
 from streams.stage2.agents import score_flagged, score_retries
@@ -77,7 +77,7 @@ def build_app(settings: Settings) -> faust.App:
         CARD_TABLE,
         default=dict,
         partitions=s.partitions,
-        extra_topic_configs=COMPACTION_TUNING,
+        extra_topic_configs=topic_config(s, COMPACTION_TUNING),
     )
     telemetry = Stage2Telemetry()
     models = ModelVersions.load(

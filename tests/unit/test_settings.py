@@ -300,3 +300,31 @@ def test_linger_and_fetch_wait_reach_the_clients(monkeypatch: pytest.MonkeyPatch
     assert built[0]["linger.ms"] == 17
     assert built[1]["fetch.wait.max.ms"] == 23
     assert built[2]["fetch.wait.max.ms"] == 250  # a caller's own wait wins (the labels reader)
+
+
+def test_min_insync_replicas_reaches_every_topic_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.kafka import topics
+
+    class Admin:
+        def __init__(self) -> None:
+            self.created: list[Any] = []
+
+        def list_topics(self, timeout: float) -> Any:
+            return type("Meta", (), {"topics": {}})()
+
+        def create_topics(self, new: list[Any], operation_timeout: float) -> dict[str, Any]:
+            self.created += new
+            done = type("Done", (), {"result": lambda self: None})()
+            return {t.topic: done for t in new}
+
+    admin = Admin()
+    monkeypatch.setattr(topics, "admin", lambda settings: admin)
+    s = load_settings(bootstrap_servers="a:9092", replication_factor=3, min_insync_replicas=2)
+    topics.create_topics(s)
+    assert {t.topic for t in admin.created} == set(topics.topic_names(s))
+    for t in admin.created:
+        assert t.replication_factor == 3 and t.config["min.insync.replicas"] == "2"
+    unset = load_settings(bootstrap_servers="a:9092")
+    assert "min.insync.replicas" not in topics.topic_config(unset, topics.TOPIC_CONFIG)
+    with pytest.raises(ConfigError, match=r"min_insync_replicas \(3\) exceeds replication_factor"):
+        load_settings(bootstrap_servers="a:9092", min_insync_replicas=3)
