@@ -42,6 +42,26 @@ def _checkpoints_past(settings, partitions: list[int], minimum: int):
     return None
 
 
+def _wait_committed_past_checkpoint(settings, deadline: float) -> None:
+    """Until stage 1's group has committed, in some partition, past that partition's latest
+    checkpoint (so a restart restores it and then replays records)."""
+    parts = list(range(PARTITIONS))
+    consumer = clients.consumer(settings, settings.stage1_group)  # reads offsets, never joins
+    try:
+        while True:
+            latest, _ = read_latest(settings, parts)
+            committed = consumer.committed(
+                [TopicPartition(settings.topic_transactions, p) for p in parts], timeout=10
+            )
+            if any(tp.offset > latest[tp.partition].offset for tp in committed
+                   if tp.partition in latest):  # fmt: skip
+                return
+            assert time.monotonic() < deadline, "no commit past a checkpoint"
+            time.sleep(0.1)
+    finally:
+        consumer.close()
+
+
 def _delete_before(settings, topic: str, offsets: dict[int, int]) -> dict[int, int]:
     """DeleteRecords below ``offsets``; the partitions' new low watermarks."""
     admin = clients.admin(settings)
