@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ import numpy as np
 import orjson
 import polars as pl
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from confluent_kafka.admin import ConfigResource
 
 from streams.data.handbook import read_handbook_frame
@@ -46,6 +47,7 @@ from streams.stage1.worker import Stage1Worker
 from tests.integration.helpers import read_topic, stage2_process
 from tests.support import isolated_settings
 
+log = logging.getLogger(__name__)
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTITIONS = 6
@@ -181,6 +183,21 @@ def wait_decided(reader: DecisionReader, ids: set[str], timeout_s: float) -> flo
     return time.time()
 
 
+def _min_insync(admin: Any, topic: str, timeout_s: float = 30.0) -> str:
+    """The topic's min.insync.replicas, asked again while the node asked does not know the
+    topic yet (a topic just created reaches the three nodes' metadata one after another)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        future = next(iter(admin.describe_configs([ConfigResource("topic", topic)]).values()))
+        try:
+            return str(future.result(30)["min.insync.replicas"].value)
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("describe %s: %s; asking again", topic, exc)
+            time.sleep(0.5)
+
+
 def test_workers_ride_through_a_leader_kill_and_a_two_node_outage(tmp_path: Path) -> None:
     if not java_available():
         pytest.skip("Apache Kafka needs Java 17+: replication and failover exist only there")
@@ -208,8 +225,7 @@ def test_workers_ride_through_a_leader_kill_and_a_two_node_outage(tmp_path: Path
         create_topics(settings)
         topic = settings.topic_transactions
         admin = kafka.admin()  # the topics really carry min.insync.replicas
-        described = admin.describe_configs([ConfigResource("topic", topic)])
-        assert next(iter(described.values())).result(30)["min.insync.replicas"].value == "2"
+        assert _min_insync(admin, topic) == "2"
 
         reader = DecisionReader(settings)
         reader.start()
@@ -277,9 +293,8 @@ def test_workers_ride_through_a_leader_kill_and_a_two_node_outage(tmp_path: Path
         # every topic of the pipeline, stage 2's changelog (faust creates it) too, needs 2 copies
         changelog = f"{settings.stage2_app_id}-stage2-card-context-changelog"
         names = [*topic_names(settings), changelog]
-        described = admin.describe_configs([ConfigResource("topic", n) for n in names])
-        for resource, future in described.items():
-            assert future.result(30)["min.insync.replicas"].value == "2", resource
+        for name in names:
+            assert _min_insync(admin, name) == "2", name
 
     values = [orjson.loads(m.value()) for m in decisions]
     by_id: dict[str, list[dict[str, Any]]] = {}
