@@ -14,15 +14,23 @@ each; such runs vary by a third).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from typing import Any
 
 import aiokafka
+import aiokafka.errors
 import faust
 from faust.transport.drivers import aiokafka as driver
 
 from streams.kafka.faust_commit import SafeCommitConsumer
 
+log = logging.getLogger(__name__)
 DEFAULT_FETCH_WAIT_MS = 1500  # faust's own value
+TOPIC_CREATE_RETRY_S = 60.0
+"""How long a topic creation is retried while brokers are unreachable (then the error stands)."""
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -44,7 +52,75 @@ class _Consumer(SafeCommitConsumer, driver.Consumer):
 
 
 class _Transport(driver.Transport):
+    """faust's aiokafka transport, with our consumer and topic creation that survives a broker
+    being down.
+
+    faust 0.15.3 asks only the first broker of its metadata for the controller before it
+    creates a topic, and a worker's start declares topics (the assignor's leader topic, the
+    card table's changelog): a stage-2 worker starting in the seconds after a broker died, while
+    the cluster still lists it, exited with ``NodeNotReadyError`` (seen in the three-node
+    failover test). Here each broker is asked in turn, and a retriable failure (a broker
+    unreachable, the controller moving) retries the creation with fresh metadata, with backoff,
+    for ``TOPIC_CREATE_RETRY_S``."""
+
     Consumer = _Consumer
+
+    async def _get_controller_node(
+        self, owner: Any, client: Any, timeout: int = 30000
+    ) -> int | None:
+        failed: Exception | None = None
+        for broker in client.cluster.brokers():
+            request = (
+                driver.MetadataRequest_v1([])
+                if driver._AIOKAFKA_HAS_API_VERSION
+                else driver.MetadataRequest([])
+            )
+            try:
+                result = await owner.wait(client.send(broker.nodeId, request), timeout=timeout)
+            except aiokafka.errors.KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                failed = exc  # this broker is unreachable: ask the next one
+                continue
+            if result.stopped:
+                return None
+            return int(result.result.controller_id)
+        raise failed or aiokafka.errors.NodeNotReadyError("no broker in the metadata")
+
+    async def _create_topic(
+        self,
+        owner: Any,
+        client: Any,
+        topic: str,
+        partitions: int,
+        replication: int,
+        **kwargs: Any,
+    ) -> None:
+        create = super()._create_topic
+        deadline = time.monotonic() + TOPIC_CREATE_RETRY_S
+        delay = 0.5
+        while True:
+            try:
+                await create(owner, client, topic, partitions, replication, **kwargs)
+                return
+            except (TimeoutError, aiokafka.errors.KafkaError, RuntimeError) as exc:
+                if not _retriable(exc) or owner.should_stop or time.monotonic() > deadline:
+                    raise
+                log.warning("creating topic %s: %r; retrying in %.1fs", topic, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.force_metadata_update(), 5.0)
+
+
+def _retriable(exc: BaseException) -> bool:
+    """A topic creation failure worth retrying: a broker unreachable or slow, or the
+    controller moved (faust raises ``RuntimeError("Invalid controller: ...")`` for that)."""
+    if isinstance(exc, aiokafka.errors.KafkaError):
+        return bool(exc.retriable)
+    if isinstance(exc, RuntimeError):
+        return str(exc).startswith("Invalid controller")
+    return isinstance(exc, TimeoutError)
 
 
 class App(faust.App):
