@@ -98,6 +98,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _rules_rows(rules: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The shipped rules against the attribute rule set (none when not measured)."""
+    if not rules:
+        return []
+    rows: list[tuple[str, Any]] = []
+    for name in ("shipped", "attribute_set"):
+        entry = rules[name]
+        what = f"{name.replace('_', ' ')} ({entry['rules']} rules, "
+        what += f"{entry['rules_on_attributes']} on attributes)"
+        rows.append((f"rules: stage1 tps, {what}", entry["tps"]))
+    rows.append(("rules.ratio (attribute set / shipped)", rules["ratio"]))
+    return rows
+
+
 def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     met = result.get("targets", {})
@@ -130,18 +144,7 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     checkpoints = result.get("checkpoints", {})
     if checkpoints:
         rows.append(("checkpoints.ratio (every 1 s / off)", checkpoints["ratio"]))
-    rules = result.get("rules") or {}
-    if rules:
-        for name in ("shipped", "attribute_set"):
-            entry = rules[name]
-            rows.append(
-                (
-                    f"rules: stage1 tps, {name.replace('_', ' ')} ({entry['rules']} rules, "
-                    f"{entry['rules_on_attributes']} on attributes)",
-                    entry["tps"],
-                )
-            )
-        rows.append(("rules.ratio (attribute set / shipped)", rules["ratio"]))
+    rows += _rules_rows(result.get("rules") or {})
     restore = result.get("restore") or {}
     if restore:
         rows.append(("restore.flat_within (max / min - 1)", restore["flat_within"]))

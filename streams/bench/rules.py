@@ -68,9 +68,7 @@ def measure_rules_cost(
             rules = load_rules(rules_dir)
             out[name] = {
                 "rules": len(rules),
-                "rules_on_attributes": sum(
-                    1 for r in rules.rules if set(r.expr.meta.root_names()) - _computed()
-                ),
+                "rules_on_attributes": sum(1 for r in rules.rules if r.on_attributes),
                 "runs": [],
             }
         for round_ in range(ROUNDS):
@@ -84,9 +82,3 @@ def measure_rules_cost(
         out[name]["tps"] = round(float(np.mean([r["tps"] for r in out[name]["runs"]])), 1)
     out["ratio"] = round(out["attribute_set"]["tps"] / out["shipped"]["tps"], 3)
     return out
-
-
-def _computed() -> set[str]:
-    from streams.features.names import RULE_FIELDS
-
-    return set(RULE_FIELDS)

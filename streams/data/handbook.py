@@ -8,6 +8,7 @@ import io
 import re
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -27,6 +28,15 @@ INFER_ROWS = 10_000
 
 def extra_columns(df: pl.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in HANDBOOK_COLUMNS and EXTRA_COLUMN.fullmatch(c)]
+
+
+def extra_fields(df: pl.DataFrame) -> list[dict[str, Any]] | None:
+    """Per row, the frame's extra columns (``extra_columns``) as the transaction's extra
+    fields (e.g. ``simulate --attributes``), nulls left out; None when there are none."""
+    names = extra_columns(df)
+    if not names:
+        return None
+    return [{k: v for k, v in row.items() if v is not None} for row in df.select(names).to_dicts()]
 
 
 def read_handbook(

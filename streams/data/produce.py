@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from streams.data.handbook import extra_columns
+from streams.data.handbook import extra_fields
 from streams.kafka import clients
 from streams.schema import encode, iso_utc
 from streams.settings import Settings
@@ -63,15 +63,6 @@ def label_value(tid: str, card: str, terminal: str, ts_ms: int, fraud: int) -> b
             "fraud": fraud,
         }
     )
-
-
-def extra_fields(df: pl.DataFrame) -> list[dict[str, Any]] | None:
-    """Per row, the frame's extra columns (``extra_columns``): the transaction's extra fields
-    (e.g. ``simulate --attributes``), nulls left out; None when there are none."""
-    names = extra_columns(df)
-    if not names:
-        return None
-    return [{k: v for k, v in row.items() if v is not None} for row in df.select(names).to_dicts()]
 
 
 def produce_history(

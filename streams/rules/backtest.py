@@ -81,18 +81,6 @@ def run_backtest(
         pl.col("ALLOWED").sum().alias("allowed"),
         (pl.col("ALLOWED") & fraud).sum().alias("allowed_fraud"),
     ).row(0)
-    per_scenario = None
-    if "TX_FRAUD_SCENARIO" in window.columns:
-        per_scenario = (
-            window.filter(fraud)
-            .group_by(pl.col("TX_FRAUD_SCENARIO").alias("scenario"))
-            .agg(
-                pl.len().alias("frauds"),
-                (pl.col("FLAGGED") | pl.col("BLOCKED")).sum().alias("caught"),
-            )
-            .with_columns((pl.col("caught") / pl.col("frauds")).alias("recall"))
-            .sort("scenario")
-        )
     hits = (
         window.select(pl.concat_list("RULES_FIRED", "SHADOW_RULES_FIRED").alias("rule"), "TX_FRAUD")
         .explode("rule")
@@ -129,7 +117,23 @@ def run_backtest(
         declined_frauds=int(counts[5]),
         allowed=int(counts[6]),
         allowed_frauds=int(counts[7]),
-        per_scenario=per_scenario,
+        per_scenario=_per_scenario(window),
+    )
+
+
+def _per_scenario(window: pl.DataFrame) -> pl.DataFrame | None:
+    """Frauds caught (forwarded or declined at stage 1) per ``TX_FRAUD_SCENARIO``."""
+    if "TX_FRAUD_SCENARIO" not in window.columns:
+        return None
+    return (
+        window.filter(pl.col("TX_FRAUD") == 1)
+        .group_by(pl.col("TX_FRAUD_SCENARIO").alias("scenario"))
+        .agg(
+            pl.len().alias("frauds"),
+            (pl.col("FLAGGED") | pl.col("BLOCKED")).sum().alias("caught"),
+        )
+        .with_columns((pl.col("caught") / pl.col("frauds")).alias("recall"))
+        .sort("scenario")
     )
 
 

@@ -12,9 +12,7 @@ import polars as pl
 from streams.features.names import RULE_FIELDS
 from streams.rules.expr import list_reference
 from streams.rules.lists import ValueList
-from streams.rules.model import Example, ExampleValue, Expect, Rule, RuleSet
-
-_COMPUTED = frozenset(RULE_FIELDS)
+from streams.rules.model import COMPUTED_FIELDS, Example, ExampleValue, Expect, Rule, RuleSet
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ def example_frame(
     }
     refs = []
     for name in names:
-        if name in _COMPUTED:
+        if name in COMPUTED_FIELDS:
             continue
         ref = list_reference(name)
         if ref is not None:

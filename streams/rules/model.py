@@ -24,7 +24,7 @@ Action = Literal["flag", "tag", "review", "block", "allow"]
 ACTIONS: tuple[Action, ...] = ("flag", "tag", "review", "block", "allow")
 Expect = Literal["fire", "no_fire"]
 ExampleValue = float | str | bool | None
-_COMPUTED = frozenset(RULE_FIELDS)
+COMPUTED_FIELDS = frozenset(RULE_FIELDS)  # what the feature code computes; the rest are inputs
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,11 @@ class Rule:
         return f"{self.file}:{self.line}"
 
     @property
+    def on_attributes(self) -> bool:
+        """Whether the condition names a transaction attribute or a list."""
+        return not COMPUTED_FIELDS.issuperset(self.expr.meta.root_names())
+
+    @property
     def acts(self) -> bool:
         """Whether a hit of this rule changes what happens (enabled and not in shadow mode)."""
         return self.enabled and not self.shadow
@@ -83,7 +88,7 @@ class RuleSet:
     def __post_init__(self) -> None:
         plan = build_plan(self.rules)
         object.__setattr__(self, "plan", plan)
-        object.__setattr__(self, "inputs", tuple(sorted(plan.fields - _COMPUTED)))
+        object.__setattr__(self, "inputs", tuple(sorted(plan.fields - COMPUTED_FIELDS)))
 
     def __len__(self) -> int:
         return len(self.rules)

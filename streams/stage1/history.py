@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from streams.data.handbook import extra_columns
+from streams.data.handbook import extra_fields
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, MODEL_FEATURES
 from streams.rules.loader import load_rules
 from streams.schema import Transaction
@@ -35,10 +35,9 @@ def frame_transactions(df: pl.DataFrame) -> list[Transaction]:
         df["TX_AMOUNT"].cast(pl.Float64).to_list(),
         df["ts_ms"].cast(pl.Int64).to_list(),
     ]
-    extras = extra_columns(df)
-    if not extras:
+    raws = extra_fields(df)
+    if raws is None:
         return [Transaction(t, c, m, a, ts, {}) for t, c, m, a, ts in zip(*cols, strict=True)]
-    raws = [{k: v for k, v in row.items() if v is not None} for row in df.select(extras).to_dicts()]
     return [
         Transaction(t, c, m, a, ts, raw) for t, c, m, a, ts, raw in zip(*cols, raws, strict=True)
     ]
