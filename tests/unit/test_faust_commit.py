@@ -1,0 +1,119 @@
+"""``SafeCommitConsumer`` (``streams.kafka.faust_commit``) over a scripted stand-in for faust's
+consumer: no record of a source partition reaches the stream from ahead of its committed offset
+when the partition resumes after a table recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+
+from streams.kafka.faust_commit import SafeCommitConsumer
+
+FLAGGED = TP("flagged", 2)
+CHANGELOG = TP("cards-changelog", 2)
+
+
+class ScriptedConsumer:
+    """The parts of faust's consumer the mixin calls: a fetch position per partition, and
+    ``getmany`` fetches (waiting for ``fetched``) the next records from the positions."""
+
+    def __init__(self, log: dict[TP, int], position: dict[TP, int], committed: int | None):
+        self.app = SimpleNamespace(
+            topics=SimpleNamespace(acks_enabled_for=lambda topic: topic == FLAGGED.topic),
+            consumer_generation_id=1,
+        )
+        self.log_end = log
+        self.position = dict(position)
+        self.active: set[TP] = {CHANGELOG}
+        self._committed_offset: dict[TP, int | None] = {FLAGGED: committed}
+        self._acked: dict[TP, list[int]] = {}
+        self._acked_index: dict[TP, set[int]] = {}
+        self._gap: dict[TP, Any] = {}
+        self.fetched = asyncio.Event()
+        self.fetched.set()
+        self.seeks: list[tuple[TP, int]] = []
+
+    def assignment(self) -> set[TP]:
+        return {FLAGGED, CHANGELOG}
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self.position[tp] = offset
+
+    def resume_flow(self) -> None:
+        pass
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        self.active.update(tps)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        # like faust: the set of active partitions is read when the fetch starts, and the
+        # records are handed over once they are fetched (the set may have grown meanwhile)
+        active = self.active
+        await self.fetched.wait()
+        batch = []
+        for tp in sorted(self.position):
+            start, end = self.position[tp], min(self.position[tp] + 5, self.log_end[tp])
+            batch += [(tp, SimpleNamespace(tp=tp, offset=o)) for o in range(start, end)]
+            self.position[tp] = end  # the fetch moves on whether the records are yielded or not
+        for tp, message in batch:
+            if tp in active:
+                yield tp, message
+
+
+class Consumer(SafeCommitConsumer, ScriptedConsumer):
+    pass
+
+
+async def _take(consumer: Consumer) -> list[tuple[str, int]]:
+    return [(tp.topic, m.offset) async for tp, m in consumer.getmany(1.0)]
+
+
+def test_a_fetch_in_progress_when_the_sources_resume_hands_over_no_source_record() -> None:
+    """faust's recovery resumes the source partitions, then seeks them to their committed
+    offsets; a fetch in progress at that moment holds records from a position past records that
+    were fetched and dropped during the recovery. None of them may reach the stream: the next
+    fetch starts from the committed offset."""
+
+    async def scenario() -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[Any]]:
+        consumer = Consumer({FLAGGED: 300, CHANGELOG: 20}, {FLAGGED: 218, CHANGELOG: 15}, 40)
+        consumer.fetched.clear()
+        in_flight = asyncio.ensure_future(_take(consumer))
+        await asyncio.sleep(0)  # the fetch has started, with only the changelog active
+        consumer.resume_partitions([FLAGGED])  # Recovery.on_recovery_completed
+        consumer.fetched.set()
+        first = await in_flight
+        second = await _take(consumer)
+        return first, second, consumer.seeks
+
+    first, second, seeks = asyncio.run(scenario())
+    assert first == [(CHANGELOG.topic, o) for o in range(15, 20)]
+    assert seeks == [(FLAGGED, 40)]
+    assert [o for topic, o in second if topic == FLAGGED.topic] == [40, 41, 42, 43, 44]
+
+
+def test_resuming_only_changelog_partitions_does_not_seek_the_sources() -> None:
+    async def scenario() -> tuple[list[tuple[str, int]], list[Any]]:
+        consumer = Consumer({FLAGGED: 300, CHANGELOG: 20}, {FLAGGED: 40, CHANGELOG: 15}, 40)
+        consumer.active.add(FLAGGED)
+        consumer.resume_partitions([CHANGELOG])
+        return await _take(consumer), consumer.seeks
+
+    taken, seeks = asyncio.run(scenario())
+    assert seeks == []
+    assert [o for topic, o in taken if topic == FLAGGED.topic] == [40, 41, 42, 43, 44]
+
+
+def test_a_source_partition_without_a_committed_offset_is_read_from_its_beginning() -> None:
+    async def scenario() -> tuple[list[tuple[str, int]], list[Any]]:
+        consumer = Consumer({FLAGGED: 300, CHANGELOG: 20}, {FLAGGED: 218, CHANGELOG: 20}, None)
+        consumer.resume_partitions([FLAGGED])
+        return await _take(consumer), consumer.seeks
+
+    taken, seeks = asyncio.run(scenario())
+    assert seeks == [(FLAGGED, 0)]
+    assert [o for topic, o in taken if topic == FLAGGED.topic] == [0, 1, 2, 3, 4]
