@@ -107,6 +107,9 @@ def test_restart_restores_checkpoints_after_the_history_is_deleted(kafka_broker,
     second = Worker("stage1", settings, tmp_path, name="second")
     with Tail(settings, outputs) as tail, Worker("stage2", settings, tmp_path) as stage2:
         first.start()
+        # the traffic starts once the worker holds its partitions: started with it, most of it
+        # was a backlog the worker read in one go, past any checkpoint (a slow start-up)
+        first.wait_log("recovery took", timeout_s=120)
         with traffic(settings, df, rate=1500):
             deadline = time.monotonic() + 120
             found = None
@@ -114,7 +117,9 @@ def test_restart_restores_checkpoints_after_the_history_is_deleted(kafka_broker,
                 assert time.monotonic() < deadline, first.log()[-3000:]
                 time.sleep(0.5)
                 found = _checkpoints_past(settings, list(range(PARTITIONS)), per_partition // 3)
-            time.sleep(1.5)  # offsets commit every second: a tail to replay after it
+            # kill once a tail after a checkpoint is committed: a fixed 1.5 s left none when
+            # a loaded machine let the worker reach the end of the traffic first
+            _wait_committed_past_checkpoint(settings, deadline)
             first.kill()
             found, _ = read_latest(settings, list(range(PARTITIONS)))
             # what time retention would do: the history before the checkpoints is gone
