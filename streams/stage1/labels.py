@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 UNREAD_WAIT_S = 30.0  # the longest a batch waits for labels the broker holds and we have not read
 AWAIT_CHUNK = 5000  # labels per read while a batch waits for its time (little overshoot)
+ASK_EVERY_S = 0.5  # how long the broker's watermarks of a partition not fetched yet serve
 READ_AHEAD_MS = DAY_MS
 """How far past the stream's event time the loop reads labels unasked: a worker catching up on
 a backlog would otherwise read the labels topic far ahead and hold its labels in memory (and in
@@ -64,6 +65,8 @@ class LabelFeed:
         self.telemetry = telemetry
         self.time: dict[int, int] = {}  # last record timestamp read per label partition
         self.arrived: dict[int, float] = {}  # when a label last came, per partition (monotonic)
+        # the broker's (when, low, high) of partitions not fetched yet (``_remaining``)
+        self._asked: dict[int, tuple[float, int, int]] = {}
 
     def drain(self, limit: int = 50_000, timeout: float = 0) -> int:
         """Learn from the labels that have arrived; returns how many."""
@@ -155,15 +158,22 @@ class LabelFeed:
 
     def _remaining(self, topic: str, partition: int) -> int | None:
         """Labels of the partition not read yet, by the high watermark the last fetch brought
-        (no broker round trip: the consumer fetches every ``labels_fetch_wait_ms``), or asked
-        of the broker when this consumer has not fetched the partition since its assignment.
-        None when the broker cannot say (an outage)."""
+        (no broker round trip: the consumer fetches every ``labels_fetch_wait_ms``, an empty
+        partition too), or, while this consumer has not fetched the partition since its
+        assignment, as the broker answered at most ``ASK_EVERY_S`` ago (a round trip costs
+        tens of ms; asked before every batch, it held each one up that long). None when the
+        broker cannot say (an outage)."""
         tp = TopicPartition(topic, partition)
         try:
             position = self.consumer.position([tp])[0].offset
             low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            if position < 0 or low < 0 or high < 0:  # nothing fetched here yet
-                low, high = self.consumer.get_watermark_offsets(tp, 1, False)
+            if low < 0 or high < 0:  # not fetched yet
+                asked = self._asked.get(partition)
+                now = time.monotonic()
+                if asked is None or now - asked[0] > ASK_EVERY_S:
+                    asked = (now, *self.consumer.get_watermark_offsets(tp, 1, False))
+                    self._asked[partition] = asked
+                _, low, high = asked
         except KafkaException as exc:
             log.debug("labels %s: end unknown (%s)", where(topic, partition, None), exc)
             return None
