@@ -22,8 +22,6 @@ from streams.kafka import clients
 from streams.settings import Settings
 
 AUTO_COMMIT_MS = 1000
-# Labels arrive days after their transactions, so their consumer need not poll the broker every
-# few ms: on the embedded broker each fetch costs CPU the transaction path needs.
 """Stored offsets reach the broker within a second: less to redo after a crash."""
 
 
