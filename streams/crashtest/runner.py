@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 READY = {"stage1": "assigned", "stage2": "stage 2 ready"}
 """What a worker's log says once it holds its partitions."""
+CHECKPOINTED = "first checkpoint written"
+"""What a stage-1 worker's log says once this start has written a checkpoint."""
 POISON = (b"{not json", b'{"transaction_id": "p", "amount": "abc"}', b"", b"[1, 2, 3]")
 
 
@@ -53,6 +55,10 @@ class Plan:
     min_gap_s: float = 1.0  # between kills: from a worker's (re)start to its next kill, at least
     max_gap_s: float = 4.0
     settle_timeout_s: float = 180.0
+    # every n-th stage-1 kill waits until that start has written a checkpoint, so restores from
+    # a checkpoint are exercised whatever the machine's speed (the other kills land anywhere
+    # from the assignment on, recovery included); 0: never wait
+    checkpoint_kill_every: int = 2
     exactly_once: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -163,10 +169,16 @@ class CrashTest:
             sender.start()
             poisoner.start()
             try:
+                stage1_kills = 0
                 for victim in self._kill_schedule(workers):
                     if done.is_set():
                         break
                     victim.wait_log(READY[victim.stage], timeout_s=120)
+                    if victim.stage == "stage1":
+                        stage1_kills += 1
+                        every = plan.checkpoint_kill_every
+                        if every and stage1_kills % every == 0:
+                            victim.wait_log(CHECKPOINTED, timeout_s=120)
                     time.sleep(self.rng.uniform(plan.min_gap_s, plan.max_gap_s))
                     victim.kill()
                     self.kills.append((time.monotonic() - started, victim.name))

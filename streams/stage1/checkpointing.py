@@ -51,6 +51,7 @@ class Checkpointer:
         self.written_at: dict[int, int] = {}  # source offset of each one's last checkpoint
         self.next_ids: dict[int, int] = {}
         self.rounds = 0  # snapshots taken: the round id's counter
+        self.wrote = False  # whether this start has written a checkpoint
         self._due = clock() + self.interval
 
     @property
@@ -117,4 +118,8 @@ class Checkpointer:
             self.written_at[p] = offset
             size = len(snap.labels) + len(state)
             metrics.record_checkpoint(p, size)
+        written = sorted(mine & set(snap.parts))
+        if written and not self.wrote:
+            self.wrote = True  # once per start: the operator sees checkpointing work
+            log.info("first checkpoint written: partitions %s", written)
         log.debug("checkpointed %s (%.3fs)", sorted(snap.parts), snap.seconds)

@@ -44,16 +44,33 @@ def _crash(broker: Broker, tmp_path, **plan: object) -> tuple[Outcome, dict]:
         "max_gap_s": 2.5,
     }
     outcome = CrashTest(settings, Plan(**{**defaults, **plan}), log_dir=tmp_path).run()
-    logs = [p.read_text(errors="replace") for p in tmp_path.glob("stage1-*.log")]
+    logs = [p.read_text(errors="replace") for p in sorted(tmp_path.glob("stage1-*.log"))]
     restored = sum(log.count("state restored from checkpoint") for log in logs)
     report = {"broker": broker.kind, **outcome.as_dict(), "partitions_restored": restored}
     print(f"\ncrash test on {broker.kind}: {json.dumps(report)[:1500]}")
+    if not outcome.verdict.ok or not restored or outcome.exited:
+        _print_digest(tmp_path)
     assert len(outcome.kills) >= 4, f"the traffic ended before the kills: {report}"
     assert not outcome.exited, (outcome.exited, outcome.logs)
     assert outcome.verdict.lost == 0, (report, outcome.logs)
     assert outcome.verdict.dead_letters == outcome.verdict.poison_sent, report
     assert restored > 0, "no restart restored a partition from a checkpoint"
     return outcome, report
+
+
+NOTABLE = ("WARNING", "ERROR", "assigned", "recovery took", "restored from", "rebuilt from")
+
+
+def _print_digest(log_dir) -> None:
+    """What each worker incarnation did, so that a failed run in CI explains itself: its
+    notable log lines and its last ones."""
+    for path in sorted(log_dir.glob("*.log")):
+        lines = path.read_text(errors="replace").splitlines()
+        notable = [ln for ln in lines if any(k in ln for k in NOTABLE)]
+        print(f"\n--- {path.name}: {len(lines)} lines; notable (last 40):")
+        print("\n".join(ln[:300] for ln in notable[-40:]))
+        print(f"--- {path.name}: last 8 lines:")
+        print("\n".join(ln[:300] for ln in lines[-8:]))
 
 
 def _run(broker: Broker, tmp_path, seed: int, stage1_workers: int) -> dict:
