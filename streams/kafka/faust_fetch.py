@@ -18,17 +18,21 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiokafka
 import aiokafka.errors
 import faust
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
 
 from streams.kafka.faust_commit import SafeCommitConsumer
 
 log = logging.getLogger(__name__)
 DEFAULT_FETCH_WAIT_MS = 1500  # faust's own value
+PartitionEnds = Callable[[Mapping[tuple[str, int], int]], Mapping[tuple[str, int], int]]
+"""Corrects listed partition ends ((topic, partition) -> end offset)."""
 TOPIC_CREATE_RETRY_S = 60.0
 """How long a topic creation is retried while brokers are unreachable (then the error stands)."""
 
@@ -49,6 +53,17 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 class _Consumer(SafeCommitConsumer, driver.Consumer):
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """The listed ends, corrected by ``App.partition_ends`` when it is set: faust's table
+        recovery reads a changelog up to these and no further."""
+        listed = await super().highwaters(*partitions)
+        correct: PartitionEnds | None = getattr(self.app, "partition_ends", None)
+        if correct is None:
+            return listed
+        known = {(tp.topic, tp.partition): end for tp, end in listed.items() if end is not None}
+        ends = await asyncio.get_running_loop().run_in_executor(None, correct, known)
+        return {tp: ends.get((tp.topic, tp.partition), end) for tp, end in listed.items()}
 
 
 class _Transport(driver.Transport):
@@ -125,12 +140,22 @@ def _retriable(exc: BaseException) -> bool:
 
 class App(faust.App):
     """``faust.App`` (``kafka://`` brokers) whose consumer fetches wait ``fetch_max_wait_ms`` and
-    never commits past an unprocessed record (``streams.kafka.faust_commit``)."""
+    never commits past an unprocessed record (``streams.kafka.faust_commit``). With
+    ``partition_ends`` (``streams.kafka.partition_end.true_ends`` bound to the settings), table
+    recovery reads each changelog to its last record even where the broker lists a short end."""
 
     fetch_max_wait_ms: int = DEFAULT_FETCH_WAIT_MS
+    partition_ends: PartitionEnds | None = None
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int = DEFAULT_FETCH_WAIT_MS, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        fetch_max_wait_ms: int = DEFAULT_FETCH_WAIT_MS,
+        partition_ends: PartitionEnds | None = None,
+        **kw: Any,
+    ):
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.partition_ends = partition_ends
         super().__init__(*args, **kw)
 
     def _new_transport(self) -> Any:

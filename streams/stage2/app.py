@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import faust
@@ -36,6 +37,7 @@ import faust
 from streams.gc_tuning import tuned_gc
 from streams.kafka.faust_config import data_dir, faust_broker_settings
 from streams.kafka.faust_fetch import App
+from streams.kafka.partition_end import true_ends
 from streams.kafka.topics import COMPACTION_TUNING, retry_topic, topic_config
 from streams.observability.metrics import STAGE2
 from streams.settings import Settings
@@ -122,6 +124,9 @@ def faust_app(s: Settings) -> faust.App:
     return App(
         s.stage2_app_id,
         fetch_max_wait_ms=s.stage2_fetch_wait_ms,
+        # the card table's recovery must read its changelog to the last record, which the
+        # embedded broker's listed end can cut short
+        partition_ends=partial(true_ends, s),
         store="memory://",
         # tables live in memory (recovered from their changelog); keep faust's data directory out
         # of the working directory

@@ -1,0 +1,73 @@
+"""Where partitions really end, when a broker's listed end may be short.
+
+The embedded broker (Tansu 0.6) answers ListOffsets for a partition's end with the first offset
+of its last record batch plus one, not the offset after its last record (BROKER.md). A reader
+that stops at the listed end misses the rest of that batch: faust's table recovery did, so a
+restarted stage-2 worker lost the newest history of the cards written in the changelog's last
+batches. ``true_ends`` reads each partition from the record before its listed end, which is in
+its last batch, to the end-of-partition event a fetch reports, and returns one past the last
+record found when that is higher than the listed end. On Apache Kafka the listed end is exact
+and the answer is unchanged (one small fetch per partition).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from streams.kafka import clients
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+def true_ends(
+    settings: Settings, listed: Mapping[TP, int], timeout_s: float = 10.0
+) -> dict[TP, int]:
+    """``listed`` (partition -> listed end offset), each raised to one past the partition's last
+    record where the broker listed less. A partition that reports no end within ``timeout_s``
+    keeps what was found by then (never less than its listed end)."""
+    ends = dict(listed)
+    probe = {tp: end for tp, end in listed.items() if end > 0}  # listed 0: empty
+    if not probe:
+        return ends
+    consumer = clients.consumer(
+        settings,
+        f"{settings.stage2_app_id}-partition-end",
+        **{
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+        },
+    )
+    try:
+        consumer.assign([TopicPartition(t, p, end - 1) for (t, p), end in probe.items()])
+        pending = set(probe)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+                tp = (msg.topic() or "", msg.partition() or 0)
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(tp)
+                    continue
+                ends[tp] = max(ends[tp], (msg.offset() or 0) + 1)
+        if pending:
+            log.warning("no end reported within %.0fs for %s", timeout_s, sorted(pending))
+    finally:
+        consumer.close()
+    for tp, end in sorted(ends.items()):
+        if end != listed[tp]:
+            log.info(
+                "%s[%d]: the broker listed its end at %d, its records run to %d",
+                *tp,
+                listed[tp],
+                end,
+            )
+    return ends
