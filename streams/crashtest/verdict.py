@@ -3,15 +3,16 @@
 * **lost**: a transaction sent and never decided; **lost after forwarding**: of those, the ones
   that reached the flagged topic (stage 2 took them and gave no decision).
 * **duplicates**: decision records beyond the first of their transaction (at-least-once).
-* **conflicting**: transactions whose decisions differ in action, stage or score; ``by_bytes``
-  counts those whose bytes differ at all (e.g. only in the reasons' order).
+* **conflicting**: transactions whose decisions differ in action, stage or score;
+  ``differing_bytes`` counts those whose bytes differ at all, and ``differing_fields`` says in
+  which fields (``card_context.flags_30d``: a key of a nested object).
 * **dead letters**: distinct source positions of dead letters, and the extra copies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ class Verdict:
     conflicting_stage: int = 0
     conflicting_score: int = 0
     differing_bytes: int = 0
+    differing_fields: dict[str, int] = field(default_factory=dict)
     poison_sent: int = 0
     dead_letters: int = 0
     dead_letter_copies: int = 0
@@ -73,6 +75,8 @@ def judge(
         v.differing_bytes += 1
         parsed = [orjson.loads(x) for x in dict.fromkeys(values)]  # the distinct values
         examples.setdefault("differing", [p for p in parsed[:2]])
+        for name in _differing_fields(parsed):
+            v.differing_fields[name] = v.differing_fields.get(name, 0) + 1
         fields = {
             name: len({orjson.dumps(p.get(name)) for p in parsed}) > 1
             for name in ("action", "stage", "score")
@@ -88,3 +92,18 @@ def judge(
     v.dead_letter_copies = len(sources) - v.dead_letters
     v.examples = examples or None
     return v
+
+
+def _differing_fields(values: list[dict[str, Any]]) -> list[str]:
+    """The fields in which ``values`` (decisions of one transaction) are not all equal; a nested
+    object's differing keys as ``field.key``."""
+    out = []
+    for name in sorted({k for v in values for k in v}):
+        seen = [v.get(name) for v in values]
+        if all(x == seen[0] for x in seen):
+            continue
+        if all(isinstance(x, dict) for x in seen):
+            out += [f"{name}.{k}" for k in _differing_fields([dict(x or {}) for x in seen])]
+        else:
+            out.append(name)
+    return out

@@ -47,7 +47,7 @@ def _crash(broker: Broker, tmp_path, **plan: object) -> tuple[Outcome, dict]:
     logs = [p.read_text(errors="replace") for p in sorted(tmp_path.glob("stage1-*.log"))]
     restored = sum(log.count("state restored from checkpoint") for log in logs)
     report = {"broker": broker.kind, **outcome.as_dict(), "partitions_restored": restored}
-    print(f"\ncrash test on {broker.kind}: {json.dumps(report)[:1500]}")
+    print(f"\ncrash test on {broker.kind}: {json.dumps(report)[:3000]}")
     if not outcome.verdict.ok or not restored or outcome.exited:
         _print_digest(tmp_path)
     assert len(outcome.kills) >= 4, f"the traffic ended before the kills: {report}"
