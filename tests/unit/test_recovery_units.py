@@ -40,9 +40,34 @@ def test_card_context_is_idempotent_and_order_free():
         assert again == first[tid]
     assert len(ctx["history"]) == 3
     late: dict = {}
-    for tid, ts in [("c", 3), ("a", 1), ("b", 2)]:  # arrival order does not matter
-        late, _ = _decide(late, tid, ts)
-    assert _decide(late, "b", 2)[1] == first["b"]
+    given = {}
+    for tid, ts in [("c", 3), ("a", 1), ("b", 2)]:  # out of order: c first, before a and b
+        late, given[tid] = _decide(late, tid, ts)
+    assert given["b"] == first["b"]  # its predecessor was there
+    assert given["c"] == {"flags_30d": 1, "declines_30d": 0, "previous_action": None}
+    for tid, ts in [("c", 3), ("b", 2), ("a", 1)]:  # copies get what the first one got
+        assert _decide(late, tid, ts)[1] == given[tid]
+
+
+def test_a_copy_gets_the_first_context_after_its_window_was_pruned():
+    """Stage 1 re-sent a transaction of day 40 after the card's history reached day 75 (its
+    commits lagged while it caught up): by then the card's entries before day 15 were pruned,
+    and the copy counted one flag less than the first decision (crash test, embedded broker)."""
+    ctx: dict = {}
+    ctx, _ = _decide(ctx, "a", 11 * DAY)
+    ctx, first = _decide(ctx, "x", 40 * DAY)
+    ctx, _ = _decide(ctx, "late", 75 * DAY)
+    assert [e[1] for e in ctx["history"]] == ["x", "late"]  # "a" is pruned
+    ctx, again = _decide(ctx, "x", 40 * DAY)
+    assert again == first == {"flags_30d": 2, "declines_30d": 0, "previous_action": "review"}
+
+
+def test_an_entry_without_its_context_is_counted():
+    """A card table written before entries kept their context (three fields)."""
+    ctx = {"history": [[1, "a", "decline"], [2, "b", "review"]]}
+    ctx, b = _decide(ctx, "b", 2)
+    assert b == {"flags_30d": 2, "declines_30d": 1, "previous_action": "decline"}
+    assert ctx["history"][1] == [2, "b", "review", 2, 1, "decline"]
 
 
 def test_a_redelivery_after_the_history_was_pruned_gets_the_same_context():

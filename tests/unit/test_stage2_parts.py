@@ -115,7 +115,7 @@ def test_one_changelog_record_per_card_then_the_decisions():
         ("decisions", b"t3", ANY_PARTITION),
     ]
     assert orjson.loads(out[0][2]) == expected_a == cards["A"]  # the table holds the new value
-    assert cards["B"] == {"history": [[20, "t2", "review"]]}
+    assert cards["B"] == {"history": [[20, "t2", "review", 1, 0, None]]}
     values = [orjson.loads(r[2]) for r in out[2:]]
     assert [v["card_context"] for v in values] == [
         {"flags_30d": 2, "declines_30d": 1, "previous_action": "decline"},
@@ -131,7 +131,7 @@ def test_a_decision_without_its_record_goes_to_any_partition_at_time_zero():
     cards: dict[str, Any] = {}
     out = OutputRecords(cards, "changelog", "decisions").build([], [], [_decision("t9", "C")])
     assert out[0][:2] == ("changelog", b'"C"') and out[0][4] == ANY_PARTITION
-    assert cards["C"] == {"history": [[0, "t9", "approve"]]}
+    assert cards["C"] == {"history": [[0, "t9", "approve", 1, 0, None]]}
 
 
 # --- stats ---------------------------------------------------------------------------------
