@@ -32,9 +32,9 @@ def crashtest(
 ) -> None:
     """Send simulated traffic (labels and poisoned messages included) through worker processes
     started here, kill them -9 at random moments and restart them, then report lost,
-    duplicated and conflicting decisions and dead letters. Topics, group and app id are the
-    run's own, so a shared broker's topics are left alone. Exits 1 when anything was lost or
-    contradicted."""
+    duplicated and differing decisions and dead letters. Topics, group and app id are the
+    run's own, so a shared broker's topics are left alone. Exits 1 when anything was lost, a
+    duplicate differs in any byte, or a poisoned message has no dead letter."""
     import orjson
 
     from streams.crashtest.runner import CrashTest, Plan

@@ -38,8 +38,11 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        """No lost decision, no conflicting duplicate, one dead letter per poisoned message."""
-        return self.lost == 0 and self.conflicting == 0 and self.dead_letters == self.poison_sent
+        """No lost decision, no duplicate that differs in any byte, one dead letter per
+        poisoned message."""
+        return (
+            self.lost == 0 and self.differing_bytes == 0 and self.dead_letters == self.poison_sent
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}

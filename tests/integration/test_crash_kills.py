@@ -1,7 +1,7 @@
 """kill -9 of both stages, repeatedly, under load, with labels and poisoned messages flowing
-(``streams.crashtest``): no transaction may end without a decision, no transaction may get two
-decisions that differ in action, stage or score, and each poisoned message ends in exactly one
-dead-letter position. Stage 1 checkpoints every second, so restarted workers restore their
+(``streams.crashtest``): no transaction may end without a decision, a transaction decided twice
+gets byte-identical decisions, and each poisoned message ends in exactly one dead-letter
+position. Stage 1 checkpoints every second, so restarted workers restore their
 partitions from checkpoints (and the records after them) as well as from the full history.
 Run on the integration broker (Apache Kafka where Java 17+ is present) and on the embedded
 broker, the zero-setup default."""
@@ -78,6 +78,7 @@ def _run(broker: Broker, tmp_path, seed: int, stage1_workers: int) -> dict:
     verdict = outcome.verdict
     assert any(name == "stage2" for _, name in outcome.kills), report
     assert verdict.conflicting == 0, report
+    assert verdict.differing_bytes == 0, report  # which fields: report["differing_fields"]
     assert verdict.duplicates > 0, "no kill landed while records were in flight"
     return report
 

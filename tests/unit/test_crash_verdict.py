@@ -29,3 +29,10 @@ def test_lost_duplicates_and_differences_are_told_apart() -> None:
     assert (v.dead_letters, v.dead_letter_copies) == (1, 1)
     assert not v.ok
     assert v.as_dict()["differing_fields"] == v.differing_fields
+
+
+def test_a_duplicate_that_differs_only_in_its_context_fails_the_run() -> None:
+    v = judge({"1"}, [_d("1", flags=1), _d("1", flags=2)], set(), [], poison_sent=0)
+    assert (v.lost, v.conflicting, v.differing_bytes) == (0, 0, 1)
+    assert not v.ok
+    assert judge({"1"}, [_d("1"), _d("1")], set(), [], poison_sent=0).ok
