@@ -31,6 +31,12 @@ class BrokerError(FraudstreamError):
     pass
 
 
+class TransactionAbortable(BrokerError):
+    """The producer's Kafka transaction failed and must be aborted (exactly-once): the batch is
+    rewound and screened again. Outside a transaction it stops the worker like any
+    ``BrokerError``."""
+
+
 class TopicError(FraudstreamError):
     pass
 

@@ -207,10 +207,16 @@ class ExactlyOnce:
             err = exc.args[0]
             if not err.txn_requires_abort():
                 raise BrokerError(f"transaction failed: {err.str()}") from None
-            log.warning("transaction aborted (%s); rewinding its partitions", err.str())
-        retry("abort transaction", lambda: self.producer.abort_transaction(30))
+            why = err.str()
+        self.abort(batch.offsets, why)
+
+    def abort(self, offsets: list[TopicPartition], why: str) -> None:
+        """Abort the open transaction and rewind the partitions of ``offsets`` (the batch's) to
+        their committed offsets: the batch is screened again."""
+        log.warning("transaction aborted (%s); rewinding its partitions", why)
+        self.watch.retry("abort transaction", lambda: self.producer.abort_transaction(30))
         self.in_transaction = False
-        self.rewind(batch.offsets)
+        self.rewind(offsets)
 
     def close(self) -> None:
         try:

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
-from streams.errors import BrokerError
+from streams.errors import BrokerError, TransactionAbortable
 from streams.output_schema import stage1_decision
 from streams.schema import encode
 from streams.settings import Settings
@@ -123,4 +123,9 @@ def emit(
     except KafkaException as exc:  # refused at once (e.g. the topic is known not writable)
         err = exc.args[0]
         topic = flagged_topic if flagged else decisions_topic
-        raise BrokerError(undelivered({(topic, f"{err.name()} ({err.str()})"): 1})) from None
+        line = undelivered({(topic, f"{err.name()} ({err.str()})"): 1})
+        if err.code() == KafkaError._STATE or err.txn_requires_abort():
+            # the producer's transaction already failed (e.g. a sequence gap after a rebalance,
+            # which needs an epoch bump): nothing more can be produced in it
+            raise TransactionAbortable(line) from None
+        raise BrokerError(line) from None

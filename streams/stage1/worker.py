@@ -64,6 +64,7 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 from streams.checkpoint.topic import ensure_topic
+from streams.errors import TransactionAbortable
 from streams.gc_tuning import tuned_gc
 from streams.observability import metrics
 from streams.rules.reload import RuleReloader
@@ -190,10 +191,16 @@ class Stage1Worker:
         out = self.state.screen_many((p, txs) for p, (txs, _) in groups.items()) if groups else None
         self.delivery.settle()  # the previous batch, before this one produces anything
         sent: list[int] = []
+        offsets = polled.offsets()
         if out is not None:
             sources = [m for _, msgs in groups.values() for m in msgs]
-            emit(self.settings, self.producer.produce, out, sources, sent)
-        offsets = polled.offsets()
+            try:
+                emit(self.settings, self.producer.produce, out, sources, sent)
+            except TransactionAbortable as exc:
+                if not isinstance(self.delivery, ExactlyOnce):
+                    raise
+                self.delivery.abort(offsets, str(exc))
+                return
         self.checkpointer.advanced(offsets)
         snapshot = None
         if self.checkpointer.due():

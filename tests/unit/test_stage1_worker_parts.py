@@ -11,20 +11,22 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams.data.handbook import read_handbook_frame
 from streams.data.simulate import simulate
-from streams.errors import BrokerError, MessageError
+from streams.errors import BrokerError, MessageError, TransactionAbortable
 from streams.gc_tuning import THRESHOLDS, tuned_gc
 from streams.rules.loader import load_rules
 from streams.schema import encode
 from streams.settings import load_settings
 from streams.stage1.batch import split
-from streams.stage1.delivery import AtLeastOnce, DoneBatch
+from streams.stage1.broker_watch import BrokerWatch
+from streams.stage1.delivery import AtLeastOnce, DoneBatch, ExactlyOnce
 from streams.stage1.history import frame_transactions
 from streams.stage1.outputs import emit, encode_outputs, sent_ms_header
 from streams.stage1.screen import Screener
+from streams.stage1.stats import Stage1Stats
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 SETTINGS = load_settings(bootstrap_servers="127.0.0.1:1", rules_dir=RULES)
@@ -102,6 +104,40 @@ def test_emit_produces_one_keyed_record_per_row():
             assert (topic, key) == (SETTINGS.topic_decisions, tx.transaction_id.encode())
             assert orjson.loads(value)["action"] == "approve"
     assert sent == [1000 + i for i in range(700) if not out.flagged[i]]
+
+
+@pytest.mark.parametrize(
+    "code, abortable", [(KafkaError._STATE, True), (KafkaError.TOPIC_AUTHORIZATION_FAILED, False)]
+)
+def test_emit_tells_a_failed_transaction_from_a_refused_topic(code: int, abortable: bool):
+    """A produce refused because the producer's transaction already failed (seen in a kill test
+    on Apache Kafka: a sequence gap after a rebalance) must abort and rewind the batch under
+    exactly-once, not stop the worker; a topic it may not write stops it."""
+    out = _screened(n=1400)[1]
+
+    def produce(*args: Any, **kw: Any) -> None:
+        raise KafkaException(KafkaError(code))
+
+    sources = [FakeMessage(0, i, b"", None) for i in range(700)]
+    with pytest.raises(BrokerError, match="not delivered") as raised:
+        emit(SETTINGS, produce, out, sources, [])
+    assert isinstance(raised.value, TransactionAbortable) is abortable
+
+
+def test_an_aborted_transaction_rewinds_the_batch():
+    aborted: list[float] = []
+    rewound: list[list[TopicPartition]] = []
+
+    class Producer:
+        def abort_transaction(self, timeout: float) -> None:
+            aborted.append(timeout)
+
+    watch = BrokerWatch(SETTINGS, Stage1Stats(), threading.Event())
+    delivery = ExactlyOnce(Producer(), None, watch, lambda b: None, rewound.append)
+    delivery.in_transaction = True
+    offsets = [TopicPartition("tx", 0, 7), TopicPartition("tx", 1, 3)]
+    delivery.abort(offsets, "Erroneous state")
+    assert aborted == [30] and rewound == [offsets] and not delivery.in_transaction
 
 
 def test_split_groups_by_partition_and_dead_letters_bad_messages():
