@@ -43,8 +43,8 @@ from streams.errors import FraudstreamError
 from streams.evaluation.handbook_metrics import two_stage_scores
 from streams.evaluation.protocol import Fold
 from streams.kafka import clients
+from streams.kafka.clients import reader
 from streams.kafka.topics import create_topics, scoped, topic_names
-from streams.recovery.reader import reader
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -109,6 +109,18 @@ def consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
     return _make(Consumer, conf)
 
 
+def reader(settings: Settings, group: str = "fraudstream-reader", **extra: Any) -> Consumer:
+    """An assign-only consumer (no group membership, no commits) that reads committed records
+    and reports partition ends (``enable.partition.eof``)."""
+    conf: dict[str, Any] = {
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
+    }
+    conf.update(extra)
+    return consumer(settings, group, **conf)
+
+
 def admin(settings: Settings) -> AdminClient:
     return _make(AdminClient, _common(settings))
 

@@ -36,15 +36,7 @@ def true_ends(
     probe = {tp: end for tp, end in listed.items() if end > 0}  # listed 0: empty
     if not probe:
         return ends
-    consumer = clients.consumer(
-        settings,
-        f"{settings.stage2_app_id}-partition-end",
-        **{
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-        },
-    )
+    consumer = clients.reader(settings, f"{settings.stage2_app_id}-partition-end")
     try:
         consumer.assign([TopicPartition(t, p, end - 1) for (t, p), end in probe.items()])
         pending = set(probe)

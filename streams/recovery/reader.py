@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from streams.errors import TopicError
-from streams.kafka import clients
+from streams.kafka.clients import reader
 from streams.settings import Settings
 
 
@@ -23,17 +22,6 @@ def partitions_of(consumer: Consumer, topic: str) -> list[int]:
     if meta is None or meta.error is not None or not meta.partitions:
         raise TopicError(f"topic {topic} does not exist (or has no partitions)")
     return sorted(meta.partitions)
-
-
-def reader(settings: Settings, group: str = "fraudstream-reader", **extra: Any) -> Consumer:
-    """An assign-only consumer (no group membership, no commits) that reports partition ends."""
-    conf: dict[str, Any] = {
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "isolation.level": "read_committed",
-    }
-    conf.update(extra)
-    return clients.consumer(settings, group, **conf)
 
 
 def read_topic(

@@ -44,7 +44,8 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 
 from streams.errors import MessageError
 from streams.kafka import clients
-from streams.recovery.reader import partitions_of, read_topic, reader
+from streams.kafka.clients import reader
+from streams.recovery.reader import partitions_of, read_topic
 from streams.rules.loader import load_rules
 from streams.schema import Transaction, encode
 from streams.settings import Settings

@@ -31,6 +31,12 @@ pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
 
 
+@pytest.fixture(params=["kafka_broker", "embedded_broker"])
+def broker(request: pytest.FixtureRequest) -> Broker:
+    """Each test here runs on the integration broker and on the embedded one."""
+    return request.getfixturevalue(request.param)
+
+
 def _decisions_for(settings: Settings, until: int) -> dict[str, dict]:
     values = [
         orjson.loads(m.value()) for m in read_topic(settings, settings.topic_decisions, until)
@@ -38,11 +44,7 @@ def _decisions_for(settings: Settings, until: int) -> dict[str, dict]:
     return {str(v["transaction_id"]): v for v in values}
 
 
-@pytest.mark.parametrize("broker_fixture", ["kafka_broker", "embedded_broker"])
-def test_restarted_stage2_counts_every_earlier_flag_of_a_card(
-    broker_fixture: str, request: pytest.FixtureRequest
-) -> None:
-    broker: Broker = request.getfixturevalue(broker_fixture)
+def test_restarted_stage2_counts_every_earlier_flag_of_a_card(broker: Broker) -> None:
     settings = isolated_settings(broker.bootstrap, partitions=3)
     create_topics(settings)
     df = read_handbook_frame(
@@ -92,11 +94,7 @@ def test_restarted_stage2_counts_every_earlier_flag_of_a_card(
     )
 
 
-@pytest.mark.parametrize("broker_fixture", ["kafka_broker", "embedded_broker"])
-def test_true_ends_find_the_last_record_of_the_last_batch(
-    broker_fixture: str, request: pytest.FixtureRequest
-) -> None:
-    broker: Broker = request.getfixturevalue(broker_fixture)
+def test_true_ends_find_the_last_record_of_the_last_batch(broker: Broker) -> None:
     settings = isolated_settings(broker.bootstrap, partitions=1)
     create_topics(settings)
     topic = settings.topic_flagged
