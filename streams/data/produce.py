@@ -2,8 +2,12 @@
 
 Transactions are keyed by card, carry their event time as the record timestamp and a
 ``sent_ms`` header (wall clock at send, for latency). The label of a transaction at tⱼ is
-published when the stream's event time passes tⱼ + delay, so the labels topic tells the truth
-only as late as the real world would.
+known at tⱼ + delay (its record timestamp, which is all stage 1 goes by: its label gate holds
+a label until the stream reaches that time) and is sent ``LABEL_LEAD_MS`` (6 hours) of event
+time before the transactions at that time. Sent just before them, a label raced them: the producer's
+batches of two topics reach the broker in either order, and a worker at the head of the stream
+could read the transaction, find the labels partition at its end and go on without the label
+(late: applied a segment later, decisions different from a replay; seen in CI).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from streams.schema import encode, iso_utc
 from streams.settings import Settings
 
 DAY_MS = 86_400_000
+LABEL_LEAD_MS = DAY_MS // 4
+"""How far ahead of its publication time (in the stream's event time) a label is sent."""
 FLUSH_TIMEOUT_S = 60.0
 """How long the end of a run waits for the broker to acknowledge what is still in flight."""
 
@@ -110,7 +116,7 @@ def produce_history(
 
     for i in range(len(tids)):
         if frauds is not None:
-            while released < i and times[released] + delay <= times[i]:
+            while released < i and times[released] + delay <= times[i] + LABEL_LEAD_MS:
                 send_label(released)
                 released += 1
         value = transaction_value(

@@ -94,6 +94,27 @@ def test_transactions_in_order_labels_only_after_their_delay(monkeypatch):
     assert [k for t, k, _, _ in fake.sent if t == s.topic_transactions] == [b"0", b"1"] * 3
 
 
+def test_a_label_goes_out_ahead_of_the_transactions_at_its_publication_time(monkeypatch):
+    made: list[FakeProducer] = []
+    monkeypatch.setattr(
+        produce.clients,
+        "producer",
+        lambda settings, **conf: made.append(FakeProducer(conf)) or made[-1],
+    )
+    hour = DAY // 24
+    # the label of tx 0 is known at day 7; tx 1 comes 3 hours before that, tx 2 a day later
+    history = _history(3).with_columns(pl.Series("ts_ms", [0, 7 * DAY - 3 * hour, 8 * DAY]))
+    produce.produce_history(history, Settings(), label_delay_days=7)
+    s = Settings()
+    order = [(t, orjson.loads(v)["transaction_id"], ts) for t, _, v, ts in made[0].sent]
+    assert order[:3] == [
+        (s.topic_transactions, "0", 0),
+        (s.topic_labels, "0", 7 * DAY),  # sent ahead (produce.LABEL_LEAD_MS), stamped day 7
+        (s.topic_transactions, "1", 7 * DAY - 3 * hour),
+    ]
+    assert 6 * hour == produce.LABEL_LEAD_MS
+
+
 def test_a_refused_record_is_an_error_not_a_silent_gap(monkeypatch):
     with pytest.raises(BrokerError, match=r"1 records refused .* Message size too large"):
         _run(monkeypatch, refuse=1)
