@@ -40,6 +40,8 @@ def isolated_settings(bootstrap: str, **overrides: object) -> Settings:
         "topic_labels": f"t-{tag}.labels",
         "topic_dlq": f"t-{tag}.transactions.dlq",
         "topic_flagged_dlq": f"t-{tag}.transactions.flagged.dlq",
+        # co-partitioned with this test's transactions (a shared one is off when they differ)
+        "topic_checkpoints": f"t-{tag}.stage1.checkpoints",
         "stage1_group": f"stage1-{tag}",
         "stage2_app_id": f"stage2-{tag}",
         "partitions": 2,
