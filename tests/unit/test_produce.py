@@ -69,7 +69,8 @@ def _history(n: int = 6) -> pl.DataFrame:
     )
 
 
-def _run(monkeypatch, **fake: int) -> tuple[FakeProducer, Any]:
+def _run(monkeypatch, history: pl.DataFrame | None = None, **fake: int) -> tuple[FakeProducer, Any]:
+    """``produce_history`` of ``history`` (default ``_history()``) into a fake producer."""
     made: list[FakeProducer] = []
 
     def producer(settings: Settings, **conf: Any) -> FakeProducer:
@@ -77,7 +78,8 @@ def _run(monkeypatch, **fake: int) -> tuple[FakeProducer, Any]:
         return made[-1]
 
     monkeypatch.setattr(produce.clients, "producer", producer)
-    stats = produce.produce_history(_history(), Settings(), label_delay_days=7)
+    history = _history() if history is None else history
+    stats = produce.produce_history(history, Settings(), label_delay_days=7)
     return made[0], stats
 
 
@@ -95,18 +97,12 @@ def test_transactions_in_order_labels_only_after_their_delay(monkeypatch):
 
 
 def test_a_label_goes_out_ahead_of_the_transactions_at_its_publication_time(monkeypatch):
-    made: list[FakeProducer] = []
-    monkeypatch.setattr(
-        produce.clients,
-        "producer",
-        lambda settings, **conf: made.append(FakeProducer(conf)) or made[-1],
-    )
     hour = DAY // 24
     # the label of tx 0 is known at day 7; tx 1 comes 3 hours before that, tx 2 a day later
     history = _history(3).with_columns(pl.Series("ts_ms", [0, 7 * DAY - 3 * hour, 8 * DAY]))
-    produce.produce_history(history, Settings(), label_delay_days=7)
+    fake, _ = _run(monkeypatch, history)
     s = Settings()
-    order = [(t, orjson.loads(v)["transaction_id"], ts) for t, _, v, ts in made[0].sent]
+    order = [(t, orjson.loads(v)["transaction_id"], ts) for t, _, v, ts in fake.sent]
     assert order[:3] == [
         (s.topic_transactions, "0", 0),
         (s.topic_labels, "0", 7 * DAY),  # sent ahead (produce.LABEL_LEAD_MS), stamped day 7
@@ -126,18 +122,12 @@ def test_records_still_unacknowledged_at_the_end_are_an_error(monkeypatch):
 
 
 def test_extra_attribute_columns_become_the_transactions_extra_fields(monkeypatch):
-    made: list[FakeProducer] = []
-    monkeypatch.setattr(
-        produce.clients,
-        "producer",
-        lambda settings, **conf: made.append(FakeProducer(conf)) or made[-1],
-    )
     history = _history(3).with_columns(
         pl.Series("card_country", ["FR", None, "DE"]),
         pl.Series("Unnamed: 0", [7, 8, 9]),  # not named like an attribute: left out
     )
-    produce.produce_history(history, Settings(), label_delay_days=7)
-    values = [orjson.loads(v) for t, _, v, _ in made[0].sent if t == Settings().topic_transactions]
+    fake, _ = _run(monkeypatch, history)
+    values = [orjson.loads(v) for t, _, v, _ in fake.sent if t == Settings().topic_transactions]
     assert [v.get("card_country") for v in values] == ["FR", None, "DE"]
     assert "card_country" not in values[1] and all("Unnamed: 0" not in v for v in values)
     assert list(values[0])[:5] == [
