@@ -1,4 +1,4 @@
-"""Publish a handbook-format history: transactions, and each label once its delay has passed.
+"""Publish a handbook-format history: transactions, and labels stamped with their publication time.
 
 Transactions are keyed by card, carry their event time as the record timestamp and a
 ``sent_ms`` header (wall clock at send, for latency). The label of a transaction at tⱼ is

@@ -43,7 +43,6 @@ from streams.errors import FraudstreamError
 from streams.evaluation.handbook_metrics import two_stage_scores
 from streams.evaluation.protocol import Fold
 from streams.kafka import clients
-from streams.kafka.clients import reader
 from streams.kafka.topics import create_topics, scoped, topic_names
 from streams.settings import Settings
 
@@ -109,7 +108,7 @@ def follow(
 ) -> Iterator[Message]:
     """Every message of ``topics`` (one partition each) from the beginning until ``done()``;
     raises when the worker dies or nothing arrives for ``IDLE_TIMEOUT_S``."""
-    consumer = reader(settings, f"evaluate-reader-{uuid.uuid4().hex[:8]}")
+    consumer = clients.reader(settings, f"evaluate-reader-{uuid.uuid4().hex[:8]}")
     consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in topics])
     last = time.monotonic()
     try:

@@ -44,7 +44,6 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 
 from streams.errors import MessageError
 from streams.kafka import clients
-from streams.kafka.clients import reader
 from streams.recovery.reader import partitions_of, read_topic
 from streams.rules.loader import load_rules
 from streams.schema import Transaction, encode
@@ -86,7 +85,7 @@ def merged_records(
 ) -> Iterator[Message]:
     """Every partition of ``topic`` from the beginning, merged by record timestamp (ties:
     partition, offset); a partition stops at its first record stamped ``>= end_ms``."""
-    consumer = reader(settings, "fraudstream-replay")
+    consumer = clients.reader(settings, "fraudstream-replay")
     try:
         parts = partitions_of(consumer, topic)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
@@ -257,7 +256,7 @@ class Replayer:
         schema = self.rules.schema.checked()
         # every partition from the start, as a worker's rebuild has them: a partition created
         # at its first record would miss the labels released (and trimmed) before it
-        consumer = reader(self.settings)
+        consumer = clients.reader(self.settings)
         try:
             for p in partitions_of(consumer, self.topic):
                 state.reset(p)
@@ -315,7 +314,7 @@ class Replayer:
 
 def estimate_records(settings: Settings, topic: str) -> int | None:
     """Records in ``topic`` from its watermarks (a lower bound on the embedded broker)."""
-    consumer = reader(settings)
+    consumer = clients.reader(settings)
     try:
         total = 0
         for p in partitions_of(consumer, topic):
