@@ -67,13 +67,12 @@ def spawn(stage: str, settings: Settings, log_dir: Path, port: int) -> WorkerPro
 def wait_ready(
     ports: dict[str, int],
     procs: list[WorkerProcess],
-    log_dir: Path,
     timeout_s: float = 90.0,
 ) -> None:
     """Print each worker's metrics URL, then wait for its /readyz."""
     for stage, port in ports.items():
         print(f"{stage}: metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr)
-    readiness.wait_ready(ports, procs, timeout_s, hint=f"; see {log_dir}/")
+    readiness.wait_ready(ports, procs, timeout_s)
 
 
 def run_demo(
@@ -88,7 +87,7 @@ def run_demo(
         ports = {"stage1": free_port(), "stage2": free_port()}
         procs = [spawn(stage, s, log_dir, port) for stage, port in ports.items()]
         try:
-            wait_ready(ports, procs, log_dir)
+            wait_ready(ports, procs)
             started = time.monotonic()
             producer = clients.producer(s)
             for i, value in enumerate(MALFORMED):
@@ -113,9 +112,7 @@ def run_demo(
                         raise FraudstreamError(f"producing the demo traffic failed: {failed[0]}")
                     for proc in procs:
                         if not proc.alive:
-                            raise FraudstreamError(
-                                f"a worker exited with code {proc.returncode}; see {log_dir}/"
-                            )
+                            raise FraudstreamError(proc.exit_line())
                     if time.monotonic() - started > timeout_s:
                         raise FraudstreamError(
                             f"demo timed out: {len(watcher.decisions)}/{len(expected_ids)} decided"

@@ -116,6 +116,14 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.proc else ""
 
+    def exit_line(self) -> str:
+        """One line on a worker that exited: its name, code, the ``error:`` line it printed
+        (or its log's last line) and where its log is."""
+        lines = [line for line in self.log().splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        said = (errors or lines or ["(nothing in its log)"])[-1].strip().removeprefix("error: ")
+        return f"{self.name} exited with code {self.returncode}: {said} (log: {self.log_path})"
+
     def __enter__(self) -> WorkerProcess:
         return self.start()
 

@@ -88,7 +88,10 @@ def _lists(directory: Path, reader: _Reader) -> dict[str, ValueList]:
 
 def _load(directory: Path, check_examples: bool) -> tuple[RuleSet | None, list[str]]:
     if not directory.is_dir():
-        return None, [f"{directory}: not a directory"]
+        return None, [
+            f"{directory}: not a directory ({directory.absolute()}; relative paths are read from "
+            "the working directory: run from the project's, or set FRAUD_RULES_DIR)"
+        ]
     rules: list[Rule] = []
     reader = _Reader()
     problems = reader.problems

@@ -77,7 +77,10 @@ class RiskModel:
         """Load a model directory; ModelError names the directory and what is wrong."""
         path = Path(path)
         if not path.is_dir():
-            raise ModelError(f"model directory not found: {path}")
+            raise ModelError(
+                f"model directory not found: {path} ({path.absolute()}; relative paths are read "
+                "from the working directory: run from the project's, or set FRAUD_MODEL_DIR)"
+            )
         model_file, meta_file = path / MODEL_FILE, path / METADATA_FILE
         for f in (model_file, meta_file):
             if not f.is_file():
