@@ -39,28 +39,52 @@ def train(
         envvar="FRAUD_DECLINE_PRECISION",
         help="share of declined transactions that must be fraud: sets the decline threshold",
     ),
+    stage2_rows: str = typer.Option(
+        "forwarded",
+        help="rows stage 2 learns from: forwarded (those stage 1, run over the history with "
+        "--rules, forwards: the ones stage 2 scores) or all",
+    ),
+    rules: RulesDir = None,
+    config: ConfigFile = None,
 ) -> None:
     """Train the stage-2 XGBoost model from the stream features; write model, metadata, card.
 
-    A seeded search (depth, learning rate, class weight; rounds by early stopping) validates on
-    the window's last days and is refit on the whole window (docs/evaluation.md)."""
+    Stage 1 runs over the history first; stage 2 learns from the rows it forwarded. A seeded
+    search (depth, learning rate, class weight; rounds by early stopping) validates on the
+    window's last days and is refit on the whole window (docs/evaluation.md)."""
     from streams.data.handbook import read_handbook
-    from streams.training.train import train_model
+    from streams.features.offline import compute_features
+    from streams.training.default import SHIPPED_RULES
+    from streams.training.train import stage1_verdicts, train_model
 
+    if stage2_rows not in ("forwarded", "all"):
+        raise typer.BadParameter("choose forwarded or all", param_hint="--stage2-rows")
     df = read_handbook(data)
-    with progress_bar(df.height, "features") as advance:
-        meta = train_model(
-            df,
-            train_start.date(),
-            train_end.date(),
-            out,
-            seed=seed,
-            valid_days=valid_days,
-            review_capacity=review_capacity,
-            decline_precision=decline_precision,
-            progress=advance,
-            source=str(data),
-        )
+    forwarded = None
+    if stage2_rows == "forwarded":
+        settings = settings_from(config, rules_dir=rules)
+        rules_dir = settings.rules_dir
+        if rules is None and not rules_dir.is_dir() and SHIPPED_RULES.is_dir():
+            typer.echo(f"no {rules_dir}/ here: stage 1 runs with the shipped {SHIPPED_RULES}/")
+            rules_dir = SHIPPED_RULES
+        with progress_bar(df.height, "stage 1") as advance:
+            features, forwarded = stage1_verdicts(df, settings, rules_dir, advance)
+    else:
+        with progress_bar(df.height, "features") as advance:
+            features = compute_features(df, progress=advance)
+    meta = train_model(
+        df,
+        train_start.date(),
+        train_end.date(),
+        out,
+        seed=seed,
+        valid_days=valid_days,
+        review_capacity=review_capacity,
+        decline_precision=decline_precision,
+        features=features,
+        forwarded=forwarded,
+        source=str(data),
+    )
     metrics = meta.get("metrics", {})
     typer.echo(
         f"model {meta.get('version')} written to {out}: "

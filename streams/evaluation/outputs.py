@@ -19,7 +19,11 @@ PREDICTIONS_FILE = "predictions.csv"
 DEFINITIONS = {
     "metrics": "over each fold's test transactions after known-card removal (DATA.md)",
     "score": "two-stage: forwarded 0.5 + 0.5*stage2, others 0.25*stage1",
-    "single_stage": "stage 2 scoring every test transaction",
+    "score_model": "stage 2 is trained on the training window's rows stage 1 forwarded "
+    "(stage2_trained_on; every row when those lack a class)",
+    "single_stage": "a stage-2 model trained on every row of the window, scoring every test "
+    "transaction",
+    "two_stage_with_all_rows_model": "the cascade with that every-row model as stage 2",
     "predictions_csv": "every test transaction of every fold, before known-card removal",
     "fold": "0-based index; mean is over folds",
     "stage1_recall_reachable": "stage-1 recall of the frauds not hidden by the label delay "

@@ -3,9 +3,12 @@
 1. Read the data and lay out the folds (``protocol.folds``).
 2. Run stage 1 once over the history in stream order, up to the end of the last test week
    (``streams.stage1.history.screen_history``: features, rules, online models, flags).
-3. Per fold, train the stage-2 model on the labelled window (``fit``) and score the test week:
-   forwarded transactions get the stage-2 score, the others keep their stage-1 score below them
-   (``metrics.two_stage_scores``); stage 2 scoring every transaction gives the single-stage figure.
+3. Per fold, train the stage-2 model on the labelled window's transactions that stage 1
+   forwarded (``fit``: the rows stage 2 will score) and score the test week: forwarded
+   transactions get the stage-2 score, the others keep their stage-1 score below them
+   (``metrics.two_stage_scores``). A model of every row of the window, scoring every test
+   transaction, gives the single-stage figure; in the cascade it gives
+   ``two_stage_with_all_rows_model`` (what training on the forwarded rows brings).
 4. Remove the known compromised cards, measure, and write ``metrics.json``, ``predictions.csv``
    (every test transaction, before the removal) and ``report.md`` with its plots. Stage 1's
    forwarding over the whole screened history goes to ``metrics.json``'s ``stream``.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -204,24 +208,25 @@ def _run_fold(
     days = opts.train_history_days or 7
     lo = max(fold.train_end - timedelta(days=days - 1), first_day)
     train = _days(screened, lo, fold.train_end)
-    model = fit_model(
-        train,
-        out_dir / "models" / f"fold-{fold.index}",
-        rounds=opts.rounds,
-        seed=opts.seed,
-        features=FEATURE_SETS[opts.features],
-        metadata={
-            "training_window": {
-                "start": lo.isoformat(),
-                "end": fold.train_end.isoformat(),
-                "end_inclusive": True,
-            },
-            "fold": fold.as_dict(),
-        },
-    )
+    window = {"start": lo.isoformat(), "end": fold.train_end.isoformat(), "end_inclusive": True}
+
+    def fit(rows: pl.DataFrame, name: str, trained_on: str) -> RiskModel:
+        return fit_model(
+            rows,
+            out_dir / "models" / name,
+            rounds=opts.rounds,
+            seed=opts.seed,
+            features=FEATURE_SETS[opts.features],
+            metadata={"training_window": window, "fold": fold.as_dict(), "rows": trained_on},
+        )
+
+    # stage 2 scoring every transaction: a model of every row of the window
+    every_row = fit(train, f"fold-{fold.index}-all-rows", "all")
+    # the cascade's stage 2 sees only what stage 1 forwards, so it learns from those rows
+    model, trained_on = _cascade_model(fit, train, fold.index, out_dir / "models")
     test = _days(screened, fold.test_start, fold.test_end)
     flagged = test["FLAGGED"].to_numpy().astype(bool)
-    single = _score_all(model, test)
+    single = _score_all(every_row, test)
     week = _days(screened, fold.train_start, fold.train_end)
     reference = np.asarray(
         reference_model(week, opts.seed).inplace_predict(
@@ -229,21 +234,16 @@ def _run_fold(
         ),
         dtype=np.float64,
     )
-    stage2 = np.full(test.height, np.nan)
-    if flagged.any():  # the stage-2 path: RiskModel.predict on the forwarded rows only
-        stage2[flagged] = _predict(model, test.filter(pl.Series(flagged)))
-    # a `block` rule declined it at stage 1: the cascade's most certain verdict
-    final = np.where(
-        _blocked(test),
-        1.0,
-        two_stage_scores(test["STAGE1_SCORE"].to_numpy(), flagged, stage2),
-    )
+    final = _two_stage(model, test, flagged)
+    # the same cascade with the every-row model as stage 2: what cascade training brings
+    all_rows_cascade = _two_stage(every_row, test, flagged)
     blocked = ["BLOCKED"] if "BLOCKED" in test.columns else []
     scored = test.select(*KEEP_COLUMNS, *blocked, "day").with_columns(
         pl.lit(fold.index).alias("fold"),
         pl.Series("score", final),
         pl.Series("single_stage_score", single),
         pl.Series("reference_score", reference),
+        pl.Series("all_rows_cascade_score", all_rows_cascade),
     )
     history = _days(screened, fold.train_start, fold.test_end).select(
         "CUSTOMER_ID", "day", "TX_FRAUD"
@@ -260,6 +260,8 @@ def _run_fold(
         **fold.as_dict(),
         **_measure(kept, "score"),
         "single_stage": _measure(kept, "single_stage_score", stage1=False),
+        "stage2_trained_on": trained_on,
+        "two_stage_with_all_rows_model": _measure(kept, "all_rows_cascade_score", stage1=False),
         "handbook_reference": _measure(kept, "reference_score", stage1=False),
         "delay_ceiling": delay_ceiling(kept),
         "rounds": model.metadata["training"]["num_trees"],
@@ -275,10 +277,44 @@ def _run_fold(
         "evaluated_frauds": int(kept["TX_FRAUD"].sum()),
         "train_rows": train.height,
         "train_frauds": int(train["TX_FRAUD"].sum()),
+        "stage2_train": model.metadata["class_balance"]["train"],
     }
     rate, recall = forward_rate_recall(flagged, test["TX_FRAUD"].to_numpy())
     result["before_known_card_removal"] = {"stage1_forward_rate": rate, "stage1_recall": recall}
     return result, scored
+
+
+def _cascade_model(
+    fit: Callable[[pl.DataFrame, str, str], RiskModel],
+    train: pl.DataFrame,
+    fold: int,
+    models: Path,
+) -> tuple[RiskModel, str]:
+    """The fold's stage-2 model: trained on the window's rows stage 1 forwarded (the rows it
+    will score), or the every-row model when those lack a class in the search or validation
+    part (``DataError``; the reason goes to the log and ``stage2_trained_on``), copied to where
+    the forwarded one would be."""
+    forwarded = train.filter(pl.col("FLAGGED").cast(pl.Boolean))
+    try:
+        return fit(forwarded, f"fold-{fold}", "forwarded"), "forwarded"
+    except DataError as exc:
+        log.warning("fold %d: stage 2 trained on every row: the forwarded ones %s", fold, exc)
+        served = models / f"fold-{fold}"  # where the workers' run looks for it
+        shutil.copytree(models / f"fold-{fold}-all-rows", served, dirs_exist_ok=True)
+        return RiskModel.load(served), "all (the forwarded rows lack a class)"
+
+
+def _two_stage(model: RiskModel, test: pl.DataFrame, flagged: np.ndarray) -> np.ndarray:
+    """Scores of the cascade: the stage-2 model's on the forwarded rows, stage 1's below them
+    elsewhere, and 1 where a `block` rule declined at stage 1 (its most certain verdict)."""
+    stage2 = np.full(test.height, np.nan)
+    if flagged.any():  # the stage-2 path: RiskModel.predict on the forwarded rows only
+        stage2[flagged] = _predict(model, test.filter(pl.Series(flagged)))
+    return np.where(
+        _blocked(test),
+        1.0,
+        two_stage_scores(test["STAGE1_SCORE"].to_numpy(), flagged, stage2),
+    )
 
 
 def _measure(frame: pl.DataFrame, column: str, stage1: bool = True) -> dict[str, Any]:

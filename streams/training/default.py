@@ -3,8 +3,9 @@
     python -m streams.training.default models/default
 
 Simulates ``SIMULATION`` (120 days from 2018-04-01), reads it back through the handbook reader
-(the path any user's data takes), and trains on four weeks late in the period with the default
-parameters. The same library versions give the same model bytes, hence the same version.
+(the path any user's data takes), runs stage 1 with the shipped rules over it, and trains on the
+rows it forwarded in four weeks late in the period with the default parameters. The same
+library versions give the same model bytes, hence the same version.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any
 
 from streams.data.handbook import read_handbook
 from streams.data.simulate import simulate, write_csv
-from streams.training.train import train_model
+from streams.settings import Settings
+from streams.training.train import stage1_verdicts, train_model
 
 SIMULATION: dict[str, Any] = {"customers": 1000, "terminals": 2000, "days": 120, "seed": 7}
 TRAIN_START = date(2018, 6, 10)
 TRAIN_END = date(2018, 7, 8)  # validation: 2018-07-15 .. 2018-07-22 after the 7-day delay
 SEED = 0
+SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules"
 
 
 def build_default_model(out_dir: Path) -> dict[str, Any]:
@@ -31,13 +34,17 @@ def build_default_model(out_dir: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         df = read_handbook(write_csv(frame, Path(tmp) / "simulated.csv"))
     args = ", ".join(f"{k}={v}" for k, v in SIMULATION.items())
+    features, forwarded = stage1_verdicts(df, Settings(), SHIPPED_RULES)
     return train_model(
         df,
         TRAIN_START,
         TRAIN_END,
         out_dir,
         seed=SEED,
-        source=f"simulated: streams.data.simulate.simulate({args})",
+        features=features,
+        forwarded=forwarded,
+        source=f"simulated: streams.data.simulate.simulate({args}); stage 1 with the shipped "
+        "rules/",
     )
 
 

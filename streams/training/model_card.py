@@ -83,6 +83,8 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
         f"{meta.get('data', {}).get('history_start', '?')} to "
         f"{meta.get('data', {}).get('history_end', '?')}",
         f"- Training window: {train['start']} to {train['end']} (end exclusive)",
+        f"- Training rows: {meta.get('training_rows', 'all')} (stage 2 scores only what stage 1 "
+        "forwards; the validation, holdout and policy rows are of the same kind)",
         f"- Label delay: {meta['label_delay_days']} days (labels of the training window are all "
         "known when the delay has passed after its end)",
         f"- Validation window: {valid['start']} to {valid['end']} (end exclusive): the training "
@@ -93,7 +95,9 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
         "| set | rows | frauds | fraud rate |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for key in ("train", "validation"):
+    for key in ("window", "train", "validation"):
+        if key not in balance:  # models written before cascade training have no "window"
+            continue
         b = balance[key]
         rate = b["frauds"] / b["rows"] if b["rows"] else 0.0
         lines.append(f"| {key} | {b['rows']} | {b['frauds']} | {rate:.3%} |")

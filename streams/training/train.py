@@ -1,7 +1,9 @@
 """Train the stage-2 XGBoost model on stream features of a handbook-format history.
 
-Features come from ``streams.features.offline.compute_features`` over the whole history in stream
-order (the same code the stream workers run; the training window needs the history before it).
+Features come from the stream code over the whole history in stream order (the training window
+needs the history before it): ``stage1_verdicts`` runs stage 1 itself and also says which rows
+it forwarded, so that stage 2 learns from the rows it will score (``train``'s default);
+``streams.features.offline.compute_features`` gives the features alone.
 The model comes from the seeded search of ``streams.training.search`` on ``[train_start,
 train_end)``: its last ``valid_days`` days validate (early stopping, the choice of parameters,
 the policy thresholds), then the chosen parameters are refit on the whole window. All labels
@@ -12,6 +14,7 @@ refit model is also measured there (``holdout``), a period nothing was chosen on
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,6 +28,7 @@ from streams.errors import DataError
 from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, MODEL_FEATURES
 from streams.features.offline import compute_features
 from streams.online.supervised import WARM_START_FILE, OnlineClassifier
+from streams.settings import Settings
 from streams.stage2.model import sigmoid
 from streams.training.artifact import save_model_dir
 from streams.training.model_card import write_card
@@ -34,10 +38,17 @@ from streams.training.policy import (
     capacity_thresholds,
     policy_outcome,
 )
-from streams.training.search import VALID_DAYS, SearchSpace, search_and_fit, validation_days
+from streams.training.search import (
+    VALID_DAYS,
+    SearchResult,
+    SearchSpace,
+    search_and_fit,
+    validation_days,
+)
 from streams.training.validation import known_card_mask, validation_metrics
 
 HOLDOUT_DAYS = 7
+log = logging.getLogger(__name__)
 
 
 def _ms(day: date) -> int:
@@ -46,6 +57,24 @@ def _ms(day: date) -> int:
 
 def _day(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).date().isoformat()
+
+
+def stage1_verdicts(
+    df: pl.DataFrame,
+    settings: Settings,
+    rules_dir: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """Stage 1 over the history in stream order, as ``evaluate`` runs it (its online classifier
+    from nothing at the history's start, labels through the delay gate): the feature frame and
+    which rows it forwarded, one per row of ``df``."""
+    from streams.stage1.history import screen_history
+
+    cold = settings.model_copy(update={"stage1_warm_start": False})
+    screened = screen_history(df, cold, rules_dir=rules_dir, progress=progress)
+    if screened.height != df.height:
+        raise DataError(f"stage 1 screened {screened.height} of {df.height} rows")
+    return screened.select(MODEL_FEATURES), screened["FLAGGED"].to_numpy().astype(bool)
 
 
 def train_model(
@@ -62,6 +91,7 @@ def train_model(
     decline_precision: float = DECLINE_PRECISION,
     progress: Callable[[int], None] | None = None,
     features: pl.DataFrame | None = None,
+    forwarded: np.ndarray | None = None,
     name: str = "fraudstream",
     source: str | None = None,
 ) -> dict[str, Any]:
@@ -73,6 +103,11 @@ def train_model(
     already returned (e.g. when training several folds). ``valid_days`` is capped at a third of
     the window (``search.validation_days``). ``review_capacity`` (cards a day an analyst team
     reviews) and ``decline_precision`` set the policy thresholds (``training.policy``).
+
+    ``forwarded`` (one flag per row of ``df``: stage 1's verdicts over the history,
+    ``stage1_verdicts``) restricts the model, its validation, policy thresholds and holdout to
+    the rows stage 1 forwarded: the only ones stage 2 scores. Stage 1's warm start still
+    learns every row of the window (stage 1 screens them all).
     """
     if "TX_FRAUD" not in df.columns:
         raise DataError("training needs labels: the data has no TX_FRAUD column")
@@ -91,21 +126,39 @@ def train_model(
     t0, t1 = _ms(train_start), _ms(train_end)
     vdays = validation_days((train_end - train_start).days, valid_days)
     v0 = t1 - vdays * DAY_MS
-    train = (ts >= t0) & (ts < t1)
-    if not train.any():
+    window = (ts >= t0) & (ts < t1)
+    if not window.any():
         raise DataError(f"no transactions from {train_start} to {train_end}")
-    in_valid = train & (ts >= v0)
-    known = known_card_mask(ts, cards, y_all, in_valid, t0, label_delay_days)
+    if forwarded is not None and len(forwarded) != df.height:
+        raise DataError(f"{len(forwarded)} stage-1 verdicts for {df.height} rows")
+    every = np.ones(df.height, dtype=bool)
+    served = every if forwarded is None else forwarded.astype(bool)
+    training_rows = "all" if forwarded is None else "forwarded by stage 1"
+
+    def search(served: np.ndarray) -> tuple[SearchResult, np.ndarray, np.ndarray, np.ndarray]:
+        train = window & served  # the rows stage 2 learns from, validates and holds out on
+        in_valid = train & (ts >= v0)
+        known = known_card_mask(ts, cards, y_all, in_valid, t0, label_delay_days)
+        result = search_and_fit(
+            X_all[train],
+            y_all[train],
+            in_valid[train],
+            ~known[train],
+            MODEL_FEATURES,
+            seed=seed,
+            space=space,
+        )
+        return result, train, in_valid, known
+
+    try:
+        result, train, in_valid, known = search(served)
+    except DataError as exc:
+        if forwarded is None:
+            raise
+        log.warning("stage 2 learns from every row: the rows stage 1 forwarded: %s", exc)
+        served, training_rows = every, "all (the rows stage 1 forwarded lack a class)"
+        result, train, in_valid, known = search(served)
     valid = in_valid & ~known
-    result = search_and_fit(
-        X_all[train],
-        y_all[train],
-        in_valid[train],
-        ~known[train],
-        MODEL_FEATURES,
-        seed=seed,
-        space=space,
-    )
     booster = result.booster
     p_valid = result.valid_scores  # the search model's, on rows it did not learn from
     metrics = validation_metrics(y_all[valid], p_valid, day_all[valid], cards[valid])
@@ -124,7 +177,7 @@ def train_model(
     h1 = h0 + HOLDOUT_DAYS * DAY_MS
     holdout: dict[str, Any] | None = None
     if len(ts) and int(ts[-1]) >= h1 - DAY_MS:
-        in_hold = (ts >= h0) & (ts < h1)
+        in_hold = (ts >= h0) & (ts < h1) & served
         hold = in_hold & ~known_card_mask(ts, cards, y_all, in_hold, t0, label_delay_days)
         if hold.any():
             margin = booster.predict(_dmatrix(X_all[hold]), output_margin=True)
@@ -141,7 +194,9 @@ def train_model(
     # stage 1's online classifier, warm-started on the same window (it keeps learning live)
     warm = OnlineClassifier(cache_size=50_000)
     warm_learned = warm.learn_rows(
-        df["TRANSACTION_ID"].cast(pl.Utf8).to_numpy()[train].tolist(), X_all[train], y_all[train]
+        df["TRANSACTION_ID"].cast(pl.Utf8).to_numpy()[window].tolist(),
+        X_all[window],
+        y_all[window],
     )
 
     metadata: dict[str, Any] = {
@@ -159,7 +214,9 @@ def train_model(
         "metrics": metrics,
         "holdout": holdout,
         "policy": policy,
+        "training_rows": training_rows,
         "class_balance": {
+            "window": {"rows": int(window.sum()), "frauds": int(y_all[window].sum())},
             "train": {"rows": int(train.sum()), "frauds": int(y_all[train].sum())},
             "validation": {"rows": int(valid.sum()), "frauds": int(y_all[valid].sum())},
             "validation_known_cards_removed_rows": int((in_valid & known).sum()),

@@ -334,3 +334,31 @@ def test_invalid_setting_value(
     monkeypatch.setenv("FRAUD_PARTITIONS", "many")
     code, _, err = run(["config", "show"], capsys)
     assert_one_error_line(code, err, "partitions", "'many'")
+
+
+def test_train_learns_stage2_from_the_rows_stage1_forwards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from streams.data.simulate import simulate, write_csv
+
+    data = write_csv(simulate(customers=150, terminals=300, days=45, seed=3), tmp_path / "h.csv")
+    window = ["--train-start", "2018-04-15", "--train-end", "2018-05-01"]
+    rules = ["--rules", str(REPO / "rules")]
+    code, _, err = run(
+        ["train", "--data", str(data), *window, "--out", str(tmp_path / "m"), *rules], capsys
+    )
+    assert code == 0, err
+    meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert meta["training_rows"] == "forwarded by stage 1"
+    assert meta["class_balance"]["train"]["rows"] < meta["class_balance"]["window"]["rows"]
+    every = ["--stage2-rows", "all", "--out", str(tmp_path / "a")]
+    code, _, err = run(["train", "--data", str(data), *window, *every], capsys)
+    assert code == 0, err
+    meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
+    assert meta["training_rows"] == "all"
+    assert meta["class_balance"]["train"] == meta["class_balance"]["window"]
+    bad = ["--stage2-rows", "some", "--out", str(tmp_path / "b")]
+    code, _, err = run(["train", "--data", str(data), *window, *bad], capsys)
+    assert_one_error_line(code, err, "--stage2-rows")

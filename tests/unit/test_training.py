@@ -186,3 +186,59 @@ def test_known_card_mask_respects_the_delay():
         False,
     ]
     assert not known_card_mask(ts, cards, fraud, evaluate, since_ms=DAY_MS).any()
+
+
+def test_stage2_learns_from_the_rows_stage1_forwarded(history, features, trained, tmp_path):
+    """With stage 1's verdicts, the model, its validation and its policy see only the rows stage
+    1 forwarded in the window (the ones stage 2 scores); stage 1's warm start sees them all."""
+    from streams.training.train import stage1_verdicts
+
+    settings = load_settings(None)
+    verdict_features, forwarded = stage1_verdicts(history, settings, REPO / "rules")
+    # stage 1's features are the offline ones: one feature code for both
+    np.testing.assert_allclose(verdict_features.to_numpy(), features.to_numpy())
+    ts = history["ts_ms"].to_numpy()
+    window = (ts >= (START - date(1970, 1, 1)).days * DAY_MS) & (
+        ts < (END - date(1970, 1, 1)).days * DAY_MS
+    )
+    assert 0 < forwarded[window].sum() < window.sum()
+    meta = train_model(
+        history, START, END, tmp_path, seed=11, features=features, forwarded=forwarded, space=SPACE
+    )
+    y = history["TX_FRAUD"].to_numpy()
+    assert meta["training_rows"] == "forwarded by stage 1"
+    assert meta["class_balance"]["train"] == {
+        "rows": int((window & forwarded).sum()),
+        "frauds": int(y[window & forwarded].sum()),
+    }
+    assert meta["class_balance"]["window"]["rows"] == int(window.sum())
+    assert (
+        meta["class_balance"]["validation"]["rows"]
+        < trained[1]["class_balance"]["validation"]["rows"]
+    )
+    assert (
+        meta["stage1_warm_start"]["labels_learned"]
+        == trained[1]["stage1_warm_start"]["labels_learned"]
+    )
+    assert meta["version"] != trained[1]["version"]
+    with pytest.raises(DataError, match="verdicts"):
+        train_model(history, START, END, tmp_path / "x", features=features, forwarded=forwarded[:9])
+
+
+def test_forwarded_rows_without_frauds_fall_back_to_every_row(history, features, trained, tmp_path):
+    """A stage 1 that forwarded no fraud in the window leaves stage 2 nothing to learn from
+    there: it learns every row, and the metadata says why."""
+    genuine_only = history["TX_FRAUD"].to_numpy() == 0
+    meta = train_model(
+        history,
+        START,
+        END,
+        tmp_path,
+        seed=11,
+        features=features,
+        forwarded=genuine_only,
+        space=SPACE,
+    )
+    assert meta["training_rows"] == "all (the rows stage 1 forwarded lack a class)"
+    assert meta["class_balance"]["train"] == trained[1]["class_balance"]["train"]
+    assert meta["version"] == trained[1]["version"]
