@@ -98,7 +98,7 @@ def evaluate(
     out: Path = typer.Option(..., "--out", help="output directory"),
     rules: RulesDir = None,
     train_history_days: int = typer.Option(
-        28,
+        56,
         help="days of labelled history each fold trains on, ending with its training week "
         "(the handbook used 7; all labels are known before the test week)",
     ),
