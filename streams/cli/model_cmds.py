@@ -54,7 +54,7 @@ def train(
     window's last days and is refit on the whole window (docs/evaluation.md)."""
     from streams.data.handbook import read_handbook
     from streams.features.offline import compute_features
-    from streams.training.default import SHIPPED_RULES
+    from streams.rules.loader import SHIPPED_RULES
     from streams.training.train import stage1_verdicts, train_model
 
     if stage2_rows not in ("forwarded", "all"):

@@ -22,6 +22,7 @@ from streams.rules.model import Rule, RuleSet
 from streams.rules.parse import parse_file
 
 RULE_SUFFIXES = (".yaml", ".yml")
+SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules"  # the project's rules/ folder
 VERSION_CHARS = 12
 
 

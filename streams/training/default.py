@@ -18,6 +18,7 @@ from typing import Any
 
 from streams.data.handbook import read_handbook
 from streams.data.simulate import simulate, write_csv
+from streams.rules.loader import SHIPPED_RULES
 from streams.settings import Settings
 from streams.training.train import stage1_verdicts, train_model
 
@@ -25,7 +26,6 @@ SIMULATION: dict[str, Any] = {"customers": 1000, "terminals": 2000, "days": 120,
 TRAIN_START = date(2018, 5, 13)
 TRAIN_END = date(2018, 7, 8)  # validation: 2018-07-15 .. 2018-07-22 after the 7-day delay
 SEED = 0
-SHIPPED_RULES = Path(__file__).resolve().parents[2] / "rules"
 
 
 def build_default_model(out_dir: Path) -> dict[str, Any]:

@@ -173,23 +173,10 @@ def train_model(
     scores = booster.get_score(importance_type="total_gain")
     gain = {k: round(float(np.sum(v)), 4) for k, v in scores.items()}
 
-    h0 = t1 + label_delay_days * DAY_MS
-    h1 = h0 + HOLDOUT_DAYS * DAY_MS
-    holdout: dict[str, Any] | None = None
-    if len(ts) and int(ts[-1]) >= h1 - DAY_MS:
-        in_hold = (ts >= h0) & (ts < h1) & served
-        hold = in_hold & ~known_card_mask(ts, cards, y_all, in_hold, t0, label_delay_days)
-        if hold.any():
-            margin = booster.predict(_dmatrix(X_all[hold]), output_margin=True)
-            p_hold = sigmoid(np.asarray(margin, dtype=np.float64))
-            holdout = {
-                "start": _day(h0),
-                "end": _day(h1),
-                "rule": f"train_end + {label_delay_days} days, for {HOLDOUT_DAYS} days; "
-                "the refit model, nothing chosen on it; cards with a known fraud removed",
-                "metrics": validation_metrics(y_all[hold], p_hold, day_all[hold], cards[hold]),
-                "policy": policy_outcome(policy, p_hold, y_all[hold], day_all[hold], cards[hold]),
-            }
+    holdout = _holdout(
+        booster, policy, X_all, y_all, ts, cards, served, t0, t1 + label_delay_days * DAY_MS,
+        label_delay_days,
+    )  # fmt: skip
 
     # stage 1's online classifier, warm-started on the same window (it keeps learning live)
     warm = OnlineClassifier(cache_size=50_000)
@@ -258,6 +245,40 @@ def train_model(
         write_card(out, meta, y_all[valid], p_valid)
 
     return save_model_dir(booster, metadata, Path(out_dir), name=name, extras=card)
+
+
+def _holdout(
+    booster: xgb.Booster,
+    policy: dict[str, Any],
+    X_all: np.ndarray,
+    y_all: np.ndarray,
+    ts: np.ndarray,
+    cards: np.ndarray,
+    served: np.ndarray,
+    t0: int,
+    h0: int,
+    label_delay_days: int,
+) -> dict[str, Any] | None:
+    """The refit model on the ``HOLDOUT_DAYS`` from ``h0`` (the window's end + the label delay),
+    on the rows stage 2 serves, known cards removed; None when the data does not cover them."""
+    h1 = h0 + HOLDOUT_DAYS * DAY_MS
+    if not len(ts) or int(ts[-1]) < h1 - DAY_MS:
+        return None
+    in_hold = (ts >= h0) & (ts < h1) & served
+    hold = in_hold & ~known_card_mask(ts, cards, y_all, in_hold, t0, label_delay_days)
+    if not hold.any():
+        return None
+    margin = booster.predict(_dmatrix(X_all[hold]), output_margin=True)
+    p_hold = sigmoid(np.asarray(margin, dtype=np.float64))
+    day = ts[hold] // DAY_MS
+    return {
+        "start": _day(h0),
+        "end": _day(h1),
+        "rule": f"train_end + {label_delay_days} days, for {HOLDOUT_DAYS} days; "
+        "the refit model, nothing chosen on it; cards with a known fraud removed",
+        "metrics": validation_metrics(y_all[hold], p_hold, day, cards[hold]),
+        "policy": policy_outcome(policy, p_hold, y_all[hold], day, cards[hold]),
+    }
 
 
 def _dmatrix(X: np.ndarray) -> xgb.DMatrix:
