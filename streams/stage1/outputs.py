@@ -124,8 +124,16 @@ def emit(
         err = exc.args[0]
         topic = flagged_topic if flagged else decisions_topic
         line = undelivered({(topic, f"{err.name()} ({err.str()})"): 1})
-        if err.code() == KafkaError._STATE or err.txn_requires_abort():
+        if aborts_transaction(exc):
             # the producer's transaction already failed (e.g. a sequence gap after a rebalance,
             # which needs an epoch bump): nothing more can be produced in it
             raise TransactionAbortable(line) from None
         raise BrokerError(line) from None
+
+
+def aborts_transaction(exc: KafkaException) -> bool:
+    """Whether a refused produce means the producer's transaction already failed (e.g. a
+    sequence gap after a rebalance, which needs an epoch bump): nothing more can be produced
+    in it, and the batch must be aborted and screened again."""
+    err = exc.args[0]
+    return bool(err.code() == KafkaError._STATE or err.txn_requires_abort())

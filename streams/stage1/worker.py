@@ -77,7 +77,7 @@ from streams.stage1.checkpointing import Checkpointer, Snapshot
 from streams.stage1.dead_letters import DeadLetters
 from streams.stage1.delivery import AtLeastOnce, DeliveryGuarantee, DoneBatch, ExactlyOnce
 from streams.stage1.labels import LabelFeed
-from streams.stage1.outputs import emit
+from streams.stage1.outputs import aborts_transaction, emit
 from streams.stage1.recent import RecentTraffic
 from streams.stage1.screen import merge_batches
 from streams.stage1.state import PartitionedScreener
@@ -206,7 +206,16 @@ class Stage1Worker:
         if self.checkpointer.due():
             snapshot = self.checkpointer.snapshot(self.state, self.feed.position())
             if snapshot is not None and self.exactly_once:  # in the batch's transaction
-                self.checkpointer.write(snapshot, self._produce_checkpoint, self.state.parts)
+                try:
+                    self.checkpointer.write(snapshot, self._produce_checkpoint, self.state.parts)
+                except KafkaException as exc:
+                    # the transaction failed meanwhile (a sequence gap after a rebalance): the
+                    # batch is screened again, as when an output is refused (seen in a kill
+                    # test on Apache Kafka, 2026-12-06: the worker exited here)
+                    if not isinstance(self.delivery, ExactlyOnce) or not aborts_transaction(exc):
+                        raise
+                    self.delivery.abort(offsets, f"checkpoint not written: {exc.args[0].str()}")
+                    return
                 snapshot = None
         done = DoneBatch(
             offsets,
