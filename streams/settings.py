@@ -242,6 +242,11 @@ class Settings(BaseSettings):
     challenger_dir: Path | None = None
     policy_file: Path = Path("config/policy.yaml")
     stage2_max_attempts: int = 3
+    stage2_exactly_once: bool = Field(
+        default=False,
+        description="stage 2 in faust's Kafka transactions (decisions, card table and offsets "
+        "commit together; read them with read_committed). Apache Kafka only",
+    )
 
     # --- operations -------------------------------------------------------------------------
     metrics_port: int | None = None

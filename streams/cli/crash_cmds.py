@@ -23,6 +23,9 @@ def crashtest(
     poison: int = typer.Option(7, min=0, help="malformed messages mixed into the traffic"),
     labels: bool = typer.Option(True, help="publish the delayed labels with the traffic"),
     exactly_once: bool = typer.Option(False, "--exactly-once", help="stage 1 in exactly-once"),
+    stage2_exactly_once: bool = typer.Option(
+        False, "--stage2-exactly-once", help="stage 2 in faust's exactly-once mode"
+    ),
     seed: int = typer.Option(7),
     json_path: Path | None = typer.Option(None, "--json", help="also write the verdict here"),
     logs: Path = typer.Option(Path("out/crashtest"), help="directory for the workers' logs"),
@@ -52,6 +55,7 @@ def crashtest(
         kills_stage1=kills_stage1,
         kills_stage2=kills_stage2,
         exactly_once=exactly_once,
+        stage2_exactly_once=stage2_exactly_once,
     )
     with broker_for(settings) as live:
         outcome = CrashTest(live, plan, log_dir=logs).run()

@@ -68,12 +68,19 @@ def stage2(
     config: ConfigFile = None,
     metrics_port: MetricsPort = None,
     model: ModelDir = None,
+    exactly_once: bool = typer.Option(
+        False, "--exactly-once", help="faust's Kafka transactions (Apache Kafka)"
+    ),
 ) -> None:
     """Stage-2 worker (faust): score flagged transactions with XGBoost, publish decisions."""
     from streams.stage2.app import build_app, is_ready, run_worker
 
     settings = settings_from(
-        config, bootstrap_servers=bootstrap, metrics_port=metrics_port, model_dir=model
+        config,
+        bootstrap_servers=bootstrap,
+        metrics_port=metrics_port,
+        model_dir=model,
+        stage2_exactly_once=exactly_once or None,
     )
     check_model_dir(settings.model_dir)  # a bad FRAUD_MODEL_DIR fails before any broker work
     with _worker_broker(settings, "stage2") as s:

@@ -60,6 +60,7 @@ class Plan:
     # from the assignment on, recovery included); 0: never wait
     checkpoint_kill_every: int = 2
     exactly_once: bool = False
+    stage2_exactly_once: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -101,7 +102,12 @@ class CrashTest:
         self, settings: Settings, plan: Plan, log_dir: Path | None = None, prefix: str = ""
     ):
         tag = prefix or f"crash-{int(time.time())}-{random.randrange(1 << 16):04x}"
-        self.settings = scoped(settings, tag).model_copy(update={"exactly_once": plan.exactly_once})
+        self.settings = scoped(settings, tag).model_copy(
+            update={
+                "exactly_once": plan.exactly_once,
+                "stage2_exactly_once": plan.stage2_exactly_once,
+            }
+        )
         self.plan = plan
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="fraudstream-crash-"))
         self.rng = random.Random(plan.seed)

@@ -30,13 +30,28 @@ kills). The holes, all in ``faust.transport.consumer.Consumer``:
    after the seek (measured on Apache Kafka: every one of 194 differing duplicates of a kill test
    was decided in that window, or in the batch in flight when it closed).
 
+5. **Transaction markers stall the commits.** A topic written in Kafka transactions (stage 1's
+   ``--exactly-once``) has offsets without a record: one marker per transaction, and aborted
+   records. faust records the offsets a fetch jumps over as a gap, but its gap also holds the
+   record just fetched (not yet processed), which then counts twice once acked, and it never
+   holds the committed offset itself. The list of acked offsets then breaks its first
+   consecutive run at every such duplicate, and at a marker sitting at the committed offset
+   (after every restart, often) it never starts: commits crawled a few offsets at a time
+   behind thousands of processed records (measured on Apache Kafka), so a restart processed
+   them all again, and in exactly-once mode their outputs were committed twice.
+
 ``SafeCommitConsumer`` closes them: when the flow or a source partition resumes, the acks and
 gaps recorded since the last commit are forgotten and the source partitions are sought back to
 their committed offsets before the stream gets another of their records (records fetched before
 that seek are dropped: they are fetched again after it; records in between are processed again,
 and decisions are identical, keyed by transaction id); an ack of a record from another
 generation is ignored; the head must be exactly the committed offset; and a commit never passes
-the lowest record the stream has taken and not acked.
+the lowest record the stream has taken and not acked; a gap is exactly the offsets between two
+records, or between a seek and the first record after it, and an acked offset counts once.
+
+In exactly-once mode (``app.commit_barrier`` set, ``streams.kafka.faust_transactions``) a commit
+waits until no batch is between its outputs and its ack, and the seek back first aborts the
+source partitions' open transactions, whose outputs belong to the records processed again.
 """
 
 from __future__ import annotations
@@ -44,8 +59,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from faust.transport.consumer import ensure_TP
 from faust.types import TP, Message
 from faust.utils.functional import consecutive_numbers
+
+from streams.kafka.faust_transactions import restart_transactions
 
 
 class SafeCommitConsumer:
@@ -59,6 +77,10 @@ class SafeCommitConsumer:
     _read_offset: Any
     _unacked_messages: Any
     _reseek_pending: bool = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sought: dict[TP, int] = {}  # partition -> offset sought, until a record arrives
 
     # --- 1. and 4. seek back once the flow or a source partition resumes ---------------------
     def resume_flow(self) -> None:
@@ -82,18 +104,38 @@ class SafeCommitConsumer:
                 # fetched from where the position was before the seek still to come (a fetch
                 # in progress when the partition resumed): it is fetched again after the seek
                 continue
+            if tp in self._sought:
+                self._after_seek(tp, message)
             yield tp, message
 
     async def _seek_sources_to_committed(self) -> None:
+        barrier = getattr(self.app, "commit_barrier", None)
+        if barrier is None:
+            await self._seek_back()
+            return
+        async with barrier.quiet():
+            await restart_transactions(self.app, self._sources())
+            await self._seek_back()
+
+    def _sources(self) -> list[TP]:
         acking = self.app.topics.acks_enabled_for
-        sources = [tp for tp in self.assignment() if acking(tp.topic)]  # type: ignore[attr-defined]
-        for tp in sources:
+        return [tp for tp in self.assignment() if acking(tp.topic)]  # type: ignore[attr-defined]
+
+    async def _seek_back(self) -> None:
+        for tp in self._sources():
             self._acked.pop(tp, None)
             self._acked_index.pop(tp, None)
             self._gap.pop(tp, None)
             # never committed (None): offset 0, which the reset policy (earliest) turns into
             # the log start if that is later
-            await self.seek(tp, self._committed_offset[tp] or 0)  # type: ignore[attr-defined]
+            await self.seek(tp, self._committed_offset[tp] or 0)
+
+    async def commit(self, *args: Any, **kwargs: Any) -> bool:
+        barrier = getattr(self.app, "commit_barrier", None)
+        if barrier is None:
+            return bool(await super().commit(*args, **kwargs))  # type: ignore[misc]
+        async with barrier.quiet():
+            return bool(await super().commit(*args, **kwargs))  # type: ignore[misc]
 
     # --- 2. stale acks ---------------------------------------------------------------------
     def ack(self, message: Message) -> bool:
@@ -116,21 +158,21 @@ class SafeCommitConsumer:
         acked: list[int] = self._acked[tp]
         if not acked:
             return None
-        gap_for_tp = self._gap[tp]
-        if gap_for_tp:  # offsets the fetch skipped (transaction markers): as faust does
-            max_offset = max(acked)
-            candidates = sorted(gap_for_tp.overlap(0, max_offset), key=lambda x: x.begin)
-            if candidates:
-                extra: list[int] = []
-                for entry in candidates:
-                    extra.extend(range(entry.begin, entry.end))
-                acked.extend(extra)
-                gap_for_tp.chop(0, max(extra[-1], max_offset + 1))
-        acked.sort()
         committed = self._committed_offset[tp]
-        if committed is not None and acked[0] > committed:
+        top = max(acked)
+        offsets = set(acked)
+        gap_for_tp = self._gap[tp]
+        if gap_for_tp:  # offsets without a record (5.), up to the highest acked record
+            for entry in gap_for_tp.overlap(0, top):
+                offsets.update(range(entry.begin, min(entry.end, top)))
+            gap_for_tp.chop(0, top)
+        # an offset is acked once even when faust's gap also covered it, and offsets below the
+        # committed one are done: either would cut the consecutive run short (5.)
+        ordered = sorted(o for o in offsets if committed is None or o >= committed)
+        acked[:] = ordered
+        if not ordered or (committed is not None and ordered[0] > committed):
             return None  # the record at the committed offset is not acked yet
-        batch = next(consecutive_numbers(acked))
+        batch = next(consecutive_numbers(ordered))
         floor = self._lowest_unacked(tp)
         if floor is not None:
             batch = [offset for offset in batch if offset < floor]
@@ -139,3 +181,26 @@ class SafeCommitConsumer:
         acked[: len(batch)] = []
         self._acked_index[tp].difference_update(batch)
         return int(batch[-1]) + 1
+
+    # --- 5. offsets without a record --------------------------------------------------------
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """faust calls this when a fetched record's offset jumps past the previous one's (the
+        offsets between held a transaction marker or an aborted record). Its own version
+        counts the record just fetched, not yet processed, as part of the gap, and starts it
+        one past the committed offset (3.); here the gap is exactly the offsets between."""
+        committed = self._committed_offset[tp]
+        if committed is not None:
+            offset_from = max(offset_from, committed)
+        if offset_from < offset_to:
+            self._gap[tp].addi(offset_from, offset_to)
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)  # type: ignore[misc]
+        self._sought[ensure_TP(partition)] = offset
+
+    def _after_seek(self, tp: TP, message: Message) -> None:
+        """The first record after a seek: the offsets it jumps over have no record (faust sees
+        no jump there, since its read offset is the sought one)."""
+        sought = self._sought.pop(tp, None)
+        if sought is not None and message.offset > sought:
+            self._gap[tp].addi(sought, message.offset)

@@ -28,6 +28,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 from streams.kafka.faust_commit import SafeCommitConsumer
+from streams.kafka.faust_transactions import CommitBarrier
 
 log = logging.getLogger(__name__)
 DEFAULT_FETCH_WAIT_MS = 1500  # faust's own value
@@ -146,6 +147,8 @@ class App(faust.App):
 
     fetch_max_wait_ms: int = DEFAULT_FETCH_WAIT_MS
     partition_ends: PartitionEnds | None = None
+    # exactly-once: commits wait for the batches in flight (``faust_transactions``)
+    commit_barrier: CommitBarrier | None = None
 
     def __init__(
         self,

@@ -20,6 +20,10 @@ both times: the card context is an event-time window over the card's flagged tra
 by transaction id (``apply_card_context``), and the decision value holds no wall-clock time
 (``sent_ms`` travels as a header).
 
+Exactly-once (``FRAUD_STAGE2_EXACTLY_ONCE``): faust's Kafka transactions, with every output of a
+record in its source partition's transaction and commits between batches
+(``streams.stage2.exactly_once``).
+
 Test hook: ``FRAUD_FAULT_INJECT=stage2-transient[:N]`` (``streams.stage2.faults``) makes scoring
 fail as a transient error on attempts below N, to exercise the retry topics and the dead-letter
 path. Only tests set it; it is read once, when the app is built.
@@ -37,6 +41,7 @@ import faust
 from streams.gc_tuning import tuned_gc
 from streams.kafka.faust_config import data_dir, faust_broker_settings
 from streams.kafka.faust_fetch import App
+from streams.kafka.faust_transactions import CommitBarrier
 from streams.kafka.partition_end import true_ends
 from streams.kafka.topics import COMPACTION_TUNING, retry_topic, topic_config
 from streams.observability.metrics import STAGE2
@@ -44,6 +49,7 @@ from streams.settings import Settings
 from streams.stage2.agents import score_flagged, score_retries
 from streams.stage2.batches import BatchScorer
 from streams.stage2.context import CARD_TABLE
+from streams.stage2.exactly_once import TransactionalOutput
 from streams.stage2.failures import Failures
 from streams.stage2.faults import FAULT_ENV, injected_fault_attempts
 from streams.stage2.output import BatchOutput
@@ -62,7 +68,7 @@ RAW: dict[str, Any] = {
 }
 
 
-def build_app(settings: Settings) -> faust.App:
+def build_app(settings: Settings) -> App:
     s = settings
     app = faust_app(s)
     flagged = app.topic(s.topic_flagged, **RAW)
@@ -86,22 +92,31 @@ def build_app(settings: Settings) -> faust.App:
         s.model_dir, s.challenger_dir, s.policy_file, telemetry.models_changed
     )
     stats = app.conf.stage2_stats = Stage2Stats()
+    exactly_once = s.stage2_exactly_once
+    transactional = TransactionalOutput(app) if exactly_once else None
+    if exactly_once:
+        app.commit_barrier = CommitBarrier()
     fault = injected_fault_attempts()
     if fault is not None:
         log.warning("%s: scoring fails on attempts below %d (test hook)", FAULT_ENV, fault)
     batches = BatchScorer(
         models,
         OutputRecords(
-            cards.data, cards.changelog_topic.get_topic_name(), s.topic_decisions, telemetry.sent
+            cards.data,
+            cards.changelog_topic.get_topic_name(),
+            s.topic_decisions,
+            telemetry.sent,
+            decisions_in_source_partition=exactly_once,
         ),
-        BatchOutput(s),
-        Failures(s, retries, app.topic(s.topic_flagged_dlq, **RAW), stats),
+        transactional or BatchOutput(s),
+        Failures(s, retries, app.topic(s.topic_flagged_dlq, **RAW), stats, transactional),
         stats=stats,
         telemetry=telemetry,
         # one thread for the booster calls: batches are scored one after another, as with
         # PREDICT_THREADS = 1, and the event loop's own thread is left to faust
         scoring_thread=ThreadPoolExecutor(1, thread_name_prefix="stage2-scoring"),
         fault=fault,
+        barrier=app.commit_barrier,
     )
     app.on_rebalance_complete.connect(stats.rebalanced)  # type: ignore[arg-type]
     size, within = s.stage2_batch_size, s.stage2_batch_wait_ms / 1000
@@ -119,14 +134,15 @@ def build_app(settings: Settings) -> faust.App:
     return app
 
 
-def faust_app(s: Settings) -> faust.App:
+def faust_app(s: Settings) -> App:
     """The stage-2 faust app, its agents, topics and table not yet added."""
+    exactly_once = s.stage2_exactly_once
     return App(
         s.stage2_app_id,
         fetch_max_wait_ms=s.stage2_fetch_wait_ms,
         # the card table's recovery must read its changelog to the last record, which the
         # embedded broker's listed end can cut short
-        partition_ends=partial(true_ends, s),
+        partition_ends=partial(true_ends, s, committed_only=exactly_once),
         store="memory://",
         # tables live in memory (recovered from their changelog); keep faust's data directory out
         # of the working directory
@@ -135,7 +151,9 @@ def faust_app(s: Settings) -> faust.App:
         topic_replication_factor=s.replication_factor,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
-        stream_wait_empty=False,
+        # exactly-once: a rebalance first lets the batches in flight finish and commits them
+        stream_wait_empty=exactly_once,
+        processing_guarantee="exactly_once" if exactly_once else "at_least_once",
         # faust's stream buffer is its prefetch: at faust's default (4,096) the fetcher pauses
         # while three batches are in flight and the scorer waits for records
         stream_buffer_maxsize=s.stage2_stream_buffer,

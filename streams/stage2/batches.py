@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import orjson
 
 from streams.errors import ModelError
+from streams.kafka.faust_transactions import CommitBarrier
 from streams.stage2.faults import check_fault
 from streams.stage2.output import Delivery, Record
 from streams.stage2.pipeline import Job, decode_flagged, source_partition
@@ -42,9 +43,10 @@ class FailureRoutes(Protocol):
 
 
 class Producer(Protocol):
-    """The batch producer (``streams.stage2.output.BatchOutput``)."""
+    """The batch producer (``streams.stage2.output.BatchOutput``, or in exactly-once mode
+    ``streams.stage2.exactly_once.TransactionalOutput``)."""
 
-    async def produce(self, records: list[Record]) -> Delivery: ...
+    async def produce(self, records: list[Record], source_topic: str | None = None) -> Delivery: ...
 
     async def delivered(self, delivery: Delivery) -> None: ...
 
@@ -61,6 +63,7 @@ class BatchScorer:
         telemetry: Stage2Telemetry,
         scoring_thread: Executor,
         fault: int | None = None,
+        barrier: CommitBarrier | None = None,
     ):
         self.models = models
         self.scorer: Scorer = models.scorer
@@ -71,11 +74,26 @@ class BatchScorer:
         self.telemetry = telemetry
         self.scoring_thread = scoring_thread
         self.fault = fault  # scoring fails on attempts below it (test hook, ``faults``)
+        # exactly-once: a commit waits while a batch is between ``begin`` and its ack
+        self.barrier = barrier
 
     async def begin(self, events: list[Any], attempt: int) -> Job:
         """Decode a batch, build its features and start its booster call in the scoring thread.
         Its events stay unacked (one extra reference each) until ``finish`` has delivered
         everything they produced."""
+        if self.barrier is not None:
+            await self.barrier.enter()
+        try:
+            return await self._begin(events, attempt)
+        except BaseException:
+            self._leave()
+            raise
+
+    def _leave(self) -> None:
+        if self.barrier is not None:
+            self.barrier.leave()
+
+    async def _begin(self, events: list[Any], attempt: int) -> Job:
         for event in events:
             event.message.incref()
         job = Job(events, attempt, time.perf_counter(), asyncio.get_running_loop().create_future())
@@ -108,6 +126,12 @@ class BatchScorer:
         ``previous`` batch's, so the table and the topics see batches in order), then, once
         the broker has them all, the batch's events acked (so faust commits their offsets only
         after their outputs are delivered)."""
+        try:
+            await self._finish(job, previous)
+        finally:
+            self._leave()
+
+    async def _finish(self, job: Job, previous: Job | None) -> None:
         try:
             if previous is not None:
                 await asyncio.shield(previous.published)
@@ -158,7 +182,10 @@ class BatchScorer:
         producer; ``finish`` waits for their delivery before it acks the batch."""
         assert job.decided is not None
         partitions = (source_partition(e) for e in job.good)
-        return await self.output.produce(self.records.build(job.records, partitions, job.decided))
+        source_topic = job.events[0].message.topic if job.events else None
+        return await self.output.produce(
+            self.records.build(job.records, partitions, job.decided), source_topic
+        )
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 from streams.kafka.dlq import PREFIX
 from streams.observability import metrics
 from streams.settings import Settings
+from streams.stage2.exactly_once import TransactionalOutput
+from streams.stage2.output import ANY_PARTITION
 from streams.stage2.pipeline import header
 from streams.stage2.stats import Stage2Stats
 
@@ -45,14 +47,51 @@ class Failures:
     """Sends failed records of the stage-2 app to its retry topics and dead-letter topic (faust
     topics of that app); counts them in ``stats`` and the metrics."""
 
-    def __init__(self, settings: Settings, retries: list[Any], dlq: Any, stats: Stage2Stats):
+    def __init__(
+        self,
+        settings: Settings,
+        retries: list[Any],
+        dlq: Any,
+        stats: Stage2Stats,
+        transactional: TransactionalOutput | None = None,
+    ):
         self.settings = settings
         self.retries = retries
         self.dlq = dlq
         self.stats = stats
+        # exactly-once: failed records join their source partition's transaction
+        self.transactional = transactional
+
+    async def _send(
+        self,
+        event: Any,
+        topic: Any,
+        headers: list[tuple[str, bytes]],
+        partition: int | None = None,
+        timestamp_s: float | None = None,
+    ) -> None:
+        msg = event.message
+        if self.transactional is None:
+            await topic.send(
+                key=msg.key,
+                value=msg.value,
+                headers=headers,
+                partition=partition,
+                timestamp=timestamp_s,
+            )
+            return
+        await self.transactional.send(
+            topic.get_topic_name(),
+            msg.key,
+            msg.value,
+            headers,
+            ANY_PARTITION if partition is None else partition,
+            msg.topic,
+            msg.partition,
+            timestamp_s,
+        )
 
     async def dead_letter(self, event: Any, kind: str, message: str) -> None:
-        msg = event.message
         headers = [
             h
             for h in carried_headers(event)
@@ -76,7 +115,7 @@ class Failures:
                 "last.failure.ms": now,
             }.items()
         ]
-        await self.dlq.send(key=msg.key, value=msg.value, headers=headers)
+        await self._send(event, self.dlq, headers)
         self.stats.dead_letters += 1
         metrics.record_dead_letter(metrics.STAGE2, kind)
 
@@ -98,11 +137,14 @@ class Failures:
             ("retry.source.offset", offset.encode()),
             ("retry.source.timestamp", timestamp.encode()),
         ]
-        await self.retries[attempt - 1].send(
-            key=event.message.key,
-            value=event.message.value,
-            headers=headers,
-            timestamp=int(timestamp) / 1000,  # event time, as on the flagged topic
+        # to the flagged partition's number: a retried record's outputs then join the same
+        # partition's transaction in exactly-once mode (all these topics have as many partitions)
+        await self._send(
+            event,
+            self.retries[attempt - 1],
+            headers,
+            partition=int(partition),
+            timestamp_s=int(timestamp) / 1000,  # event time, as on the flagged topic
         )
         self.stats.retried += 1
         metrics.record_retry(metrics.STAGE2, "transient")

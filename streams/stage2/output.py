@@ -48,8 +48,9 @@ class BatchOutput:
         """Produce ``records`` and wait until all are delivered."""
         await self.delivered(await self.produce(records))
 
-    async def produce(self, records: list[Record]) -> Delivery:
-        """Hand ``records`` to the producer, in order; ``delivered`` waits for them."""
+    async def produce(self, records: list[Record], source_topic: str | None = None) -> Delivery:
+        """Hand ``records`` to the producer, in order; ``delivered`` waits for them.
+        (``source_topic`` matters only to the exactly-once output.)"""
         delivery = Delivery(len(records))
         on_delivery = delivery.report
         produce = self._producer.produce

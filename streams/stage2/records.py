@@ -29,8 +29,12 @@ class OutputRecords:
         changelog: str,
         decisions_topic: str,
         on_sent: Callable[[int], None] | None = None,
+        decisions_in_source_partition: bool = False,
     ):
         self.cards = cards
+        # exactly-once: a decision's partition names its record's source partition, whose
+        # transaction it joins (any partition otherwise: the producer's partitioner)
+        self.decisions_in_source_partition = decisions_in_source_partition
         self.changelog = changelog
         self.decisions_topic = decisions_topic
         self.on_sent = on_sent
@@ -63,11 +67,15 @@ class OutputRecords:
             data[card] = ctx
             out.append((self.changelog, dumps(card), dumps(ctx), [], card_partition[card]))
         topic = self.decisions_topic
+        in_source = self.decisions_in_source_partition
         for decision in decided:
             sent = decision.pop("sent_ms", None)
             headers: Headers = [("sent_ms", str(sent).encode())] if sent is not None else []
             if sent is not None and self.on_sent is not None:
                 self.on_sent(int(sent))
             key = str(decision["transaction_id"]).encode()
-            out.append((topic, key, dumps(decision), headers, ANY_PARTITION))
+            partition = ANY_PARTITION
+            if in_source:
+                partition = source.get(str(decision.get("transaction_id")), (0, ANY_PARTITION))[1]
+            out.append((topic, key, dumps(decision), headers, partition))
         return out

@@ -113,3 +113,25 @@ def test_kill_9_exactly_once_stage1_on_apache_kafka(kafka_broker, tmp_path, caps
     assert all(name.startswith("stage1") for _, name in outcome.kills), report
     assert verdict.duplicates == 0, report
     assert verdict.dead_letter_copies == 0, report
+
+
+def test_kill_9_exactly_once_both_stages_on_apache_kafka(kafka_broker, tmp_path, capsys) -> None:
+    """Both stages in Kafka transactions (stage 1 ``--exactly-once``, stage 2 in faust's
+    exactly-once mode, ``streams.stage2.exactly_once``), both killed -9 while transactions and
+    labels flow: a ``read_committed`` reader sees every transaction decided exactly once and
+    each poisoned message dead-lettered exactly once."""
+    if kafka_broker.kind != "kafka":
+        pytest.skip("exactly-once needs Apache Kafka (Tansu returns no aborted transactions)")
+    with capsys.disabled():
+        outcome, report = _crash(
+            kafka_broker,
+            tmp_path,
+            seed=34,
+            stage1_workers=2,
+            exactly_once=True,
+            stage2_exactly_once=True,
+        )
+    verdict = outcome.verdict
+    assert any(name == "stage2" for _, name in outcome.kills), report
+    assert verdict.duplicates == 0, report
+    assert verdict.dead_letter_copies == 0, report

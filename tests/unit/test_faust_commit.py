@@ -1,15 +1,18 @@
 """``SafeCommitConsumer`` (``streams.kafka.faust_commit``) over a scripted stand-in for faust's
 consumer: no record of a source partition reaches the stream from ahead of its committed offset
-when the partition resumes after a table recovery."""
+when the partition resumes after a table recovery, and the commit offset passes transaction
+markers without passing an unprocessed record."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from types import SimpleNamespace
 from typing import Any
 
 from faust.types import TP
+from intervaltree import IntervalTree
 
 from streams.kafka.faust_commit import SafeCommitConsumer
 
@@ -32,7 +35,8 @@ class ScriptedConsumer:
         self._committed_offset: dict[TP, int | None] = {FLAGGED: committed}
         self._acked: dict[TP, list[int]] = {}
         self._acked_index: dict[TP, set[int]] = {}
-        self._gap: dict[TP, Any] = {}
+        self._gap: dict[TP, Any] = defaultdict(IntervalTree)
+        self._unacked_messages: set[Any] = set()
         self.fetched = asyncio.Event()
         self.fetched.set()
         self.seeks: list[tuple[TP, int]] = []
@@ -117,3 +121,53 @@ def test_a_source_partition_without_a_committed_offset_is_read_from_its_beginnin
     taken, seeks = asyncio.run(scenario())
     assert seeks == [(FLAGGED, 0)]
     assert [o for topic, o in taken if topic == FLAGGED.topic] == [0, 1, 2, 3, 4]
+
+
+def _acked(consumer: Consumer, *offsets: int) -> None:
+    consumer._acked.setdefault(FLAGGED, []).extend(offsets)
+    consumer._acked_index.setdefault(FLAGGED, set()).update(offsets)
+
+
+def test_commits_pass_transaction_markers_but_not_the_record_just_fetched() -> None:
+    """Records at 10, 11, 13, 14, 16 (markers at 12 and 15). faust's drain loop reports each
+    jump as ``_add_gap(tp, previous + 1, offset)``; 16 is fetched but not yet processed."""
+
+    async def scenario() -> list[int | None]:
+        consumer = Consumer({FLAGGED: 300, CHANGELOG: 20}, {FLAGGED: 10, CHANGELOG: 20}, 10)
+        await consumer._add_gap(FLAGGED, 12, 13)
+        await consumer._add_gap(FLAGGED, 15, 16)
+        _acked(consumer, 10, 11, 13, 14)
+        first = consumer._new_offset(FLAGGED)
+        consumer._committed_offset[FLAGGED] = first
+        _acked(consumer, 16)
+        return [first, consumer._new_offset(FLAGGED)]
+
+    # 15 (the marker after 14) waits until a record past it is processed; then both pass
+    assert asyncio.run(scenario()) == [15, 17]
+
+
+def test_an_offset_acked_and_covered_by_a_gap_counts_once() -> None:
+    consumer = Consumer({FLAGGED: 300, CHANGELOG: 20}, {FLAGGED: 5, CHANGELOG: 20}, 5)
+    consumer._gap[FLAGGED].addi(7, 8)  # as faust's own gap held the record at 7
+    _acked(consumer, 5, 6, 7, 8, 9)
+    assert consumer._new_offset(FLAGGED) == 10
+
+
+def test_a_marker_at_the_committed_offset_does_not_stall_the_commits() -> None:
+    """After a restart the committed offset often is a transaction marker: the first record
+    after the seek there is one past it, a jump faust does not see."""
+
+    async def scenario() -> int | None:
+        consumer = Consumer({FLAGGED: 300, CHANGELOG: 20}, {FLAGGED: 0, CHANGELOG: 20}, 20)
+        await consumer.seek(FLAGGED, 20)
+        consumer._after_seek(FLAGGED, SimpleNamespace(tp=FLAGGED, offset=21))
+        _acked(consumer, 21, 22)
+        return consumer._new_offset(FLAGGED)
+
+    assert asyncio.run(scenario()) == 23
+
+
+def test_the_record_at_the_committed_offset_is_processed_first() -> None:
+    consumer = Consumer({FLAGGED: 300, CHANGELOG: 20}, {FLAGGED: 0, CHANGELOG: 20}, 20)
+    _acked(consumer, 21, 22)  # 20 is a record, not processed yet (no gap says otherwise)
+    assert consumer._new_offset(FLAGGED) is None

@@ -14,6 +14,7 @@ import pytest
 
 from streams.errors import BrokerError
 from streams.features.names import MODEL_FEATURES
+from streams.kafka.faust_transactions import CommitBarrier
 from streams.stage2 import agents
 from streams.stage2.batches import BatchScorer
 from streams.stage2.output import Delivery
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 class Message:
     def __init__(self, value: bytes, partition: int, headers: list[tuple[str, bytes]]):
         self.value, self.partition, self.headers, self.key = value, partition, headers, b"k"
+        self.topic = "transactions.flagged"
         self.refs = 0
 
     def incref(self) -> None:
@@ -49,11 +51,13 @@ class Output:
 
     def __init__(self, fail: bool = False):
         self.produced: list[Any] = []
+        self.source_topics: list[str | None] = []
         self.delivered_batches = 0
         self.fail = fail
 
-    async def produce(self, records: list[Any]) -> Delivery:
+    async def produce(self, records: list[Any], source_topic: str | None = None) -> Delivery:
         self.produced += records
+        self.source_topics.append(source_topic)
         return Delivery(len(records))
 
     async def delivered(self, delivery: Delivery) -> None:
@@ -99,16 +103,28 @@ def parts():
     )
     executor = ThreadPoolExecutor(1)
 
-    def make(fault: int | None = None, out: Output = output) -> BatchScorer:
+    def make(
+        fault: int | None = None,
+        out: Output = output,
+        barrier: CommitBarrier | None = None,
+        in_source: bool = False,
+    ) -> BatchScorer:
         return BatchScorer(
             models,
-            OutputRecords(cards, "changelog", "decisions", telemetry.sent),
+            OutputRecords(
+                cards,
+                "changelog",
+                "decisions",
+                telemetry.sent,
+                decisions_in_source_partition=in_source,
+            ),
             out,
             routes,
             stats=stats,
             telemetry=telemetry,
             scoring_thread=executor,
             fault=fault,
+            barrier=barrier,
         )
 
     yield make, stats, output, routes, cards
@@ -263,3 +279,65 @@ def test_a_retry_agent_scores_due_batches_at_its_attempt():
     steps = Steps()
     asyncio.run(agents.score_retries(Stream([events]), steps, 2, 10, 0.5))  # type: ignore[arg-type]
     assert steps.log == [("begin", events[0], 2), ("finish", events[0], None)]
+
+
+def test_exactly_once_a_commit_waits_for_the_batch_between_begin_and_ack(parts) -> None:
+    """A commit (``quiet``) entered while a batch is begun runs only after the batch's events
+    are acked, and a batch begun while a commit runs waits for it: a transaction never holds the
+    outputs of a record whose offset it does not commit."""
+    make, _, output, _, _ = parts
+    barrier = CommitBarrier()
+    batches = make(barrier=barrier, in_source=True)
+    events = [_event(i) for i in range(4)]
+    order: list[str] = []
+
+    async def commit() -> None:
+        async with barrier.quiet():
+            order.append(f"commit acks={sum(e.acks for e in events)}")
+            await asyncio.sleep(0.01)
+            order.append("commit done")
+
+    async def main() -> None:
+        job = await batches.begin(events, 0)
+        committing = asyncio.ensure_future(commit())
+        await asyncio.sleep(0.01)
+        assert order == []  # the batch is inside: the commit waits
+        await batches.finish(job)
+        order.append(f"acked {sum(e.acks for e in events)}")
+        await committing
+        second = asyncio.ensure_future(commit())
+        await asyncio.sleep(0)
+        late = asyncio.ensure_future(batches.begin([_event(9)], 0))
+        await asyncio.sleep(0)
+        assert not late.done()  # held while the commit runs
+        await second
+        await batches.finish(await late)
+
+    asyncio.run(main())
+    assert order[:3] == ["acked 4", "commit acks=4", "commit done"], order
+    assert output.source_topics[0] == "transactions.flagged"
+    partitions = {
+        orjson.loads(r[2])["transaction_id"]: r[4]
+        for r in output.produced[:8]
+        if r[0] == "decisions"
+    }
+    assert sorted(partitions.values()) == [0, 0, 1, 1]  # each decision in its record's partition
+
+
+def test_a_failed_begin_leaves_the_barrier(parts) -> None:
+    make, _, _, routes, _ = parts
+    barrier = CommitBarrier()
+    batches = make(barrier=barrier)
+
+    async def broken(event: Any, kind: str, message: str) -> None:
+        raise RuntimeError("dead-letter topic unreachable")
+
+    routes.dead_letter = broken  # type: ignore[method-assign]
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError):
+            await batches.begin([Event(b"not json")], 0)
+        async with barrier.quiet():  # would wait for ever had the batch stayed inside
+            pass
+
+    asyncio.run(asyncio.wait_for(main(), 5))
