@@ -76,11 +76,15 @@ def versions(broker_kind: str) -> dict[str, str]:
 
 def ratios(result: dict[str, Any]) -> dict[str, float]:
     s1, s2, peers = result["stage1"]["tps"], result["stage2"]["tps"], result["peers"]
-    return {
+    out = {
         "stage1_vs_faust": round(s1 / peers["faust_passthrough_tps"], 2),
         "stage1_vs_confluent_passthrough": round(s1 / peers["confluent_passthrough_tps"], 3),
         "stage2_vs_faust": round(s2 / peers["faust_passthrough_tps"], 2),
     }
+    eos = result["stage2"].get("exactly_once")
+    if eos and "tps" in eos:
+        out["stage2_exactly_once_vs_faust"] = round(eos["tps"] / peers["faust_passthrough_tps"], 2)
+    return out
 
 
 def targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -96,6 +100,17 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _exactly_once_rows(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Stage 2 in Kafka transactions (measured on brokers that have them)."""
+    eos = result["stage2"].get("exactly_once")
+    if not eos or "tps" not in eos:
+        return []
+    return [
+        ("stage2.exactly_once.tps", eos["tps"]),
+        ("ratios.stage2_exactly_once_vs_faust", result["ratios"]["stage2_exactly_once_vs_faust"]),
+    ]
 
 
 def _rules_rows(rules: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -130,6 +145,7 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
             result["ratios"]["stage1_vs_confluent_passthrough"],
         ),
         ("ratios.stage2_vs_faust", result["ratios"]["stage2_vs_faust"]),
+        *_exactly_once_rows(result),
         ("latency_ms.offered_tps", result["latency_ms"]["offered_tps"]),
         ("latency_ms.stage1_p50", result["latency_ms"]["stage1_p50"]),
         ("latency_ms.stage1_p99", result["latency_ms"]["stage1_p99"]),

@@ -125,6 +125,16 @@ def run_bench(
         backlog.make_topics(s2)
         with _step(say, "stage 2", timings):
             stage2 = measure_stage2(s2, df, warmup, options.log_dir)
+        if settings.bootstrap_servers or settings.broker_kind == "kafka":  # not on Tansu
+            s2x = backlog.scoped(s, tag, "stage2-eos").model_copy(
+                update={"stage2_exactly_once": True}
+            )
+            backlog.make_topics(s2x)
+            with _step(say, "stage 2, exactly-once", timings):
+                try:
+                    stage2["exactly_once"] = measure_stage2(s2x, df, warmup, options.log_dir)
+                except backlog.BenchError as exc:  # a broker given by address, without transactions
+                    stage2["exactly_once"] = {"error": str(exc)}
         lat_warmup = max(1, int(options.offered_tps * 3))
         lat_total = min(total, lat_warmup + int(options.offered_tps * options.latency_seconds))
         lat = backlog.scoped(s, tag, "latency")
