@@ -55,6 +55,17 @@ class _Consumer(SafeCommitConsumer, driver.Consumer):
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _committed_on_broker(self, tps: list[TP]) -> dict[TP, int | None]:
+        thread = self._thread
+        consumer = thread._ensure_consumer()
+        out: dict[TP, int | None] = {}
+        for tp in tps:
+            offset = await thread.call_thread(
+                consumer.committed, aiokafka.TopicPartition(tp.topic, tp.partition)
+            )
+            out[tp] = None if offset is None else int(offset)
+        return out
+
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """The listed ends, corrected by ``App.partition_ends`` when it is set: faust's table
         recovery reads a changelog up to these and no further."""

@@ -37,12 +37,16 @@ class ScriptedConsumer:
         self._acked_index: dict[TP, set[int]] = {}
         self._gap: dict[TP, Any] = defaultdict(IntervalTree)
         self._unacked_messages: set[Any] = set()
+        self.broker_committed: dict[TP, int] = {}
         self.fetched = asyncio.Event()
         self.fetched.set()
         self.seeks: list[tuple[TP, int]] = []
 
     def assignment(self) -> set[TP]:
         return {FLAGGED, CHANGELOG}
+
+    async def _committed_on_broker(self, tps: list[TP]) -> dict[TP, int | None]:
+        return {tp: self.broker_committed.get(tp) for tp in tps}
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
@@ -70,7 +74,7 @@ class ScriptedConsumer:
 
 
 class Consumer(SafeCommitConsumer, ScriptedConsumer):
-    pass
+    _committed_on_broker = ScriptedConsumer._committed_on_broker
 
 
 async def _take(consumer: Consumer) -> list[tuple[str, int]]:
@@ -171,3 +175,18 @@ def test_the_record_at_the_committed_offset_is_processed_first() -> None:
     consumer = Consumer({FLAGGED: 300, CHANGELOG: 20}, {FLAGGED: 0, CHANGELOG: 20}, 20)
     _acked(consumer, 21, 22)  # 20 is a record, not processed yet (no gap says otherwise)
     assert consumer._new_offset(FLAGGED) is None
+
+
+def test_a_seek_back_before_faust_read_the_committed_offsets_asks_the_broker() -> None:
+    """faust resumes the flow before it seeks to the committed offsets: the first seek back of a
+    restarted worker must not take "not read yet" for "never committed" (offset 0)."""
+
+    async def scenario() -> tuple[list[tuple[str, int]], list[Any]]:
+        consumer = Consumer({FLAGGED: 300, CHANGELOG: 20}, {FLAGGED: 0, CHANGELOG: 20}, None)
+        consumer.broker_committed[FLAGGED] = 250
+        consumer.resume_partitions([FLAGGED])
+        return await _take(consumer), consumer.seeks
+
+    taken, seeks = asyncio.run(scenario())
+    assert seeks == [(FLAGGED, 250)]
+    assert [o for topic, o in taken if topic == FLAGGED.topic] == [250, 251, 252, 253, 254]
