@@ -93,26 +93,27 @@ def test_kill_9_both_stages_on_the_embedded_broker(embedded_broker, tmp_path, ca
         _run(embedded_broker, tmp_path, seed=32, stage1_workers=1)
 
 
+def _exactly_once(broker: Broker, tmp_path, capsys, **plan: object) -> tuple[Outcome, dict]:
+    """A crash test with stage 1 in ``--exactly-once`` (and ``plan``) on Apache Kafka: a
+    ``read_committed`` reader must see every transaction decided once and each poisoned message
+    dead-lettered once."""
+    if broker.kind != "kafka":
+        pytest.skip("exactly-once needs Apache Kafka (Tansu returns no aborted transactions)")
+    with capsys.disabled():
+        outcome, report = _crash(broker, tmp_path, stage1_workers=2, exactly_once=True, **plan)
+    assert outcome.verdict.duplicates == 0, report
+    assert outcome.verdict.dead_letter_copies == 0, report
+    return outcome, report
+
+
 def test_kill_9_exactly_once_stage1_on_apache_kafka(kafka_broker, tmp_path, capsys) -> None:
     """``--exactly-once`` stage-1 workers killed -9 while transactions and labels flow (stage 2
     left running): a ``read_committed`` reader sees every transaction decided exactly once and
     each poisoned message dead-lettered exactly once."""
-    if kafka_broker.kind != "kafka":
-        pytest.skip("exactly-once needs Apache Kafka (Tansu returns no aborted transactions)")
-    with capsys.disabled():
-        outcome, report = _crash(
-            kafka_broker,
-            tmp_path,
-            seed=33,
-            stage1_workers=2,
-            exactly_once=True,
-            kills_stage1=2 * KILLS,
-            kills_stage2=0,
-        )
-    verdict = outcome.verdict
+    outcome, report = _exactly_once(
+        kafka_broker, tmp_path, capsys, seed=33, kills_stage1=2 * KILLS, kills_stage2=0
+    )
     assert all(name.startswith("stage1") for _, name in outcome.kills), report
-    assert verdict.duplicates == 0, report
-    assert verdict.dead_letter_copies == 0, report
 
 
 def test_kill_9_exactly_once_both_stages_on_apache_kafka(kafka_broker, tmp_path, capsys) -> None:
@@ -120,18 +121,7 @@ def test_kill_9_exactly_once_both_stages_on_apache_kafka(kafka_broker, tmp_path,
     exactly-once mode, ``streams.stage2.exactly_once``), both killed -9 while transactions and
     labels flow: a ``read_committed`` reader sees every transaction decided exactly once and
     each poisoned message dead-lettered exactly once."""
-    if kafka_broker.kind != "kafka":
-        pytest.skip("exactly-once needs Apache Kafka (Tansu returns no aborted transactions)")
-    with capsys.disabled():
-        outcome, report = _crash(
-            kafka_broker,
-            tmp_path,
-            seed=34,
-            stage1_workers=2,
-            exactly_once=True,
-            stage2_exactly_once=True,
-        )
-    verdict = outcome.verdict
+    outcome, report = _exactly_once(
+        kafka_broker, tmp_path, capsys, seed=34, stage2_exactly_once=True
+    )
     assert any(name == "stage2" for _, name in outcome.kills), report
-    assert verdict.duplicates == 0, report
-    assert verdict.dead_letter_copies == 0, report
