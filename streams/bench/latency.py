@@ -43,6 +43,7 @@ READY_TIMEOUT_S = 120.0
 READER_FETCH_WAIT_MS = 5
 DRAIN_IDLE_S = 10.0  # after the sending, the reader stops once nothing came for this long
 READER_RESULT_TIMEOUT_S = 300.0
+READY_FETCH_S = 1.0  # the reader's first fetch, before the sending starts
 
 
 def _reader_child(
@@ -50,10 +51,14 @@ def _reader_child(
     stop: Any,
     results: Any,
     expected: Any,
+    ready: Any,
     topics: tuple[str, ...] | None = None,
 ) -> None:
     """Record (sent_ms, latency) of every output: stage-1 outcomes and stage-2 decisions of
-    ``settings``' topics, or every record of ``topics`` as stage 1. Once ``stop`` is set (the
+    ``settings``' topics, or every record of ``topics`` as stage 1. ``ready`` is set once its
+    first fetch has answered: the sending waits for it, or the reader's own start (seconds for a
+    fresh process) would be counted as the workers' latency (it was, until 2026-12-06: the
+    first seconds' outputs read 3-5 s late and made the p99). Once ``stop`` is set (the
     sending is over and ``expected.value`` holds the transactions sent), it goes on until every
     transaction has its stage-1 output and every forwarded one its stage-2 decision, or nothing
     came for ``DRAIN_IDLE_S``: stopping at the end of the sending would leave out the slowest
@@ -72,6 +77,8 @@ def _reader_child(
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
     consumer.assign(parts)
+    first = consumer.consume(num_messages=1000, timeout=READY_FETCH_S)  # empty: nothing sent yet
+    ready.set()
     flagged_topic = settings.topic_flagged
     stage1: list[tuple[int, float]] = []  # (sent_ms, latency ms)
     stage2: list[tuple[int, float]] = []
@@ -82,7 +89,7 @@ def _reader_child(
             done = len(stage1) >= expected.value and len(stage2) >= forwarded
             if done or time.monotonic() - last > DRAIN_IDLE_S:
                 break
-        for msg in consumer.consume(num_messages=1000, timeout=0.01):
+        for msg in first or consumer.consume(num_messages=1000, timeout=0.01):
             last = time.monotonic()
             if msg.error():
                 continue
@@ -98,6 +105,7 @@ def _reader_child(
                 stage2.append((sent, arrived - sent))
             else:
                 stage1.append((sent, arrived - sent))
+        first = []
     consumer.close()
     results.put((stage1, stage2))
 
@@ -154,12 +162,15 @@ def measure_latency(
         for stage, port in ports.items()
     ]
     stop, results, expected = SPAWN.Event(), SPAWN.Queue(), SPAWN.Value("q", 0)
+    reader_ready = SPAWN.Event()
     reader = SPAWN.Process(
-        target=_reader_child, args=(settings, stop, results, expected), daemon=True
+        target=_reader_child, args=(settings, stop, results, expected, reader_ready), daemon=True
     )
     try:
         wait_ready(ports, procs, READY_TIMEOUT_S)
         reader.start()
+        if not reader_ready.wait(READY_TIMEOUT_S):
+            raise TimeoutError("the latency reader did not start")
         warm_end_ms, elapsed, stats = _send(settings, df, offered_tps, warmup)
         expected.value = stats.transactions
         stop.set()
@@ -193,10 +204,11 @@ def measure_broker_floor(
 ) -> dict[str, Any]:
     """The same traffic (transactions and labels) through a plain passthrough instead of the
     workers; latency percentiles in ms."""
-    stop, halt, ready, results = SPAWN.Event(), SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    stop, halt, results = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    ready, reader_ready = SPAWN.Event(), SPAWN.Event()
     expected = SPAWN.Value("q", 0)
     passthrough = (settings, forward, halt, ready)  # forwards until the reader has read all
-    reader = (settings, stop, results, expected, (forward,))
+    reader = (settings, stop, results, expected, reader_ready, (forward,))
     children = [
         SPAWN.Process(target=_passthrough_child, args=passthrough, daemon=True),
         SPAWN.Process(target=_reader_child, args=reader, daemon=True),
@@ -204,9 +216,8 @@ def measure_broker_floor(
     try:
         for child in children:
             child.start()
-        if not ready.wait(READY_TIMEOUT_S):
-            raise TimeoutError("the passthrough consumer did not start")
-        time.sleep(1.0)  # the reader assigns its partitions
+        if not ready.wait(READY_TIMEOUT_S) or not reader_ready.wait(READY_TIMEOUT_S):
+            raise TimeoutError("the passthrough or its reader did not start")
         warm_end_ms, _, stats = _send(settings, df, offered_tps, warmup)
         expected.value = stats.transactions
         stop.set()
