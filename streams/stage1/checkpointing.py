@@ -1,8 +1,12 @@
 """When and what the stage-1 worker checkpoints (``streams.checkpoint``).
 
-Every ``stage1_checkpoint_interval_s`` the worker snapshots, right after screening a batch, the
-state of each owned partition that has advanced since its last checkpoint, with its labels state
-(one per round) and the next source offset of each. The snapshot is written:
+Each owned partition that has advanced is checkpointed every ``stage1_checkpoint_interval_s``,
+one partition at a time: with n partitions owned, every interval / n seconds the worker
+snapshots, right after screening a batch, the partition whose checkpoint is oldest, with the
+labels state (each snapshot is its own round) and its next source offset. Snapshotting all at
+once stalled the worker for a second every interval on Apache Kafka (2026-12-06: 0.36 s of
+serialising and 8.5 MB to write for four partitions; the stage-1 latency p99 at 5,000 tx/s
+was 0.82-0.90 s with checkpoints, 0.38 s without). The snapshot is written:
 
 * *exactly-once*: in the batch's Kafka transaction, beside its outputs and offsets, so a
   checkpoint is visible to ``read_committed`` readers exactly when its offsets are committed;
@@ -51,6 +55,7 @@ class Checkpointer:
         self.written_at: dict[int, int] = {}  # source offset of each one's last checkpoint
         self.next_ids: dict[int, int] = {}
         self.rounds = 0  # snapshots taken: the round id's counter
+        self.taken: dict[int, int] = {}  # round of each partition's latest snapshot
         self.wrote = False  # whether this start has written a checkpoint
         self._due = clock() + self.interval
 
@@ -77,26 +82,27 @@ class Checkpointer:
     def forget(self, partition: int) -> None:
         self.offsets.pop(partition, None)
         self.written_at.pop(partition, None)
+        self.taken.pop(partition, None)
 
     def due(self) -> bool:
         return self.enabled and self.clock() >= self._due
 
     def snapshot(self, state: PartitionedScreener, labels: LabelsPosition) -> Snapshot | None:
-        """The state of every owned partition that advanced since its last checkpoint."""
-        self._due = self.clock() + self.interval
+        """The state of the owned partition, among those that advanced since their last
+        checkpoint, whose latest snapshot is the oldest (never taken first)."""
+        owned = [p for p in sorted(self.offsets) if p in state.parts]
+        self._due = self.clock() + self.interval / max(1, len(owned))
         started = time.perf_counter()
-        moved = [
-            p
-            for p, offset in sorted(self.offsets.items())
-            if p in state.parts and self.written_at.get(p) != offset
-        ]
+        moved = [p for p in owned if self.written_at.get(p) != self.offsets[p]]
         if not moved:
             return None
+        p = min(moved, key=lambda q: (self.taken.get(q, 0), q))
         self.rounds += 1
+        self.taken[p] = self.rounds
         snap = Snapshot(
             f"{self.worker}:{self.rounds}",
             save_labels(state, labels),
-            {p: (self.offsets[p], save_partition(state, p, self.offsets[p])) for p in moved},
+            {p: (self.offsets[p], save_partition(state, p, self.offsets[p]))},
         )
         snap.seconds = time.perf_counter() - started
         metrics.record_checkpoint_snapshot(snap.seconds)
