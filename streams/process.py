@@ -73,6 +73,10 @@ class WorkerProcess:
         return path
 
     @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

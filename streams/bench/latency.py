@@ -20,6 +20,7 @@ the clients alone cost at that rate, the part of the stage-1 latency no worker c
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import polars as pl
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streams.bench.backlog import SPAWN, percentiles, stop_children
+from streams.bench.cpu import CpuMeter
 from streams.bench.stage2 import spawn_worker
 from streams.data.produce import produce_history
 from streams.kafka.embedded import free_port
@@ -171,7 +173,10 @@ def measure_latency(
         reader.start()
         if not reader_ready.wait(READY_TIMEOUT_S):
             raise TimeoutError("the latency reader did not start")
+        pids = {stage: proc.pid for stage, proc in zip(ports, procs, strict=True)}
+        meter = CpuMeter({**pids, "sender": os.getpid(), "reader": reader.pid}).start()
         warm_end_ms, elapsed, stats = _send(settings, df, offered_tps, warmup)
+        cpu = meter.stop()
         expected.value = stats.transactions
         stop.set()
         stage1, stage2 = results.get(timeout=READER_RESULT_TIMEOUT_S)
@@ -196,6 +201,7 @@ def measure_latency(
         "stage1_p99": round(p99_1, 2),
         "end_to_end_p50": round(p50_2, 2),
         "end_to_end_p99": round(p99_2, 2),
+        "cpu_percent": cpu,
     }
 
 
@@ -218,7 +224,11 @@ def measure_broker_floor(
             child.start()
         if not ready.wait(READY_TIMEOUT_S) or not reader_ready.wait(READY_TIMEOUT_S):
             raise TimeoutError("the passthrough or its reader did not start")
+        names = ("passthrough", "reader")
+        pids = {name: child.pid for name, child in zip(names, children, strict=True)}
+        meter = CpuMeter({**pids, "sender": os.getpid()}).start()
         warm_end_ms, _, stats = _send(settings, df, offered_tps, warmup)
+        cpu = meter.stop()
         expected.value = stats.transactions
         stop.set()
         floor, _ = results.get(timeout=READER_RESULT_TIMEOUT_S)
@@ -227,4 +237,8 @@ def measure_broker_floor(
         halt.set()
         stop_children(children)
     p50, p99 = percentiles([lat for at, lat in floor if at >= warm_end_ms])
-    return {"broker_floor_p50": round(p50, 2), "broker_floor_p99": round(p99, 2)}
+    return {
+        "broker_floor_p50": round(p50, 2),
+        "broker_floor_p99": round(p99, 2),
+        "broker_floor_cpu_percent": cpu,
+    }

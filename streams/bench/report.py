@@ -127,6 +127,24 @@ def _rules_rows(rules: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def _cpu_rows(latency: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The machine's load while the latency was measured: busy share of all cores, and each
+    process's share of one core."""
+    rows: list[tuple[str, Any]] = []
+    for key, what in (("cpu_percent", "latency"), ("broker_floor_cpu_percent", "floor")):
+        cpu = latency.get(key)
+        if cpu:
+            rows.append((f"{what}: machine CPU busy, %", cpu["machine_busy"]))
+            parts = [name for name in cpu if name != "machine_busy"]
+            rows.append(
+                (
+                    f"{what}: % of a core, {' / '.join(parts)}",
+                    " / ".join(f"{cpu[name]:.0f}" for name in parts),
+                )
+            )
+    return rows
+
+
 def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     met = result.get("targets", {})
@@ -153,6 +171,7 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
         ("latency_ms.end_to_end_p99", result["latency_ms"]["end_to_end_p99"]),
         ("latency_ms.broker_floor_p50", result["latency_ms"].get("broker_floor_p50")),
         ("latency_ms.broker_floor_p99", result["latency_ms"].get("broker_floor_p99")),
+        *_cpu_rows(result["latency_ms"]),
         ("memory.cards", result["memory"]["cards"]),
         ("memory.rss_mb", result["memory"]["rss_mb"]),
         ("memory.bytes_per_card", result["memory"]["bytes_per_card"]),
