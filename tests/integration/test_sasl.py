@@ -227,3 +227,22 @@ def test_wrong_password_on_a_real_sasl_broker(sasl_broker: Settings) -> None:
         clients.check_reachable(wrong)
     assert WRONG_PASSWORD not in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_missing_user_on_a_real_sasl_broker(sasl_broker: Settings) -> None:
+    """A user the broker does not hold is refused the same way as a wrong password: one line
+    naming the mechanism and the user (SCRAM does not say which of the two was wrong)."""
+    missing = f"nobody-{uuid.uuid4().hex[:6]}"
+    settings = sasl_broker.model_copy(
+        update={
+            "sasl_username": missing,
+            "sasl_password": SecretStr(RIGHT_PASSWORD),
+            "connect_timeout_s": 3,
+        }
+    )
+    with pytest.raises(BrokerError, match="refused authentication") as info:
+        clients.check_reachable(settings)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"as user '{missing}'" in message, message
+    assert RIGHT_PASSWORD not in message
