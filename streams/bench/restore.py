@@ -16,13 +16,14 @@ first decision, which comes once the card table is recovered from the changelog.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams.bench.backlog import BenchError, make_topics, scoped
 from streams.checkpoint.topic import read_latest
@@ -34,19 +35,35 @@ from streams.process import WorkerProcess
 from streams.settings import Settings
 from streams.stage2.context import CARD_TABLE
 
+log = logging.getLogger(__name__)
+_COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+}
+
 NEW_TRANSACTIONS = 2000  # held back from the history: what the restarted worker screens first
 CHECKPOINT_INTERVAL_S = 5.0
 _RECOVERY = re.compile(r"recovery took ([0-9.]+)s")
 
 
 def _committed(settings: Settings, group: str | None = None, topic: str | None = None) -> int:
-    """Offsets committed by ``group`` (the stage-1 group) on ``topic`` (transactions), summed."""
+    """Offsets committed by ``group`` (the stage-1 group) on ``topic`` (transactions), summed;
+    0 while the group's coordinator cannot answer (a retriable error: Apache Kafka answered
+    NOT_COORDINATOR to one of these polls while the worker screened, 2026-12-06)."""
     consumer = clients.consumer(settings, group or settings.stage1_group)
     try:
         topic = topic or settings.topic_transactions
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         tps = [TopicPartition(topic, p) for p in meta.partitions]
         return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+    except KafkaException as exc:
+        err = exc.args[0]
+        if not (err.retriable() or err.code() in _COORDINATOR_MOVING):
+            raise
+        log.info("committed offsets not known yet (%s); asking again", exc.args[0].str())
+        return 0
     finally:
         consumer.close()
 
