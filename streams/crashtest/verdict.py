@@ -2,7 +2,8 @@
 
 * **lost**: a transaction sent and never decided; **lost after forwarding**: of those, the ones
   that reached the flagged topic (stage 2 took them and gave no decision).
-* **duplicates**: decision records beyond the first of their transaction (at-least-once).
+* **duplicates**: decision records beyond the first of their transaction (at-least-once), and
+  by the stage that wrote them (``duplicates_by_stage``; a few ids in ``examples``).
 * **conflicting**: transactions whose decisions differ in action, stage or score;
   ``differing_bytes`` counts those whose bytes differ at all, and ``differing_fields`` says in
   which fields (``card_context.flags_30d``: a key of a nested object).
@@ -25,6 +26,7 @@ class Verdict:
     lost: int = 0
     lost_after_forwarding: int = 0
     duplicates: int = 0
+    duplicates_by_stage: dict[str, int] = field(default_factory=dict)  # by the first copy's
     conflicting: int = 0
     conflicting_action: int = 0
     conflicting_stage: int = 0
@@ -71,8 +73,14 @@ def judge(
     examples: dict[str, Any] = {}
     if missing:
         examples["lost"] = sorted(missing)[:5]
-    for values in by_tid.values():
+    for tid, values in by_tid.items():
         v.duplicates += len(values) - 1
+        if len(values) > 1:  # which stage wrote them: what a failed exactly-once run asks first
+            stage = str(orjson.loads(values[0]).get("stage"))
+            v.duplicates_by_stage[stage] = v.duplicates_by_stage.get(stage, 0) + len(values) - 1
+            duplicated = examples.setdefault("duplicated", [])
+            if len(duplicated) < 5:
+                duplicated.append(tid)
         if len(values) == 1 or len(set(values)) == 1:
             continue
         v.differing_bytes += 1

@@ -31,6 +31,14 @@ def test_lost_duplicates_and_differences_are_told_apart() -> None:
     assert v.as_dict()["differing_fields"] == v.differing_fields
 
 
+def test_duplicates_are_counted_by_the_stage_that_wrote_them() -> None:
+    decisions = [_d("1"), _d("1"), _d("1"), _d("2", stage=1), _d("2", stage=1), _d("3")]
+    v = judge({"1", "2", "3"}, decisions, set(), [], poison_sent=0)
+    assert v.duplicates == 3
+    assert v.duplicates_by_stage == {"2": 2, "1": 1}
+    assert v.examples is not None and sorted(v.examples["duplicated"]) == ["1", "2"]
+
+
 def test_a_duplicate_that_differs_only_in_its_context_fails_the_run() -> None:
     v = judge({"1"}, [_d("1", flags=1), _d("1", flags=2)], set(), [], poison_sent=0)
     assert (v.lost, v.conflicting, v.differing_bytes) == (0, 0, 1)
