@@ -62,7 +62,7 @@ def _committed(settings: Settings, group: str | None = None, topic: str | None =
         err = exc.args[0]
         if not (err.retriable() or err.code() in _COORDINATOR_MOVING):
             raise
-        log.info("committed offsets not known yet (%s); asking again", exc.args[0].str())
+        log.info("committed offsets not known yet (%s); asking again", err.str())
         return 0
     finally:
         consumer.close()
