@@ -1,11 +1,12 @@
 """Per-card event-time windows.
 
 State per card: the timestamps (ms), prefix sums of amounts, the amounts (float32), each
-transaction's amount against the card's median at its time (float32) and terminal keys of the
-card's transactions in the last 30 days (plus at most ``_SLACK`` stale entries awaiting
-compaction). A card making k transactions a day holds about 30·k entries: 8 + 8 + 4 + 4 bytes in
-four ``array``s plus a 4-byte terminal key (``terminal_key``: ``FeatureEngine`` numbers its
-terminal ids) in a ``bytearray``, so about 16 + 28·30·k bytes of payload.
+transaction's amount against the card's median at its time (float32), prefix counts of those
+ratios above each of ``RATIO_STEPS`` and terminal keys of the card's transactions in the last 30
+days (plus at most ``_SLACK`` stale entries awaiting compaction). A card making k transactions a
+day holds about 30·k entries: 8 + 8 + 4 + 4 + 12 bytes in five ``array``s plus a 4-byte
+terminal key (``terminal_key``: ``FeatureEngine`` numbers its terminal ids) in a ``bytearray``,
+so about 36 + 40·30·k bytes of payload.
 
 The card's habit is the median of its previous 30 days' amounts: unlike the mean, a few
 fraudulent amounts (a compromised card paying several times its usual sums) do not move it, so
@@ -29,8 +30,15 @@ _HORIZON_S = _HORIZON_MS / 1000.0
 _HOUR_MS = 3_600_000
 _SLACK = 64
 _D14_MS = 14 * DAY_MS  # "recently" for the habit features: two weeks
-# a payment "well above the card's habit": twice its median (a generic multiple, not fitted)
-HIGH_RATIO = 2.0
+_D3_MS = 3 * DAY_MS  # and "in the last days", for a compromise that has just begun
+# payments above the card's habit: 1.5, 2 and 3 times its median at their time (generic
+# multiples, not fitted; counting them per step lets a linear model weigh each step by how much
+# more often a compromised card pays it, which one threshold cannot)
+RATIO_STEPS = (1.5, 2.0, 3.0)
+_MID, HIGH_RATIO, _TOP = RATIO_STEPS
+_N_STEPS = len(RATIO_STEPS)
+if _N_STEPS != 3:  # pragma: no cover - ``features`` is unrolled for three steps
+    raise ImportError("CardWindows.features is written for three ratio steps")
 # ``features`` is unrolled for these windows (a loop over them costs a tenth of its time).
 if WINDOWS_DAYS != (1, 7, 30):  # pragma: no cover - a guard for whoever changes the windows
     raise ImportError("CardWindows.features is written for windows of 1, 7 and 30 days")
@@ -50,14 +58,14 @@ def terminal_key(number: int) -> bytes:
 class CardWindows:
     """The transactions of one card over the longest window, with prefix sums of amounts."""
 
-    __slots__ = ("amounts", "cum", "highs", "ratios", "terms", "ts", "whi", "window", "wlo")
+    __slots__ = ("amounts", "cum", "levels", "ratios", "terms", "ts", "whi", "window", "wlo")
     # the array fields and their type codes (a checkpoint stores them column by column)
     ARRAYS = (
         ("ts", "q"),
         ("cum", "d"),
         ("amounts", "f"),
         ("ratios", "f"),
-        ("highs", "i"),
+        ("levels", "i"),
         ("window", "f"),
     )
 
@@ -66,7 +74,8 @@ class CardWindows:
         self.cum = array("d", [0.0])  # cum[i] = sum of the first i amounts
         self.amounts = array("f")  # the amounts (float32: the median's input)
         self.ratios = array("f")  # each amount / the card's median before it (``features``)
-        self.highs = array("i", [0])  # highs[i] = ratios >= HIGH_RATIO among the first i
+        # levels[3 i + k] = ratios >= RATIO_STEPS[k] among the first i
+        self.levels = array("i", [0] * _N_STEPS)
         self.terms = bytearray()  # KEY_BYTES per entry: terminal keys (``terminal_key``)
         # the amounts of the entries [wlo, whi), sorted: the next median is a few bisections
         # away (the entries that left the 30 days out, the latest one in); whi < 0: rebuild
@@ -89,9 +98,13 @@ class CardWindows:
         self.amounts.insert(pos, amount)
         self._pad(len(ts) - 1)
         self.ratios.insert(pos, 1.0)  # the later entries keep the ratios they were given
-        self.highs.insert(pos + 1, self.highs[pos])
-        for i in range(pos + 2, len(self.highs)):  # the later prefix counts: the entry moved in
-            self.highs[i] = self.highs[i - 1] + (self.ratios[i - 1] >= HIGH_RATIO)
+        levels, ratios = self.levels, self.ratios
+        at = _N_STEPS * (pos + 1)
+        levels[at:at] = levels[at - _N_STEPS : at]
+        for i in range(pos + 2, len(ratios) + 1):  # the later prefix counts: the entry moved in
+            r = ratios[i - 1]
+            for k, step in enumerate(RATIO_STEPS):
+                levels[_N_STEPS * i + k] = levels[_N_STEPS * (i - 1) + k] + (r >= step)
         self.whi = -1  # entries moved: the sorted window is rebuilt at the next transaction
         self.terms[pos * KEY_BYTES : pos * KEY_BYTES] = terminal
         amounts = [self.cum[i + 1] - self.cum[i] for i in range(len(self.cum) - 1)]
@@ -104,10 +117,10 @@ class CardWindows:
 
     def _pad(self, n: int) -> None:
         """Ratios (1) and prefix counts for entries added without ``features`` (up to n)."""
-        ratios, highs = self.ratios, self.highs
+        ratios, levels = self.ratios, self.levels
         while len(ratios) < n:
-            ratios.append(1.0)
-            highs.append(highs[-1])
+            ratios.append(1.0)  # below every step: the counts stay
+            levels.extend(levels[-_N_STEPS:])
 
     def compact(self, now_ms: int) -> None:
         """Drop entries that no window ending at or after ``now_ms`` can see."""
@@ -120,8 +133,11 @@ class CardWindows:
             del self.ratios[:lo]
             del self.terms[: lo * KEY_BYTES]
             self.cum = array("d", (c - base for c in self.cum[lo:]))
-            high_base = self.highs[lo]
-            self.highs = array("i", (h - high_base for h in self.highs[lo:]))
+            bases = self.levels[_N_STEPS * lo : _N_STEPS * (lo + 1)]
+            self.levels = array(
+                "i",
+                (c - bases[j % _N_STEPS] for j, c in enumerate(self.levels[_N_STEPS * lo :])),
+            )
             if self.whi >= 0 and self.wlo >= lo:
                 self.wlo -= lo
                 self.whi -= lo
@@ -137,7 +153,9 @@ class CardWindows:
         mean, seconds since the previous transaction, count in the last hour, new terminal; then
         the habit features: amount ratio to the previous 30 days' median, how many of the
         previous 14 days' payments were at least ``HIGH_RATIO`` times the median of their time,
-        and the largest such ratio over those 14 days (0 without any).
+        and the largest such ratio over those 14 days (0 without any); how many of the previous
+        14 days' payments were at least 1.5 and 3 times it, and of the previous 3 days' at least
+        1.5, 2 and 3 times (``RATIO_STEPS``).
         The windows nest (30 days ⊇ 7 ⊇ 1 ⊇ 1 hour), so each search starts where the wider one
         ended: the same positions as searching from 0, with fewer probes.
         """
@@ -151,7 +169,7 @@ class CardWindows:
         prev = idx - lo30
         if len(self.ratios) < idx:
             self._pad(idx)
-        amounts, highs, ratios = self.amounts, self.highs, self.ratios
+        amounts, levels, ratios = self.amounts, self.levels, self.ratios
         window = self.window
         if self.whi == idx and self.wlo <= lo30:  # the previous transaction's window: slide it
             for j in range(self.wlo, lo30):
@@ -163,21 +181,34 @@ class CardWindows:
             median = window[half] if prev & 1 else (window[half - 1] + window[half]) * 0.5
             ratio = amount / median if median > 0 else 1.0
             lo14 = bisect_right(ts, ts_ms - _D14_MS, lo30, idx)
-            high = float(highs[idx] - highs[lo14])
+            lo3 = bisect_right(ts, ts_ms - _D3_MS, lo14, idx)
+            now, at14, at3 = 3 * idx, 3 * lo14, 3 * lo3
+            mid, high, top14 = (float(levels[now + k] - levels[at14 + k]) for k in (0, 1, 2))
+            mid3, high3, top3 = (float(levels[now + k] - levels[at3 + k]) for k in (0, 1, 2))
             top_ratio = max(ratios[lo14:idx]) if lo14 < idx else 0.0
         else:
-            ratio, high, top_ratio = 1.0, 0.0, 0.0
+            ratio, top_ratio = 1.0, 0.0
+            mid = high = top14 = mid3 = high3 = top3 = 0.0
         insort(window, amounts[idx])
         self.wlo, self.whi = lo30, idx + 1
-        if len(ratios) == idx:  # in order: this entry's ratio and prefix count come last
+        if len(ratios) == idx:  # in order: this entry's ratio and prefix counts come last
             ratios.append(ratio)
-            highs.append(highs[idx] + (ratios[idx] >= HIGH_RATIO))
+            r, at = ratios[idx], 3 * idx
+            levels.extend(
+                (
+                    levels[at] + (r >= _MID),
+                    levels[at + 1] + (r >= HIGH_RATIO),
+                    levels[at + 2] + (r >= _TOP),
+                )
+            )
         else:  # an earlier entry (out of order): the later prefix counts move with it
             ratios[idx] = ratio
-            step = (ratios[idx] >= HIGH_RATIO) - (highs[idx + 1] - highs[idx])
-            if step:
-                for i in range(idx + 1, len(highs)):
-                    highs[i] += step
+            r = ratios[idx]
+            for k, step in enumerate(RATIO_STEPS):
+                shift = (r >= step) - (levels[3 * idx + 3 + k] - levels[3 * idx + k])
+                if shift:
+                    for j in range(3 * idx + 3 + k, len(levels), 3):
+                        levels[j] += shift
         out += (
             float(n1),
             (top - cum[lo1]) / n1,
@@ -193,4 +224,9 @@ class CardWindows:
             ratio,
             high,
             top_ratio,
+            mid,
+            top14,
+            mid3,
+            high3,
+            top3,
         )

@@ -32,13 +32,18 @@ EXTRA_FEATURES = [
     "CARD_AMOUNT_RATIO_MEDIAN_30DAY",  # amount / median amount of the card's previous 30 days
     "CARD_NB_HIGH_RATIO_14DAY",  # previous 14 days' payments at >= 2x the card's median then
     "CARD_MAX_RATIO_14DAY",  # the largest such ratio over the previous 14 days (0 if none)
+    "CARD_NB_MID_RATIO_14DAY",  # previous 14 days' payments at >= 1.5x the card's median then
+    "CARD_NB_TOP_RATIO_14DAY",  # ... at >= 3x
+    "CARD_NB_MID_RATIO_3DAY",  # previous 3 days' payments at >= 1.5x
+    "CARD_NB_HIGH_RATIO_3DAY",  # ... at >= 2x
+    "CARD_NB_TOP_RATIO_3DAY",  # ... at >= 3x
     "TERMINAL_NB_FRAUD_30DAY_WINDOW",  # known frauds at the terminal, 7-day label delay
     "TERMINAL_FRAUD_RUN",  # the terminal's latest known labels that are all fraud, in a row
     "TERMINAL_FRAUD_RUN_DAYS",  # days that run spans
     "TERMINAL_DAYS_SINCE_FRAUD",  # days from the latest known fraud to now - delay (37 if none)
 ]
-CARD_EXTRA = EXTRA_FEATURES[:7]
-TERMINAL_EXTRA = EXTRA_FEATURES[7:]
+CARD_EXTRA = EXTRA_FEATURES[:12]
+TERMINAL_EXTRA = EXTRA_FEATURES[12:]
 
 # Everything a model sees, in the order the stream code computes it.
 MODEL_FEATURES = [
@@ -64,6 +69,11 @@ CARD_MEDIAN_FAMILY = [
     "CARD_AMOUNT_RATIO_MEDIAN_30DAY",
     "CARD_NB_HIGH_RATIO_14DAY",
     "CARD_MAX_RATIO_14DAY",
+    "CARD_NB_MID_RATIO_14DAY",
+    "CARD_NB_TOP_RATIO_14DAY",
+    "CARD_NB_MID_RATIO_3DAY",
+    "CARD_NB_HIGH_RATIO_3DAY",
+    "CARD_NB_TOP_RATIO_3DAY",
 ]
 TERMINAL_RUN_FAMILY = ["TERMINAL_FRAUD_RUN", "TERMINAL_FRAUD_RUN_DAYS", "TERMINAL_DAYS_SINCE_FRAUD"]
 

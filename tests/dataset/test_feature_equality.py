@@ -23,6 +23,11 @@ HABIT_AND_RUN = [
     "CARD_AMOUNT_RATIO_MEDIAN_30DAY",
     "CARD_NB_HIGH_RATIO_14DAY",
     "CARD_MAX_RATIO_14DAY",
+    "CARD_NB_MID_RATIO_14DAY",
+    "CARD_NB_TOP_RATIO_14DAY",
+    "CARD_NB_MID_RATIO_3DAY",
+    "CARD_NB_HIGH_RATIO_3DAY",
+    "CARD_NB_TOP_RATIO_3DAY",
     "TERMINAL_FRAUD_RUN",
     "TERMINAL_FRAUD_RUN_DAYS",
     "TERMINAL_DAYS_SINCE_FRAUD",
@@ -272,6 +277,18 @@ def test_extra_feature_invariants(
         ),
         "high payments ≤ the card's 30-day count": (
             pl.col("CARD_NB_HIGH_RATIO_14DAY") < pl.col("CUSTOMER_ID_NB_TX_30DAY_WINDOW")
+        ),
+        "payments above 1.5x ≥ above 2x ≥ above 3x, and 3 days ≤ 14 days": (
+            (pl.col("CARD_NB_MID_RATIO_14DAY") >= pl.col("CARD_NB_HIGH_RATIO_14DAY"))
+            & (pl.col("CARD_NB_HIGH_RATIO_14DAY") >= pl.col("CARD_NB_TOP_RATIO_14DAY"))
+            & (pl.col("CARD_NB_MID_RATIO_3DAY") >= pl.col("CARD_NB_HIGH_RATIO_3DAY"))
+            & (pl.col("CARD_NB_HIGH_RATIO_3DAY") >= pl.col("CARD_NB_TOP_RATIO_3DAY"))
+            & (pl.col("CARD_NB_MID_RATIO_3DAY") <= pl.col("CARD_NB_MID_RATIO_14DAY"))
+            & (pl.col("CARD_NB_HIGH_RATIO_3DAY") <= pl.col("CARD_NB_HIGH_RATIO_14DAY"))
+            & (pl.col("CARD_NB_TOP_RATIO_3DAY") <= pl.col("CARD_NB_TOP_RATIO_14DAY"))
+        ),
+        "a payment 3x above the habit in 14 days is the largest ratio's doing": (
+            (pl.col("CARD_NB_TOP_RATIO_14DAY") == 0) | (pl.col("CARD_MAX_RATIO_14DAY") >= 3.0)
         ),
         "a fraud run is at most the known frauds, spans at most 30 days": (
             (pl.col("TERMINAL_FRAUD_RUN") <= pl.col("TERMINAL_NB_FRAUD_30DAY_WINDOW"))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 import streams.features.engine as engine_module
-from streams.features.card import CardWindows, terminal_key
+from streams.features.card import RATIO_STEPS, CardWindows, terminal_key
 from streams.features.engine import N_FEATURES, FeatureEngine, calendar
 from streams.features.names import MODEL_FEATURES
 from streams.features.terminal import TerminalLabels, TerminalTable
@@ -54,6 +54,16 @@ def naive_card(
     ]
     out["CARD_NB_HIGH_RATIO_14DAY"] = float(sum(r >= 2.0 for r in recent))
     out["CARD_MAX_RATIO_14DAY"] = max(recent, default=0.0)
+    last_days = [
+        _median_ratio(history[:j], tj, a)
+        for j, (tj, a, _) in enumerate(history)
+        if t - 3 * D < tj <= t
+    ]
+    out["CARD_NB_MID_RATIO_14DAY"] = float(sum(r >= 1.5 for r in recent))
+    out["CARD_NB_TOP_RATIO_14DAY"] = float(sum(r >= 3.0 for r in recent))
+    out["CARD_NB_MID_RATIO_3DAY"] = float(sum(r >= 1.5 for r in last_days))
+    out["CARD_NB_HIGH_RATIO_3DAY"] = float(sum(r >= 2.0 for r in last_days))
+    out["CARD_NB_TOP_RATIO_3DAY"] = float(sum(r >= 3.0 for r in last_days))
     return out
 
 
@@ -73,7 +83,15 @@ _FLOAT32 = {"CARD_AMOUNT_RATIO_MEDIAN_30DAY", "CARD_MAX_RATIO_14DAY"}
 
 # each transaction's own ratio is stored when it is screened: an event arriving late does not
 # change the ratios of the later ones already screened (only these two features read them)
-AS_SCREENED = ("CARD_NB_HIGH_RATIO_14DAY", "CARD_MAX_RATIO_14DAY")
+AS_SCREENED = (
+    "CARD_NB_HIGH_RATIO_14DAY",
+    "CARD_MAX_RATIO_14DAY",
+    "CARD_NB_MID_RATIO_14DAY",
+    "CARD_NB_TOP_RATIO_14DAY",
+    "CARD_NB_MID_RATIO_3DAY",
+    "CARD_NB_HIGH_RATIO_3DAY",
+    "CARD_NB_TOP_RATIO_3DAY",
+)
 
 
 def assert_card_features(
@@ -246,6 +264,26 @@ def test_shuffled_events_then_in_order_event_match_sorted_stream() -> None:
     as_screened = [MODEL_FEATURES.index(name) for name in AS_SCREENED]
     keep = [i for i in range(len(a)) if i not in as_screened]
     assert [a[i] for i in keep] == pytest.approx([b[i] for i in keep], rel=1e-12)
+
+
+def test_ratio_step_counts_stay_prefix_counts_of_the_ratios_out_of_order() -> None:
+    """Every out-of-order insert, late ratio and compaction keeps ``levels`` equal to a recount
+    of the stored ratios per step (what the 14- and 3-day counts subtract)."""
+    rng = random.Random(11)
+    engine = FeatureEngine()
+    t = T0
+    for n in range(400):
+        t += rng.randrange(1, 6 * H)
+        late = rng.random() < 0.2
+        when = t - rng.randrange(1, 3 * D) if late else t
+        amount = round(rng.choice([rng.uniform(5, 40), rng.uniform(60, 200)]), 2)
+        engine.transform("c", f"t{n % 4}", amount, when)
+        state = engine.cards["c"]
+        ratios = list(state.ratios)
+        assert len(state.levels) == 3 * (len(ratios) + 1)
+        for i in range(len(ratios) + 1):
+            for k, step in enumerate(RATIO_STEPS):
+                assert state.levels[3 * i + k] == sum(r >= step for r in ratios[:i]), (n, i, k)
 
 
 # --- compaction -----------------------------------------------------------------------------
