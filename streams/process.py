@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,16 +99,21 @@ class WorkerProcess:
                 self.proc.wait(10)
         return int(self.proc.returncode)
 
-    def wait_log(self, text: str, timeout_s: float = 60) -> None:
-        """Wait until this start's log contains ``text``; RuntimeError if the process exits or
-        the time runs out first."""
+    def wait_log(
+        self, text: str, timeout_s: float = 60, until: threading.Event | None = None
+    ) -> bool:
+        """Wait until this start's log contains ``text`` (True), or ``until`` is set first
+        (False); RuntimeError if the process exits or the time runs out first."""
         deadline = time.monotonic() + timeout_s
         while text not in self.log():
+            if until is not None and until.is_set():
+                return False
             if not self.alive:
                 raise RuntimeError(f"{self.name} exited:\n{self.log()[-3000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no {text!r} in the {self.name} log:\n{self.log()[-3000:]}")
             time.sleep(0.1)
+        return True
 
     def poll(self) -> int | None:
         """The exit code, None while it runs (``Popen.poll``: readiness checks take either)."""
