@@ -182,9 +182,15 @@ class CardWindows:
             ratio = amount / median if median > 0 else 1.0
             lo14 = bisect_right(ts, ts_ms - _D14_MS, lo30, idx)
             lo3 = bisect_right(ts, ts_ms - _D3_MS, lo14, idx)
-            now, at14, at3 = 3 * idx, 3 * lo14, 3 * lo3
-            mid, high, top14 = (float(levels[now + k] - levels[at14 + k]) for k in (0, 1, 2))
-            mid3, high3, top3 = (float(levels[now + k] - levels[at3 + k]) for k in (0, 1, 2))
+            # unrolled: generator expressions here cost a fifth of the card features' time
+            a, b, c = 3 * idx, 3 * lo14, 3 * lo3
+            mid1, high1, top1 = levels[a], levels[a + 1], levels[a + 2]
+            mid = float(mid1 - levels[b])
+            high = float(high1 - levels[b + 1])
+            top14 = float(top1 - levels[b + 2])
+            mid3 = float(mid1 - levels[c])
+            high3 = float(high1 - levels[c + 1])
+            top3 = float(top1 - levels[c + 2])
             top_ratio = max(ratios[lo14:idx]) if lo14 < idx else 0.0
         else:
             ratio, top_ratio = 1.0, 0.0
@@ -193,14 +199,11 @@ class CardWindows:
         self.wlo, self.whi = lo30, idx + 1
         if len(ratios) == idx:  # in order: this entry's ratio and prefix counts come last
             ratios.append(ratio)
-            r, at = ratios[idx], 3 * idx
-            levels.extend(
-                (
-                    levels[at] + (r >= _MID),
-                    levels[at + 1] + (r >= HIGH_RATIO),
-                    levels[at + 2] + (r >= _TOP),
-                )
-            )
+            r = ratios[idx]  # as stored (float32), like the counts of entries moved later
+            a = 3 * idx  # the last three: this entry's counts come after them
+            levels.append(levels[a] + (r >= _MID))
+            levels.append(levels[a + 1] + (r >= HIGH_RATIO))
+            levels.append(levels[a + 2] + (r >= _TOP))
         else:  # an earlier entry (out of order): the later prefix counts move with it
             ratios[idx] = ratio
             r = ratios[idx]
