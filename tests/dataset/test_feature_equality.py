@@ -14,24 +14,18 @@ import numpy as np
 import polars as pl
 import pytest
 
-from streams.features.names import EXTRA_FEATURES, HANDBOOK_FEATURES, MODEL_FEATURES
+from streams.features.names import (
+    CARD_MEDIAN_FAMILY,
+    EXTRA_FEATURES,
+    HANDBOOK_FEATURES,
+    MODEL_FEATURES,
+    TERMINAL_RUN_FAMILY,
+)
 
 # The card-habit and terminal-run features are checked against brute-force definitions in
 # tests/unit/test_features.py (``naive_card``, ``naive_run``) and by invariants below; the
 # polars reference here covers the others.
-HABIT_AND_RUN = [
-    "CARD_AMOUNT_RATIO_MEDIAN_30DAY",
-    "CARD_NB_HIGH_RATIO_14DAY",
-    "CARD_MAX_RATIO_14DAY",
-    "CARD_NB_MID_RATIO_14DAY",
-    "CARD_NB_TOP_RATIO_14DAY",
-    "CARD_NB_MID_RATIO_3DAY",
-    "CARD_NB_HIGH_RATIO_3DAY",
-    "CARD_NB_TOP_RATIO_3DAY",
-    "TERMINAL_FRAUD_RUN",
-    "TERMINAL_FRAUD_RUN_DAYS",
-    "TERMINAL_DAYS_SINCE_FRAUD",
-]
+HABIT_AND_RUN = [*CARD_MEDIAN_FAMILY, *TERMINAL_RUN_FAMILY]
 REFERENCED = [name for name in MODEL_FEATURES if name not in HABIT_AND_RUN]
 
 pytestmark = [pytest.mark.dataset, pytest.mark.slow]
