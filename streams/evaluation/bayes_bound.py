@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from streams.evaluation.ceiling import hidden_by_delay, reachable_frauds
+from streams.evaluation.ceiling import HIDDEN, hidden_by_delay, reachable_frauds
 from streams.evaluation.handbook_metrics import day_number, remove_known_cards
 from streams.evaluation.protocol import folds
 from streams.evaluation.stage1_stats import RECALL_AT_SHARES, recall_at_shares
@@ -69,9 +69,10 @@ def oracle_scores(
     """Per row of ``df`` (the whole history, handbook columns with ``ts_ms`` and
     ``TX_FRAUD_SCENARIO``): 2 for amount frauds and reachable terminal frauds, else the
     posterior probability of a card-compromise fraud (see the module)."""
+    hidden = df[HIDDEN] if HIDDEN in df.columns else hidden_by_delay(df)
     frame = df.select(
         "CUSTOMER_ID", "ts_ms", "TX_AMOUNT", "TX_FRAUD", "TX_FRAUD_SCENARIO", "TERMINAL_ID"
-    ).with_columns(hidden_by_delay(df), pl.int_range(pl.len()).alias("_row"))
+    ).with_columns(hidden, pl.int_range(pl.len()).alias("_row"))
     means = (
         frame.filter(pl.col("TX_FRAUD") == 0)
         .group_by("CUSTOMER_ID")
@@ -101,8 +102,8 @@ def oracle_scores(
         hit = compromised * share * fraud[lo:hi]
         posterior[lo:hi] = hit / (hit + (1 - compromised * share) * genuine[lo:hi])
     scenario = frame["TX_FRAUD_SCENARIO"].to_numpy()
-    hidden = frame["HIDDEN_BY_DELAY"].to_numpy()
-    posterior[(scenario == 1) | ((scenario == 2) & ~hidden)] = 2.0
+    hidden_rows = frame[HIDDEN].to_numpy()
+    posterior[(scenario == 1) | ((scenario == 2) & ~hidden_rows)] = 2.0
     out = np.empty(frame.height)
     out[frame["_row"].to_numpy()] = posterior
     return out
@@ -118,10 +119,11 @@ def bound(
 ) -> dict[str, Any]:
     """The oracle's reachable Recall@K on each fold's test week (known cards removed, as
     ``evaluate`` measures stage 1), and the mean over the folds."""
+    df = df.with_columns(hidden_by_delay(df))  # once, for the oracle and the reachable frauds
     scored = df.with_columns(
         pl.Series(ORACLE, oracle_scores(df, multiplier, share, days, cards_per_day)),
         (pl.col("ts_ms") // DAY_MS).alias("day"),
-    ).with_columns(hidden_by_delay(df))
+    )
     first, last = (
         pl.from_epoch(pl.Series([df["ts_ms"].min(), df["ts_ms"].max()]), time_unit="ms")
         .dt.date()
