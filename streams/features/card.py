@@ -58,7 +58,19 @@ def terminal_key(number: int) -> bytes:
 class CardWindows:
     """The transactions of one card over the longest window, with prefix sums of amounts."""
 
-    __slots__ = ("amounts", "cum", "levels", "ratios", "terms", "ts", "whi", "window", "wlo")
+    __slots__ = (
+        "amounts",
+        "cum",
+        "levels",
+        "mhi",
+        "mpos",
+        "ratios",
+        "terms",
+        "ts",
+        "whi",
+        "window",
+        "wlo",
+    )
     # the array fields and their type codes (a checkpoint stores them column by column)
     ARRAYS = (
         ("ts", "q"),
@@ -82,6 +94,11 @@ class CardWindows:
         self.window = array("f")
         self.wlo = 0
         self.whi = -1
+        # where the largest ratio of the last 14 days was, as of the entries before mhi (the
+        # previous transaction's window): the next window usually only gains one entry, and
+        # loses the largest one rarely. mhi < 0: none (rescan)
+        self.mpos = 0
+        self.mhi = -1
 
     def add(self, ts_ms: int, amount: float, terminal: bytes) -> int:
         """Record a transaction (``terminal``: its terminal's key); returns its index.
@@ -105,7 +122,7 @@ class CardWindows:
             r = ratios[i - 1]
             for k, step in enumerate(RATIO_STEPS):
                 levels[_N_STEPS * i + k] = levels[_N_STEPS * (i - 1) + k] + (r >= step)
-        self.whi = -1  # entries moved: the sorted window is rebuilt at the next transaction
+        self.whi = self.mhi = -1  # entries moved: the next transaction rescans its windows
         self.terms[pos * KEY_BYTES : pos * KEY_BYTES] = terminal
         amounts = [self.cum[i + 1] - self.cum[i] for i in range(len(self.cum) - 1)]
         amounts.insert(pos, amount)
@@ -143,6 +160,11 @@ class CardWindows:
                 self.whi -= lo
             else:
                 self.whi = -1
+            if self.mhi >= 0 and self.mpos >= lo:
+                self.mpos -= lo
+                self.mhi -= lo
+            else:
+                self.mhi = -1
 
     def features(
         self, idx: int, ts_ms: int, amount: float, terminal: bytes, out: list[float]
@@ -191,7 +213,19 @@ class CardWindows:
             mid3 = float(mid1 - levels[c])
             high3 = float(high1 - levels[c + 1])
             top3 = float(top1 - levels[c + 2])
-            top_ratio = max(ratios[lo14:idx]) if lo14 < idx else 0.0
+            if lo14 >= idx:
+                top_ratio = 0.0
+            elif 0 <= self.mhi <= idx and self.mpos >= lo14:  # the largest is still in: extend
+                mpos = self.mpos
+                top_ratio = ratios[mpos]
+                for j in range(self.mhi, idx):
+                    if ratios[j] >= top_ratio:
+                        top_ratio, mpos = ratios[j], j
+                self.mpos, self.mhi = mpos, idx
+            else:
+                recent = ratios[lo14:idx]
+                top_ratio = max(recent)
+                self.mpos, self.mhi = lo14 + recent.index(top_ratio), idx
         else:
             ratio, top_ratio = 1.0, 0.0
             mid = high = top14 = mid3 = high3 = top3 = 0.0
@@ -206,6 +240,7 @@ class CardWindows:
             levels.append(levels[a + 2] + (r >= _TOP))
         else:  # an earlier entry (out of order): the later prefix counts move with it
             ratios[idx] = ratio
+            self.mhi = -1
             r = ratios[idx]
             for k, step in enumerate(RATIO_STEPS):
                 shift = (r >= step) - (levels[3 * idx + 3 + k] - levels[3 * idx + k])
