@@ -12,10 +12,13 @@ nearly every transaction, so they take positional values and build one dict lite
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 from streams.features.names import MODEL_FEATURES
@@ -161,6 +164,47 @@ def stage1_decision(
             "score": score,
         },
     }
+
+
+APPROVAL_SLOTS = (
+    "transaction_id",
+    "card_id",
+    "score",
+    "anomaly",
+    "probability",
+    "rule_score",
+    "score",
+)
+"""The values ``stage1_approval_format`` takes, in order (the score appears twice)."""
+_SLOT = re.compile(rb'"\\u0001(\w+)"')  # a slot's mark, as orjson writes it
+
+
+@functools.lru_cache(maxsize=16)  # one per rules version in use
+def stage1_approval_format(rules_version: str) -> bytes:
+    """``stage1_decision`` of an approval no rule fired on (nearly every transaction) as a bytes
+    %-format: ``fmt % values``, ``values`` the orjson bytes of each of ``APPROVAL_SLOTS``, is
+    byte for byte orjson's encoding of that decision (a test holds them equal), for a third of
+    the cost of building and encoding its dict. Derived from ``stage1_decision`` itself, so the
+    two cannot drift apart."""
+    mark = {name: f"\x01{name}" for name in APPROVAL_SLOTS}
+    decision = stage1_decision(
+        mark["transaction_id"],
+        mark["card_id"],
+        "approve",
+        rules_version,
+        [],
+        [],
+        [],
+        mark["anomaly"],  # type: ignore[arg-type]  # marks where the numbers go
+        mark["probability"],  # type: ignore[arg-type]
+        mark["rule_score"],  # type: ignore[arg-type]
+        mark["score"],  # type: ignore[arg-type]
+    )
+    raw = orjson.dumps(decision).replace(b"%", b"%%")
+    found = tuple(m.group(1).decode() for m in _SLOT.finditer(raw))
+    if found != APPROVAL_SLOTS:
+        raise ValueError(f"rules version {rules_version!r}: the approval format is ambiguous")
+    return _SLOT.sub(b"%s", raw)
 
 
 def stage2_decision(

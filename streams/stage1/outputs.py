@@ -20,7 +20,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException
 
 from streams.errors import BrokerError, TransactionAbortable
-from streams.output_schema import stage1_decision
+from streams.output_schema import stage1_approval_format, stage1_decision
 from streams.schema import encode
 from streams.settings import Settings
 from streams.stage1.delivery import undelivered
@@ -43,12 +43,28 @@ def sent_ms_header(msg: Any) -> bytes | None:
     return None
 
 
+def _items(values: list[float]) -> list[bytes]:
+    """orjson's bytes of each value (numbers or None), from one encoding of the list."""
+    return orjson.dumps(values)[1:-1].split(b",") if values else []
+
+
 def encode_outputs(out: ScreenedBatch) -> list[bytes]:
-    """The output value of every row of ``out``, in row order."""
+    """The output value of every row of ``out``, in row order. Approvals no rule fired on go
+    through ``stage1_approval_format`` (the same bytes as the dict, for a third of the cost)."""
     anomaly, probability, rule_score, score = out._values()
     version, card_out, record = out.rules_version, out.card_out, out.flagged_record
     same_card = card_out is str
     dumps, option = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
+    try:
+        approval: bytes | None = stage1_approval_format(version)
+    except ValueError:
+        approval = None
+    a_json, p_json, r_json, s_json = (
+        _items(anomaly),
+        _items(probability),
+        _items(rule_score),
+        _items(score),
+    )
     values: list[bytes] = []
     append = values.append
     blocked = out.blocked.tolist() if out.blocked.any() else None
@@ -58,6 +74,13 @@ def encode_outputs(out: ScreenedBatch) -> list[bytes]:
             append(encode(record(i)))
             continue
         card = tx.card_id if same_card else card_out(tx.card_id)
+        if approval is not None and not (fired or reasons or shadow or (blocked and blocked[i])):
+            sj = s_json[i]
+            append(
+                approval
+                % (dumps(tx.transaction_id), dumps(card), sj, a_json[i], p_json[i], r_json[i], sj)
+            )
+            continue
         decision = stage1_decision(
             tx.transaction_id,
             card,

@@ -13,7 +13,13 @@ from jsonschema import Draft202012Validator
 
 from streams.data.handbook import read_handbook_frame
 from streams.data.simulate import simulate
-from streams.output_schema import SCHEMA_DIR, json_schemas
+from streams.output_schema import (
+    APPROVAL_SLOTS,
+    SCHEMA_DIR,
+    json_schemas,
+    stage1_approval_format,
+    stage1_decision,
+)
 from streams.rules.loader import load_rules
 from streams.settings import load_settings
 from streams.stage1.history import frame_transactions
@@ -91,3 +97,33 @@ def test_stage2_decisions_follow_the_schema(stage1_outputs, challenger):
     parsed = [orjson.loads(v) for v in values]
     assert all(d["stage"] == 2 and d["card_context"] is not None for d in parsed)
     assert all(("challenger" in d) == challenger for d in parsed)
+
+
+@pytest.mark.parametrize(
+    ("tid", "card", "version"),
+    [
+        ("123", "c-9", "3f2a91"),
+        ('a"b\\c', "caf\u00e9 \u2028", "v%1%s"),  # quotes, backslash, non-ASCII, a % in the version
+        (
+            "\x01tid",
+            "\x00\x1f",
+            "\x01score",
+        ),  # control characters, a version that looks like a mark
+    ],
+)
+def test_approval_format_writes_the_decisions_bytes(tid: str, card: str, version: str) -> None:
+    numbers = [0.0, 1e-06, 0.123456, 1.0, 1e300, float("nan"), 5]
+    for a, p, r, s in zip(
+        numbers, numbers[1:] + numbers[:1], numbers[2:] + numbers[:2], numbers[::-1], strict=True
+    ):
+        expected = orjson.dumps(
+            stage1_decision(tid, card, "approve", version, [], [], [], a, p, r, s)
+        )
+        try:
+            fmt = stage1_approval_format(version)
+        except ValueError:  # refused when ambiguous: the caller builds the dict instead
+            assert "\x01" in version
+            continue
+        parts = {"transaction_id": tid, "card_id": card, "anomaly": a, "probability": p}
+        parts |= {"rule_score": r, "score": s}
+        assert fmt % tuple(orjson.dumps(parts[name]) for name in APPROVAL_SLOTS) == expected
