@@ -173,8 +173,9 @@ class Settings(BaseSettings):
         default=0.98,
         gt=0,
         le=1,
-        description="share of the labelled frauds within the maximum budget's reach that stage 1 "
-        "aims to forward; its recall controller sets the forward budget for it",
+        description="share of the labelled frauds (of cards not known compromised) within the "
+        "maximum budget's reach that stage 1 aims to forward; its recall controller sets the "
+        "forward budget for it",
     )
     stage1_min_forward_share: float = Field(
         default=0.02, ge=0, le=1, description="the forward budget's floor (share of traffic)"

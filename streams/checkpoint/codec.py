@@ -124,6 +124,10 @@ class StateReader:
             raise StateError(f"{self.where}: field {name!r} is {spec[0]}, not {kind}")
         return spec, data
 
+    def has(self, name: str) -> bool:
+        """Whether the state holds a field ``name`` (one added in a later version may not)."""
+        return name in self._entries
+
     def numpy(self, name: str) -> np.ndarray:
         spec, data = self._get(name, "np")
         return np.frombuffer(data, dtype=np.dtype(spec[1])).reshape(spec[2]).copy()

@@ -62,7 +62,6 @@ class CardWindows:
         "amounts",
         "cum",
         "levels",
-        "mhi",
         "mpos",
         "ratios",
         "terms",
@@ -94,11 +93,10 @@ class CardWindows:
         self.window = array("f")
         self.wlo = 0
         self.whi = -1
-        # where the largest ratio of the last 14 days was, as of the entries before mhi (the
-        # previous transaction's window): the next window usually only gains one entry, and
-        # loses the largest one rarely. mhi < 0: none (rescan)
-        self.mpos = 0
-        self.mhi = -1
+        # where the largest ratio of the previous transaction's 14 days was (the entries
+        # before whi - 1): the next window usually gains one entry and rarely loses the
+        # largest. mpos < 0: none (rescan)
+        self.mpos = -1
 
     def add(self, ts_ms: int, amount: float, terminal: bytes) -> int:
         """Record a transaction (``terminal``: its terminal's key); returns its index.
@@ -122,7 +120,7 @@ class CardWindows:
             r = ratios[i - 1]
             for k, step in enumerate(RATIO_STEPS):
                 levels[_N_STEPS * i + k] = levels[_N_STEPS * (i - 1) + k] + (r >= step)
-        self.whi = self.mhi = -1  # entries moved: the next transaction rescans its windows
+        self.whi = self.mpos = -1  # entries moved: the next transaction rescans its windows
         self.terms[pos * KEY_BYTES : pos * KEY_BYTES] = terminal
         amounts = [self.cum[i + 1] - self.cum[i] for i in range(len(self.cum) - 1)]
         amounts.insert(pos, amount)
@@ -158,13 +156,9 @@ class CardWindows:
             if self.whi >= 0 and self.wlo >= lo:
                 self.wlo -= lo
                 self.whi -= lo
+                self.mpos = self.mpos - lo if self.mpos >= lo else -1
             else:
-                self.whi = -1
-            if self.mhi >= 0 and self.mpos >= lo:
-                self.mpos -= lo
-                self.mhi -= lo
-            else:
-                self.mhi = -1
+                self.whi = self.mpos = -1
 
     def features(
         self, idx: int, ts_ms: int, amount: float, terminal: bytes, out: list[float]
@@ -214,20 +208,20 @@ class CardWindows:
             high3 = float(high1 - levels[c + 1])
             top3 = float(top1 - levels[c + 2])
             if lo14 >= idx:
-                top_ratio = 0.0
-            elif 0 <= self.mhi <= idx and self.mpos >= lo14:  # the largest is still in: extend
+                top_ratio, self.mpos = 0.0, -1
+            elif 0 < self.whi <= idx + 1 and self.mpos >= lo14:  # still in: extend the window
                 mpos = self.mpos
                 top_ratio = ratios[mpos]
-                for j in range(self.mhi, idx):
+                for j in range(self.whi - 1, idx):
                     if ratios[j] >= top_ratio:
                         top_ratio, mpos = ratios[j], j
-                self.mpos, self.mhi = mpos, idx
+                self.mpos = mpos
             else:
                 recent = ratios[lo14:idx]
                 top_ratio = max(recent)
-                self.mpos, self.mhi = lo14 + recent.index(top_ratio), idx
+                self.mpos = lo14 + recent.index(top_ratio)
         else:
-            ratio, top_ratio = 1.0, 0.0
+            ratio, top_ratio, self.mpos = 1.0, 0.0, -1
             mid = high = top14 = mid3 = high3 = top3 = 0.0
         insort(window, amounts[idx])
         self.wlo, self.whi = lo30, idx + 1
@@ -240,7 +234,6 @@ class CardWindows:
             levels.append(levels[a + 2] + (r >= _TOP))
         else:  # an earlier entry (out of order): the later prefix counts move with it
             ratios[idx] = ratio
-            self.mhi = -1
             r = ratios[idx]
             for k, step in enumerate(RATIO_STEPS):
                 shift = (r >= step) - (levels[3 * idx + 3 + k] - levels[3 * idx + k])

@@ -130,7 +130,8 @@ DRIFT_PSI = Gauge(
 FLAG_RATE = Gauge("fraudstream_flag_rate", "Share of the recent window stage 1 forwarded")
 STAGE1_RECALL = Gauge(
     "fraudstream_stage1_recall",
-    "Share of the partition's recent labelled frauds that stage 1 forwarded",
+    "Share of the partition's recent labelled frauds (cards not known compromised) stage 1 "
+    "forwarded",
     ["partition"],
 )
 STAGE1_BUDGET = Gauge(

@@ -33,6 +33,13 @@ from river import compose, linear_model, optim, preprocessing
 
 from streams.features.names import MODEL_FEATURES
 
+
+def card_key(card_id: str) -> int:
+    """A card's key in the label cache (CRC-32 of its id: stable across restarts, unlike
+    ``hash``). The recall controller tells known compromised cards by it."""
+    return zlib.crc32(card_id.encode())
+
+
 if TYPE_CHECKING:
     from streams.checkpoint.codec import StateReader, StateWriter
 
@@ -103,13 +110,16 @@ class OnlineClassifier:
         self._rows = np.zeros((0, len(MODEL_FEATURES)), dtype=np.float32)
         self._share = np.zeros(0, dtype=np.float32)  # share of traffic ranked above (``mark``)
         self._forwarded = np.zeros(0, dtype=bool)
+        self._card = np.zeros(0, dtype=np.uint32)  # ``card_key`` of the transaction's card
+        self._ts = np.zeros(0, dtype=np.int64)  # its event time
         self._ids: list[str | None] = []
         self._slot_of: dict[str, int] = {}
         self._next = 0
         self.genuine_rate = genuine_rate
         self.learned = 0
         self.missed_labels = 0
-        self.on_fraud: Callable[[float, bool], None] | None = None
+        # (share, forwarded, card key, transaction time, label publication time) of a fraud
+        self.on_fraud: Callable[[float, bool, int, int, int], None] | None = None
         # numpy view of the river model, rebuilt when it has learnt since (``learned``)
         self._vectors: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
         self._vectors_at = -1
@@ -145,24 +155,40 @@ class OnlineClassifier:
         return float(self.model.predict_proba_one(_transform(row)).get(True, 0.0))
 
     # --- learning from delayed labels ----------------------------------------------------
-    def remember(self, transaction_ids: list[str], X: np.ndarray) -> np.ndarray:
-        """Keep each row of ``X`` until its label arrives (the oldest go first when full);
+    def remember(
+        self,
+        transaction_ids: list[str],
+        X: np.ndarray,
+        cards: np.ndarray | None = None,
+        ts: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Keep each row of ``X`` until its label arrives (the oldest go first when full), with
+        its card's ``card_key`` and its event time (``cards``, ``ts``: 0 when not given);
         returns the cache slots of the last rows kept (all of them unless more than the cache)."""
         n, size = len(transaction_ids), self.cache_size
         if not self._ids:
-            self._rows = np.zeros((size, len(MODEL_FEATURES)), dtype=np.float32)
-            self._share = np.ones(size, dtype=np.float32)
-            self._forwarded = np.zeros(size, dtype=bool)
-            self._ids = [None] * size
+            self._allocate()
         if n > size:
             transaction_ids, X, n = transaction_ids[-size:], X[-size:], size
         start = self._next
+        slots = (start + np.arange(n)) % size
+        self._card[slots] = 0 if cards is None else cards[-n:]
+        self._ts[slots] = 0 if ts is None else ts[-n:]
         first = min(n, size - start)
         self._store(start, transaction_ids[:first], X[:first])
         if first < n:
             self._store(0, transaction_ids[first:], X[first:n])
         self._next = (start + n) % size
-        return (start + np.arange(n)) % size
+        return slots
+
+    def _allocate(self) -> None:
+        size = self.cache_size
+        self._rows = np.zeros((size, len(MODEL_FEATURES)), dtype=np.float32)
+        self._share = np.ones(size, dtype=np.float32)
+        self._forwarded = np.zeros(size, dtype=bool)
+        self._card = np.zeros(size, dtype=np.uint32)
+        self._ts = np.zeros(size, dtype=np.int64)
+        self._ids = [None] * size
 
     def mark(self, slots: np.ndarray, share: np.ndarray, forwarded: np.ndarray) -> None:
         """Record how stage 1 treated the rows kept at ``slots`` (``remember``): the share of
@@ -189,14 +215,17 @@ class OnlineClassifier:
         """Transactions whose features wait for their label."""
         return len(self._slot_of)
 
-    def learn_label(self, transaction_id: str, fraud: bool) -> bool:
-        """Learn from one label if its features are cached; returns whether it was learnt."""
+    def learn_label(self, transaction_id: str, fraud: bool, known_ms: int | None = None) -> bool:
+        """Learn from one label if its features are cached; returns whether it was learnt.
+        ``known_ms``: when the label was published (default: the transaction's time)."""
         if transaction_id not in self._slot_of:
             self.missed_labels += 1
             return False
-        return self.learn_label_if_cached(transaction_id, fraud)
+        return self.learn_label_if_cached(transaction_id, fraud, known_ms)
 
-    def learn_label_if_cached(self, transaction_id: str, fraud: bool) -> bool:
+    def learn_label_if_cached(
+        self, transaction_id: str, fraud: bool, known_ms: int | None = None
+    ) -> bool:
         """``learn_label`` for a label that may be another partition's (not counted as missed
         when its features are not here)."""
         slot = self._slot_of.pop(transaction_id, None)
@@ -205,7 +234,14 @@ class OnlineClassifier:
         if fraud:
             weight = 1.0
             if self.on_fraud is not None:
-                self.on_fraud(float(self._share[slot]), bool(self._forwarded[slot]))
+                ts_ms = int(self._ts[slot])
+                self.on_fraud(
+                    float(self._share[slot]),
+                    bool(self._forwarded[slot]),
+                    int(self._card[slot]),
+                    ts_ms,
+                    ts_ms if known_ms is None else known_ms,
+                )
         else:
             if (zlib.crc32(transaction_id.encode()) % 10_000) >= self.genuine_rate * 10_000:
                 return False
@@ -299,6 +335,8 @@ class OnlineClassifier:
             w.numpy(f"{name}.rows", self._rows[slots])
             w.numpy(f"{name}.share", self._share[slots])
             w.numpy(f"{name}.forwarded", self._forwarded[slots])
+            w.numpy(f"{name}.card", self._card[slots])
+            w.numpy(f"{name}.ts", self._ts[slots])
 
     def load_state(self, r: StateReader, name: str) -> None:
         meta = r.meta[name]
@@ -309,15 +347,14 @@ class OnlineClassifier:
         self._ids = []
         if not meta["allocated"]:
             return
-        size = self.cache_size
-        self._rows = np.zeros((size, len(MODEL_FEATURES)), dtype=np.float32)
-        self._share = np.ones(size, dtype=np.float32)
-        self._forwarded = np.zeros(size, dtype=bool)
-        self._ids = [None] * size
+        self._allocate()
         ids, slots = r.strings(f"{name}.ids"), r.numpy(f"{name}.slots")
         self._rows[slots] = r.numpy(f"{name}.rows")
         self._share[slots] = r.numpy(f"{name}.share")
         self._forwarded[slots] = r.numpy(f"{name}.forwarded")
+        if r.has(f"{name}.card"):  # checkpoints before the known-card rule have neither
+            self._card[slots] = r.numpy(f"{name}.card")
+            self._ts[slots] = r.numpy(f"{name}.ts")
         for tid, slot in zip(ids, slots.tolist(), strict=True):
             self._ids[slot] = tid
             self._slot_of[tid] = slot

@@ -156,13 +156,13 @@ class ClassifierFeed:
         learn = classifier.learn_label_if_cached
         backlog = self.backlog
         while backlog and backlog[0][0] <= horizon_ms:
-            _, tid, fraud = backlog.popleft()
-            learn(tid, bool(fraud))
+            known, tid, fraud = backlog.popleft()
+            learn(tid, bool(fraud), known)
         skip = self.skip_through
         cursor = self.cursor
         for i, (known, tid, fraud) in self.gate.released_since(self.cursor, horizon_ms):
             if known > skip:
-                learn(tid, bool(fraud))
+                learn(tid, bool(fraud), known)
             cursor = i + 1
         self.cursor = cursor
         self.learned_through = horizon_ms

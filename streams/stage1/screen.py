@@ -17,7 +17,7 @@ import polars as pl
 from streams.features.engine import FeatureEngine
 from streams.features.names import DAY_MS, MODEL_FEATURES, RULE_FIELDS
 from streams.online.anomaly import AnomalyScorer
-from streams.online.supervised import WARM_START_FILE, OnlineClassifier
+from streams.online.supervised import WARM_START_FILE, OnlineClassifier, card_key
 from streams.output_schema import flagged_record, stage1_decision, stage1_evidence
 from streams.rules.model import RuleSet
 from streams.schema import Transaction
@@ -335,8 +335,9 @@ class Screener:
         X = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(n, len(MODEL_FEATURES))
         anomaly = self.anomaly.percentile(self.anomaly.score_and_learn(X))
         prob = self.classifier.predict_batch(X)
-        slots = self.classifier.remember([tx.transaction_id for tx in txs], X)
         ts = np.fromiter((tx.ts_ms for tx in txs), dtype=np.int64, count=n)
+        cards = np.fromiter((card_key(tx.card_id) for tx in txs), dtype=np.uint32, count=n)
+        slots = self.classifier.remember([tx.transaction_id for tx in txs], X, cards, ts)
         return Scored(txs, X, ts, anomaly, prob, slots, self.policy.controller.budget)
 
     def learn_label(self, transaction_id: str, terminal: str, ts_ms: int, fraud: int) -> None:

@@ -279,7 +279,7 @@ def test_ratio_step_counts_stay_prefix_counts_of_the_ratios_out_of_order() -> No
 
 
 def test_largest_recent_ratio_cache_gives_what_a_rescan_gives() -> None:
-    """The 14-day largest ratio is carried from one transaction to the next (``mpos``/``mhi``);
+    """The 14-day largest ratio is carried from one transaction to the next (``mpos``);
     with out-of-order events, ties and compactions it equals a rescan at every transaction."""
     rng = random.Random(5)
     cached, rescanned = FeatureEngine(), FeatureEngine()
@@ -290,7 +290,7 @@ def test_largest_recent_ratio_cache_gives_what_a_rescan_gives() -> None:
         amount = rng.choice([10.0, 20.0, 80.0, round(rng.uniform(1, 300), 2)])  # ties too
         terminal = f"t{n % 3}"
         if "c" in rescanned.cards:
-            rescanned.cards["c"].mhi = -1  # no cache: every transaction rescans
+            rescanned.cards["c"].mpos = -1  # no cache: every transaction rescans
         assert cached.transform("c", terminal, amount, when) == rescanned.transform(
             "c", terminal, amount, when
         ), n

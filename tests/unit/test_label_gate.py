@@ -40,7 +40,7 @@ class _Learner:
         self.known = known
         self.learnt: list[str] = []
 
-    def learn_label_if_cached(self, tid: str, fraud: bool) -> bool:
+    def learn_label_if_cached(self, tid: str, fraud: bool, known_ms: int | None = None) -> bool:
         if tid in self.known:
             self.learnt.append(tid)
             return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streams.features.names import MODEL_FEATURES
-from streams.online.supervised import OnlineClassifier
+from streams.online.supervised import OnlineClassifier, card_key
 
 
 def rows(n: int, seed: int = 0) -> np.ndarray:
@@ -48,3 +48,22 @@ def test_oldest_rows_go_first_and_redelivered_keep_the_newest() -> None:
     clf.remember([f"x{i}" for i in range(9)], rows(9, seed=2))  # more than the cache holds
     assert clf.cached() == 4 and all(not clf.learn_label(t, True) for t in ("d", "e", "x4"))
     assert all(clf.learn_label(f"x{i}", True) for i in range(5, 9))
+
+
+def test_a_fraud_label_tells_the_controller_its_card_time_and_publication():
+    clf = OnlineClassifier(cache_size=8)
+    seen: list[tuple[float, bool, int, int, int]] = []
+    clf.on_fraud = lambda *args: seen.append(args)
+    slots = clf.remember(
+        ["a", "b"],
+        rows(2),
+        np.array([card_key("c1"), card_key("c2")], np.uint32),
+        np.array([1_000, 2_000], np.int64),
+    )
+    clf.mark(slots, np.array([0.25, 0.0]), np.array([False, True]))
+    assert clf.learn_label("b", fraud=True, known_ms=9_000)
+    assert clf.learn_label("a", fraud=True)  # no publication time: the transaction's
+    assert seen == [
+        (0.0, True, card_key("c2"), 2_000, 9_000),
+        (0.25, False, card_key("c1"), 1_000, 1_000),
+    ]

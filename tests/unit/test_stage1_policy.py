@@ -147,3 +147,35 @@ def test_the_controller_budget_is_the_share_that_reaches_the_target():
 def test_the_controller_refuses_a_floor_above_the_maximum():
     with pytest.raises(ValueError, match="floor"):
         RecallController(floor=0.2, maximum=0.1)
+
+
+def test_the_controller_leaves_out_frauds_of_cards_known_compromised():
+    """A fraud counts unless a fraud of its card had a published label before it (the
+    protocol's known cards); a card is forgotten 30 days after its first label."""
+    controller = RecallController(target=0.9, floor=0.01, maximum=0.10, min_frauds=1)
+    day = 86_400_000
+    controller.observe(0.01, True, card=7, ts_ms=0, known_ms=7 * day)  # the first: counts
+    controller.observe(0.5, False, card=7, ts_ms=6 * day, known_ms=13 * day)  # before 7 d: counts
+    controller.observe(0.5, False, card=7, ts_ms=8 * day, known_ms=15 * day)  # known: left out
+    controller.observe(0.5, False, card=8, ts_ms=8 * day, known_ms=15 * day)  # another card
+    assert controller.known_card_frauds == 1
+    assert controller.recall == pytest.approx(1 / 3)
+    # 30 days after its first label the card is forgotten: its next fraud counts again
+    controller.observe(0.02, True, card=7, ts_ms=38 * day, known_ms=45 * day)
+    assert controller.known_card_frauds == 1 and controller.recall == pytest.approx(2 / 4)
+
+
+def test_the_controller_keeps_its_known_cards_in_a_checkpoint():
+    from streams.checkpoint.codec import StateReader, StateWriter
+
+    day = 86_400_000
+    controller = RecallController(min_frauds=1)
+    controller.observe(0.0, True, card=7, ts_ms=0, known_ms=7 * day)
+    controller.observe(0.0, True, card=7, ts_ms=8 * day, known_ms=15 * day)
+    w = StateWriter()
+    controller.save_state(w, "c")
+    restored = RecallController(min_frauds=1)
+    restored.load_state(StateReader(w.encode()), "c")
+    assert restored.known_card_frauds == 1 and restored.budget == controller.budget
+    restored.observe(0.3, False, card=7, ts_ms=9 * day, known_ms=16 * day)
+    assert restored.known_card_frauds == 2  # card 7 is still known after the restore
