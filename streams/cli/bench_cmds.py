@@ -28,6 +28,12 @@ def bench(
         1_000_000, "--memory-cards", min=1, help="distinct cards for the memory measurement"
     ),
     workers: str = typer.Option("1,2", help="stage-1 worker processes to measure, e.g. 1,2"),
+    repeats: int = typer.Option(
+        3,
+        "--repeats",
+        min=1,
+        help="runs of the confluent-kafka passthrough and of one stage-1 worker (median kept)",
+    ),
     restore_days: int = typer.Option(
         183, "--restore-days", min=0, help="days of history per restore multiple (0: skip)"
     ),
@@ -58,6 +64,7 @@ def bench(
         latency_seconds=latency_seconds,
         memory_cards=memory_cards,
         workers=counts,
+        repeats=repeats,
         restore_days=restore_days,
         restore_multiples=multiples,
         log_dir=logs,
