@@ -13,9 +13,10 @@ label by 1 / rate made the SGD steps ten times larger for the majority class, wh
 model from converging (on the handbook's test weeks it ranked 27-90 % of the reachable frauds in
 the top tenth, against 96-98 % without the weights, and 97-98 % for a batch logistic regression
 on the same features).
-Beside each cached row the classifier keeps how stage 1 treated the transaction (``mark``: the
-share of traffic that ranked above it, whether it was forwarded); a fraud label hands that to
-``on_fraud`` (the recall controller of ``streams.stage1.policy``).
+Beside each cached row the classifier keeps the transaction's card (``card_key``) and time, and
+how stage 1 treated it (``mark``: the share of traffic that ranked above it, whether it was
+forwarded); a fraud label hands those and its publication time to ``on_fraud`` (the recall
+controller of ``streams.stage1.policy``, which leaves out frauds of cards known compromised).
 """
 
 from __future__ import annotations
