@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -55,6 +55,7 @@ class BenchOptions:
 
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -63,6 +64,38 @@ def _step(say: Say, what: str, timings: dict[str, float]) -> Iterator[None]:
     started = time.monotonic()
     yield
     timings[what] = round(time.monotonic() - started, 1)
+
+
+def _median(runs: list[T], tps: Callable[[T], float]) -> T:
+    """The median run by throughput (the upper middle one of an even count)."""
+    return sorted(runs, key=tps)[len(runs) // 2]
+
+
+def _stage1_scale(
+    s: Settings,
+    tag: str,
+    source: Settings,
+    options: BenchOptions,
+    total: int,
+    warmup: int,
+    say: Say,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """Stage 1 with each count of worker processes over the shared backlog; the smallest count
+    runs ``options.repeats`` times and reports its median run (``runs_tps``: all of them)."""
+    scale: dict[str, Any] = {}
+    for workers in options.workers:
+        measured = []
+        for i in range(max(1, options.repeats) if workers == min(options.workers) else 1):
+            scoped = backlog.scoped(
+                s, tag, f"stage1-{workers}w-{i}", shared_source=source.topic_transactions
+            )
+            backlog.make_topics(scoped)
+            with _step(say, f"stage 1, {workers} worker process(es), run {i + 1}", timings):
+                measured.append(measure_stage1(scoped, total, warmup, workers))
+        median = _median(measured, lambda r: r["tps"])
+        scale[str(workers)] = {**median, "runs_tps": [r["tps"] for r in measured]}
+    return scale
 
 
 def _checkpoint_cost(
@@ -133,22 +166,11 @@ def run_bench(
             group = source.model_copy(update={"stage1_group": f"{source.stage1_group}-{i}"})
             with _step(say, f"confluent-kafka passthrough, run {i + 1}", timings):
                 runs.append(peers.confluent_passthrough(group, topic, total, warmup))
-        confluent = sorted(runs, key=lambda r: r.tps)[len(runs) // 2]
+        confluent = _median(runs, lambda r: r.tps)
         confluent_runs = [round(r.tps, 1) for r in runs]
         with _step(say, "faust passthrough", timings):
             faust = peers.faust_passthrough(source, faust_forward, total, warmup)
-        scale: dict[str, Any] = {}
-        for workers in options.workers:
-            measured = []
-            for i in range(repeats if workers == min(options.workers) else 1):
-                scoped = backlog.scoped(
-                    s, tag, f"stage1-{workers}w-{i}", shared_source=source.topic_transactions
-                )
-                backlog.make_topics(scoped)
-                with _step(say, f"stage 1, {workers} worker process(es), run {i + 1}", timings):
-                    measured.append(measure_stage1(scoped, total, warmup, workers))
-            median = sorted(measured, key=lambda r: r["tps"])[len(measured) // 2]
-            scale[str(workers)] = {**median, "runs_tps": [r["tps"] for r in measured]}
+        scale = _stage1_scale(s, tag, source, options, total, warmup, say, timings)
         checkpoints = _checkpoint_cost(s, tag, source, total, warmup, say, timings)
         with _step(say, "stage 1, shipped rules against the attribute rule set", timings):
             with_attributes = backlog.history(total, options.seed, attributes=True)
