@@ -158,7 +158,7 @@ class BatchScorer:
                 len(job.events), job.decided, job.started, self.models.champion_version
             )
         for event in job.events:
-            event.ack()
+            _release(event)
 
     async def isolate(self, job: Job) -> list[dict[str, Any]]:
         """Score record by record, so only the bad record goes to the dead-letter topic."""
@@ -186,6 +186,17 @@ class BatchScorer:
         return await self.output.produce(
             self.records.build(job.records, partitions, job.decided), source_topic
         )
+
+
+def _release(event: Any) -> None:
+    """Ack an event for every reference its message holds: ours (``begin``) and the one faust's
+    ``take_events`` releases only when the agent asks for the next batch. Acking ours alone let
+    ``finish`` leave the commit barrier while the offset was not yet acked to the consumer: a
+    commit in that window put the batch's outputs in the transaction without its offsets, and a
+    kill before the next commit decided the batch twice. faust's own later ack is then a no-op
+    (the message is already acked)."""
+    for _ in range(max(1, getattr(event.message, "refcount", 1))):
+        event.ack()
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:
