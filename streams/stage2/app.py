@@ -39,6 +39,7 @@ from typing import Any
 import faust
 
 from streams.gc_tuning import tuned_gc
+from streams.kafka.faust_commit import stale_records
 from streams.kafka.faust_config import data_dir, faust_broker_settings
 from streams.kafka.faust_fetch import App
 from streams.kafka.faust_transactions import CommitBarrier
@@ -117,6 +118,7 @@ def build_app(settings: Settings) -> App:
         scoring_thread=ThreadPoolExecutor(1, thread_name_prefix="stage2-scoring"),
         fault=fault,
         barrier=app.commit_barrier,
+        stale=stale_records(app),
     )
     app.on_rebalance_complete.connect(stats.rebalanced)  # type: ignore[arg-type]
     size, within = s.stage2_batch_size, s.stage2_batch_wait_ms / 1000

@@ -1,10 +1,12 @@
 """Stage-2 micro-batches from events to acked decisions: ``begin`` and ``finish``.
 
-``begin`` decodes a batch (undecodable records to the dead-letter topic), builds its features
-and starts its booster call in the scoring thread; ``finish`` turns the scores into decisions,
-hands the card context and the decisions to the producer (after the previous batch has, so the
-table and the topics see batches in order), and acks the batch's events once the broker has
-all its outputs. A batch whose scoring fails on one record is scored record by record
+``begin`` decodes a batch (undecodable records to the dead-letter topic; records fetched before
+a seek back are skipped, they come again), builds its features and starts its booster call in
+the scoring thread; ``finish`` turns the scores into decisions, hands the card context and the
+decisions to the producer (after the previous batch has, so the table and the topics see
+batches in order), and acks the batch's events once the broker has all its outputs (every
+reference to them, faust's included, so a commit after the batch leaves the barrier carries
+their offsets). A batch whose scoring fails on one record is scored record by record
 (``isolate``: only the bad record is dead-lettered); a transient failure sends the batch to the
 retry topics (``retry_all``). No faust here: events are anything with ``message`` (``value``,
 ``headers``, ``partition``, ``incref``) and ``ack``.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
@@ -64,6 +67,7 @@ class BatchScorer:
         scoring_thread: Executor,
         fault: int | None = None,
         barrier: CommitBarrier | None = None,
+        stale: Callable[[Any], bool] | None = None,
     ):
         self.models = models
         self.scorer: Scorer = models.scorer
@@ -76,6 +80,9 @@ class BatchScorer:
         self.fault = fault  # scoring fails on attempts below it (test hook, ``faults``)
         # exactly-once: a commit waits while a batch is between ``begin`` and its ack
         self.barrier = barrier
+        # a record fetched before its partition's latest seek back comes again from the fetch
+        # after it: processing it now would decide it twice (``faust_commit``, 7.)
+        self.stale = stale or _never
 
     async def begin(self, events: list[Any], attempt: int) -> Job:
         """Decode a batch, build its features and start its booster call in the scoring thread.
@@ -100,6 +107,9 @@ class BatchScorer:
         job.published.add_done_callback(_retrieved)  # its error is raised by finish itself
         self.models.refresh()
         for event in events:
+            if self.stale(event.message):
+                self.stats.stale += 1
+                continue
             try:
                 record = decode_flagged(event)
                 job.records.append(record)
@@ -186,6 +196,10 @@ class BatchScorer:
         return await self.output.produce(
             self.records.build(job.records, partitions, job.decided), source_topic
         )
+
+
+def _never(message: Any) -> bool:
+    return False
 
 
 def _release(event: Any) -> None:

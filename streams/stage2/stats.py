@@ -14,6 +14,7 @@ class Stage2Stats:
     scored: int = 0
     dead_letters: int = 0
     retried: int = 0
+    stale: int = 0  # records skipped as fetched before a seek back (they come again)
     ready: bool = False  # its partitions assigned (the first rebalance completed)
 
     def rebalanced(self, sender: Any = None, **kwargs: Any) -> None:

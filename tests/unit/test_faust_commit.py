@@ -20,6 +20,13 @@ FLAGGED = TP("flagged", 2)
 CHANGELOG = TP("cards-changelog", 2)
 
 
+class Record:
+    """A fetched record as faust's ``ConsumerMessage`` (hashable, weakly referenced)."""
+
+    def __init__(self, tp: TP, offset: int):
+        self.tp, self.offset, self.acked = tp, offset, False
+
+
 class ScriptedConsumer:
     """The parts of faust's consumer the mixin calls: a fetch position per partition, and
     ``getmany`` fetches (waiting for ``fetched``) the next records from the positions."""
@@ -41,6 +48,11 @@ class ScriptedConsumer:
         self.fetched = asyncio.Event()
         self.fetched.set()
         self.seeks: list[tuple[TP, int]] = []
+
+    def ack(self, message: Any) -> bool:
+        message.acked = True
+        self._acked.setdefault(message.tp, []).append(message.offset)
+        return True
 
     def assignment(self) -> set[TP]:
         return {FLAGGED, CHANGELOG}
@@ -66,7 +78,7 @@ class ScriptedConsumer:
         batch = []
         for tp in sorted(self.position):
             start, end = self.position[tp], min(self.position[tp] + 5, self.log_end[tp])
-            batch += [(tp, SimpleNamespace(tp=tp, offset=o)) for o in range(start, end)]
+            batch += [(tp, Record(tp, o)) for o in range(start, end)]
             self.position[tp] = end  # the fetch moves on whether the records are yielded or not
         for tp, message in batch:
             if tp in active:
@@ -79,6 +91,10 @@ class Consumer(SafeCommitConsumer, ScriptedConsumer):
 
 async def _take(consumer: Consumer) -> list[tuple[str, int]]:
     return [(tp.topic, m.offset) async for tp, m in consumer.getmany(1.0)]
+
+
+async def _records(consumer: Consumer) -> list[Record]:
+    return [m async for tp, m in consumer.getmany(1.0) if tp == FLAGGED]
 
 
 def test_a_fetch_in_progress_when_the_sources_resume_hands_over_no_source_record() -> None:
@@ -190,3 +206,30 @@ def test_a_seek_back_before_faust_read_the_committed_offsets_asks_the_broker() -
     taken, seeks = asyncio.run(scenario())
     assert seeks == [(FLAGGED, 250)]
     assert [o for topic, o in taken if topic == FLAGGED.topic] == [250, 251, 252, 253, 254]
+
+
+def test_records_queued_before_a_seek_back_are_stale_and_their_acks_ignored() -> None:
+    """Records fetched before a seek back may still wait for the stream (faust's topic queue, a
+    ``take_events`` buffer): they come again from the fetch after the seek, so they are stale,
+    stage 2 skips them, and their ack neither counts their offset nor holds the commits."""
+
+    async def scenario() -> tuple[list[Record], list[Record]]:
+        consumer.active.add(FLAGGED)
+        queued = await _records(consumer)
+        consumer.resume_partitions([FLAGGED])  # a table recovery ends: seek back to 40
+        return queued, await _records(consumer)
+
+    consumer = Consumer({FLAGGED: 300, CHANGELOG: 20}, {FLAGGED: 40, CHANGELOG: 20}, 40)
+    queued, again = asyncio.run(scenario())
+    assert consumer.seeks == [(FLAGGED, 40)]
+    assert [r.offset for r in queued] == [r.offset for r in again] == [40, 41, 42, 43, 44]
+    assert all(consumer.fetched_before_seek(r) for r in queued)  # type: ignore[arg-type]
+    assert not any(consumer.fetched_before_seek(r) for r in again)  # type: ignore[arg-type]
+
+    consumer._unacked_messages.update([queued[0], again[0]])
+    assert consumer.ack(queued[0]) is False  # type: ignore[arg-type]
+    assert queued[0].acked and queued[0] not in consumer._unacked_messages
+    assert consumer._acked.get(FLAGGED, []) == []
+    assert consumer._lowest_unacked(FLAGGED) == 40  # the copy fetched again, not yet acked
+    assert consumer.ack(again[0]) is True  # type: ignore[arg-type]
+    assert consumer._acked[FLAGGED] == [40]

@@ -384,6 +384,26 @@ def test_exactly_once_a_commit_after_a_batch_carries_its_offsets(parts) -> None:
     assert sorted(consumer.acked) == [0, 1, 2, 3]  # each offset acked once
 
 
+def test_records_fetched_before_a_seek_back_are_skipped_and_released(parts) -> None:
+    """A record the consumer calls stale (fetched before its partition's seek back, so fetched
+    again after it) is neither decided nor dead-lettered, and its references are released; a
+    batch of stale records only decides nothing."""
+    make, stats, output, routes, _ = parts
+    events = [_event(i) for i in range(4)]
+    stale = {id(events[1].message), id(events[3].message)}
+    batches = make()
+    batches.stale = lambda message: id(message) in stale
+    _run(batches, events)
+    assert sorted(d["transaction_id"] for d in _decisions(output)) == ["t0", "t2"]
+    assert stats.stale == 2 and stats.scored == 2 and routes.dead == []
+    assert all(e.acks == 1 for e in events)
+
+    only = [_event(7)]
+    stale.add(id(only[0].message))
+    _run(batches, only)
+    assert len(_decisions(output)) == 2 and only[0].acks == 1 and stats.stale == 3
+
+
 def test_a_failed_begin_leaves_the_barrier(parts) -> None:
     make, _, _, routes, _ = parts
     barrier = CommitBarrier()
