@@ -228,6 +228,12 @@ class Settings(BaseSettings):
     stage2_app_id: str = "stage2"
     stage2_batch_size: int = 500
     stage2_batch_wait_ms: int = 10
+    stage2_commit_interval_s: float = Field(
+        default=2.8,
+        gt=0,
+        description="how often stage 2 commits its offsets (exactly-once: its transactions); "
+        "faust's broker_commit_interval",
+    )
     stage2_stream_buffer: int = Field(
         default=16_384,
         ge=1,

@@ -159,6 +159,7 @@ def faust_app(s: Settings) -> App:
         # faust's stream buffer is its prefetch: at faust's default (4,096) the fetcher pauses
         # while three batches are in flight and the scorer waits for records
         stream_buffer_maxsize=s.stage2_stream_buffer,
+        broker_commit_interval=s.stage2_commit_interval_s,
         **faust_broker_settings(s),
     )
 

@@ -22,9 +22,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 KILLS = int(os.environ.get("FRAUD_TEST_KILLS", "4"))
 
 
-def _crash(broker: Broker, tmp_path, **plan: object) -> tuple[Outcome, dict]:
+def _crash(
+    broker: Broker, tmp_path, settings_update: dict | None = None, **plan: object
+) -> tuple[Outcome, dict]:
     """A crash test of ~70k transactions (about 50 s of traffic) with labels and poison."""
     settings = load_settings(
+        **(settings_update or {}),
         bootstrap_servers=broker.bootstrap,
         partitions=4,
         rules_dir=REPO / "rules",
@@ -122,6 +125,14 @@ def test_kill_9_exactly_once_both_stages_on_apache_kafka(kafka_broker, tmp_path,
     labels flow: a ``read_committed`` reader sees every transaction decided exactly once and
     each poisoned message dead-lettered exactly once."""
     outcome, report = _exactly_once(
-        kafka_broker, tmp_path, capsys, seed=34, stage2_exactly_once=True
+        kafka_broker,
+        tmp_path,
+        capsys,
+        seed=34,
+        stage2_exactly_once=True,
+        # a commit every 50 ms instead of faust's 2.8 s: many more commits, seeks and restarts
+        # meet in flight, so a rare race shows in this run (the stale records of
+        # ``faust_commit`` 7. made duplicates in 3 of 7 such runs, 1 in 18 at 2.8 s)
+        settings_update={"stage2_commit_interval_s": 0.05},
     )
     assert any(name == "stage2" for _, name in outcome.kills), report
