@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -113,60 +114,27 @@ def train_model(
         raise DataError("training needs labels: the data has no TX_FRAUD column")
     if train_end <= train_start:
         raise DataError(f"empty training window: {train_start} to {train_end}")
-    if features is None:
-        features = compute_features(df, progress=progress)
-    elif features.height != df.height or features.columns != MODEL_FEATURES:
-        raise DataError("precomputed features do not match the data frame or MODEL_FEATURES")
-    ts = df["ts_ms"].to_numpy()
-    y_all = df["TX_FRAUD"].cast(pl.Int8).to_numpy()
-    cards = df["CUSTOMER_ID"].cast(pl.Utf8).to_numpy()
-    X_all = features.to_numpy().astype(np.float32)
-    day_all = ts // DAY_MS
-
+    if forwarded is not None and len(forwarded) != df.height:
+        raise DataError(f"{len(forwarded)} stage-1 verdicts for {df.height} rows")
+    h = _history(df, features, progress)
     t0, t1 = _ms(train_start), _ms(train_end)
     vdays = validation_days((train_end - train_start).days, valid_days)
     v0 = t1 - vdays * DAY_MS
-    window = (ts >= t0) & (ts < t1)
+    window = (h.ts >= t0) & (h.ts < t1)
     if not window.any():
         raise DataError(f"no transactions from {train_start} to {train_end}")
-    if forwarded is not None and len(forwarded) != df.height:
-        raise DataError(f"{len(forwarded)} stage-1 verdicts for {df.height} rows")
-    every = np.ones(df.height, dtype=bool)
-    served = every if forwarded is None else forwarded.astype(bool)
-    training_rows = "all" if forwarded is None else "forwarded by stage 1"
 
-    def search(served: np.ndarray) -> tuple[SearchResult, np.ndarray, np.ndarray, np.ndarray]:
-        train = window & served  # the rows stage 2 learns from, validates and holds out on
-        in_valid = train & (ts >= v0)
-        known = known_card_mask(ts, cards, y_all, in_valid, t0, label_delay_days)
-        result = search_and_fit(
-            X_all[train],
-            y_all[train],
-            in_valid[train],
-            ~known[train],
-            MODEL_FEATURES,
-            seed=seed,
-            space=space,
-        )
-        return result, train, in_valid, known
-
-    try:
-        result, train, in_valid, known = search(served)
-    except DataError as exc:
-        if forwarded is None:
-            raise
-        log.warning("stage 2 learns from every row: the rows stage 1 forwarded: %s", exc)
-        served, training_rows = every, "all (the rows stage 1 forwarded lack a class)"
-        result, train, in_valid, known = search(served)
-    valid = in_valid & ~known
-    booster = result.booster
-    p_valid = result.valid_scores  # the search model's, on rows it did not learn from
-    metrics = validation_metrics(y_all[valid], p_valid, day_all[valid], cards[valid])
+    fit = _search_served(h, window, t0, v0, forwarded, label_delay_days, seed, space)
+    valid = fit.in_valid & ~fit.known
+    booster = fit.result.booster
+    p_valid = fit.result.valid_scores  # the search model's, on rows it did not learn from
+    y_valid, day_valid, cards_valid = h.y[valid], h.day[valid], h.cards[valid]
+    metrics = validation_metrics(y_valid, p_valid, day_valid, cards_valid)
     policy = capacity_thresholds(
         p_valid,
-        y_all[valid],
-        day_all[valid],
-        cards[valid],
+        y_valid,
+        day_valid,
+        cards_valid,
         review_capacity=review_capacity,
         decline_precision=decline_precision,
     )
@@ -174,18 +142,17 @@ def train_model(
     gain = {k: round(float(np.sum(v)), 4) for k, v in scores.items()}
 
     holdout = _holdout(
-        booster, policy, X_all, y_all, ts, cards, served, t0, t1 + label_delay_days * DAY_MS,
-        label_delay_days,
+        booster, policy, h.X, h.y, h.ts, h.cards, fit.served, t0,
+        t1 + label_delay_days * DAY_MS, label_delay_days,
     )  # fmt: skip
 
     # stage 1's online classifier, warm-started on the same window (it keeps learning live)
     warm = OnlineClassifier(cache_size=50_000)
     warm_learned = warm.learn_rows(
-        df["TRANSACTION_ID"].cast(pl.Utf8).to_numpy()[window].tolist(),
-        X_all[window],
-        y_all[window],
+        df["TRANSACTION_ID"].cast(pl.Utf8).to_numpy()[window].tolist(), h.X[window], h.y[window]
     )
 
+    space = space or SearchSpace()
     metadata: dict[str, Any] = {
         "name": name,
         "feature_names": list(MODEL_FEATURES),
@@ -201,30 +168,9 @@ def train_model(
         "metrics": metrics,
         "holdout": holdout,
         "policy": policy,
-        "training_rows": training_rows,
-        "class_balance": {
-            "window": {"rows": int(window.sum()), "frauds": int(y_all[window].sum())},
-            "train": {"rows": int(train.sum()), "frauds": int(y_all[train].sum())},
-            "validation": {"rows": int(valid.sum()), "frauds": int(y_all[valid].sum())},
-            "validation_known_cards_removed_rows": int((in_valid & known).sum()),
-        },
-        "training": {
-            "max_rounds": (space or SearchSpace()).max_rounds,
-            "early_stopping_rounds": (space or SearchSpace()).early_stopping_rounds,
-            "early_stopping_metric": "aucpr",
-            "best_iteration": result.rounds - 1,
-            "num_trees": result.rounds,
-        },
-        "search": {
-            "space": (space or SearchSpace()).as_dict(),
-            "validation_days": vdays,
-            "selection": "cheapest (trees x 2^depth) within cost_tolerance of the best "
-            "validation average precision; refit on the whole window with its rounds",
-            "trials": result.trials,
-            "chosen": result.chosen,
-            "seconds": result.seconds,
-        },
-        "params": result.params,
+        "training_rows": fit.training_rows,
+        "class_balance": _class_balance(h.y, window, fit),
+        **_search_sections(space, fit.result, vdays),
         "seed": seed,
         "feature_importance_gain": gain,
         "stage1_warm_start": {
@@ -235,16 +181,122 @@ def train_model(
         "data": {
             "source": source,
             "history_rows": df.height,
-            "history_start": _day(int(ts[0])) if len(ts) else None,
-            "history_end": _day(int(ts[-1])) if len(ts) else None,
+            "history_start": _day(int(h.ts[0])) if len(h.ts) else None,
+            "history_end": _day(int(h.ts[-1])) if len(h.ts) else None,
         },
     }
 
     def card(out: Path, meta: dict[str, Any]) -> None:
         warm.save(out / WARM_START_FILE)
-        write_card(out, meta, y_all[valid], p_valid)
+        write_card(out, meta, y_valid, p_valid)
 
     return save_model_dir(booster, metadata, Path(out_dir), name=name, extras=card)
+
+
+@dataclass(frozen=True)
+class _History:
+    """The history's columns as arrays, one entry per row in stream order."""
+
+    ts: np.ndarray
+    y: np.ndarray
+    cards: np.ndarray
+    X: np.ndarray  # MODEL_FEATURES, float32
+    day: np.ndarray
+
+
+def _history(
+    df: pl.DataFrame, features: pl.DataFrame | None, progress: Callable[[int], None] | None
+) -> _History:
+    if features is None:
+        features = compute_features(df, progress=progress)
+    elif features.height != df.height or features.columns != MODEL_FEATURES:
+        raise DataError("precomputed features do not match the data frame or MODEL_FEATURES")
+    ts = df["ts_ms"].to_numpy()
+    return _History(
+        ts=ts,
+        y=df["TX_FRAUD"].cast(pl.Int8).to_numpy(),
+        cards=df["CUSTOMER_ID"].cast(pl.Utf8).to_numpy(),
+        X=features.to_numpy().astype(np.float32),
+        day=ts // DAY_MS,
+    )
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """The search's result and the rows it used."""
+
+    result: SearchResult
+    served: np.ndarray  # the rows stage 2 scores (all, or those stage 1 forwarded)
+    train: np.ndarray  # served rows of the window: learned from, validated and held out on
+    in_valid: np.ndarray  # train rows of the validation days
+    known: np.ndarray  # rows of cards with a fraud known by then (left out of validation)
+    training_rows: str
+
+
+def _search_served(
+    h: _History,
+    window: np.ndarray,
+    t0: int,
+    v0: int,
+    forwarded: np.ndarray | None,
+    label_delay_days: int,
+    seed: int,
+    space: SearchSpace | None,
+) -> _Fit:
+    """The search on the window's rows stage 2 serves: those stage 1 forwarded when
+    ``forwarded`` is given (every row if they lack a class), else every row."""
+
+    def search(served: np.ndarray, training_rows: str) -> _Fit:
+        train = window & served
+        in_valid = train & (h.ts >= v0)
+        known = known_card_mask(h.ts, h.cards, h.y, in_valid, t0, label_delay_days)
+        result = search_and_fit(
+            h.X[train], h.y[train], in_valid[train], ~known[train], MODEL_FEATURES,
+            seed=seed, space=space,
+        )  # fmt: skip
+        return _Fit(result, served, train, in_valid, known, training_rows)
+
+    every = np.ones(len(h.ts), dtype=bool)
+    if forwarded is None:
+        return search(every, "all")
+    try:
+        return search(forwarded.astype(bool), "forwarded by stage 1")
+    except DataError as exc:
+        log.warning("stage 2 learns from every row: the rows stage 1 forwarded: %s", exc)
+        return search(every, "all (the rows stage 1 forwarded lack a class)")
+
+
+def _class_balance(y: np.ndarray, window: np.ndarray, fit: _Fit) -> dict[str, Any]:
+    valid = fit.in_valid & ~fit.known
+    return {
+        "window": {"rows": int(window.sum()), "frauds": int(y[window].sum())},
+        "train": {"rows": int(fit.train.sum()), "frauds": int(y[fit.train].sum())},
+        "validation": {"rows": int(valid.sum()), "frauds": int(y[valid].sum())},
+        "validation_known_cards_removed_rows": int((fit.in_valid & fit.known).sum()),
+    }
+
+
+def _search_sections(space: SearchSpace, result: SearchResult, vdays: int) -> dict[str, Any]:
+    """The metadata's ``training``, ``search`` and ``params``: what the search tried and chose."""
+    return {
+        "training": {
+            "max_rounds": space.max_rounds,
+            "early_stopping_rounds": space.early_stopping_rounds,
+            "early_stopping_metric": "aucpr",
+            "best_iteration": result.rounds - 1,
+            "num_trees": result.rounds,
+        },
+        "search": {
+            "space": space.as_dict(),
+            "validation_days": vdays,
+            "selection": "cheapest (trees x 2^depth) within cost_tolerance of the best "
+            "validation average precision; refit on the whole window with its rounds",
+            "trials": result.trials,
+            "chosen": result.chosen,
+            "seconds": result.seconds,
+        },
+        "params": result.params,
+    }
 
 
 def _holdout(
