@@ -206,9 +206,10 @@ def _release(event: Any) -> None:
     """Ack an event for every reference its message holds: ours (``begin``) and the one faust's
     ``take_events`` releases only when the agent asks for the next batch. Acking ours alone let
     ``finish`` leave the commit barrier while the offset was not yet acked to the consumer: a
-    commit in that window put the batch's outputs in the transaction without its offsets, and a
-    kill before the next commit decided the batch twice. faust's own later ack is then a no-op
-    (the message is already acked)."""
+    commit in that window would put the batch's outputs in the transaction without its offsets,
+    and a kill before the next commit would decide the batch twice (not seen in kill runs; the
+    unit test shows the window). faust's own later ack is then a no-op (the message is already
+    acked)."""
     for _ in range(max(1, getattr(event.message, "refcount", 1))):
         event.ack()
 
