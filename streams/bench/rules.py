@@ -1,6 +1,6 @@
 """What rules over attributes cost stage 1: the shipped rules against the shipped rules plus the
 example attribute set (``examples/attribute-rules``: ten rules over declared attributes and
-value lists, a 22-rule set), both over the same backlog of transactions that carry the
+value lists, 23 rules in all), both over the same backlog of transactions that carry the
 attributes (``simulate --attributes``). Lists get realistic sizes: a 10,000-card blocklist
 and a 500-terminal allow-list, drawn from ids that do occur in the backlog."""
 
@@ -55,7 +55,7 @@ ROUNDS = 2  # each set measured this many times, alternating: one short run move
 def measure_rules_cost(
     s: Settings, tag: str, df: pl.DataFrame, total: int, warmup: int
 ) -> dict[str, Any]:
-    """Stage-1 throughput with the shipped rules and with the 22-rule attribute set, one
+    """Stage-1 throughput with the shipped rules alone and with the attribute set added, one
     worker each, over one backlog of ``df`` (simulated with attributes), measured ``ROUNDS``
     times alternately; each set's mean and the ratio of the means."""
     source = backlog.scoped(s, tag, "rules-source")
