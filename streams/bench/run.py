@@ -71,51 +71,79 @@ def _median(runs: list[T], tps: Callable[[T], float]) -> T:
     return sorted(runs, key=tps)[len(runs) // 2]
 
 
-def _stage1_scale(
-    s: Settings,
-    tag: str,
-    source: Settings,
-    options: BenchOptions,
-    total: int,
-    warmup: int,
-    say: Say,
-    timings: dict[str, float],
-) -> dict[str, Any]:
+@dataclass
+class _Run:
+    """What every step of one bench run shares: the broker's settings, the run's topic tag, the
+    options, the backlog's size and the step timings."""
+
+    s: Settings
+    tag: str
+    options: BenchOptions
+    total: int
+    warmup: int
+    say: Say
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def step(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return _step(self.say, what, self.timings)
+
+
+def _peers(run: _Run, source: Settings) -> dict[str, Any]:
+    """The confluent-kafka passthrough (``options.repeats`` runs, the median reported) and the
+    faust passthrough over the shared backlog."""
+    repeats = max(1, run.options.repeats)
+    forward = [f"bench-{run.tag}.confluent-{i}.forward" for i in range(repeats)]
+    faust_forward = f"bench-{run.tag}.faust.forward"
+    backlog.make_topics(source, *forward, faust_forward)
+    runs: list[Rate] = []
+    for i, topic in enumerate(forward):
+        # each run in its own consumer group: from the backlog's start
+        group = source.model_copy(update={"stage1_group": f"{source.stage1_group}-{i}"})
+        with run.step(f"confluent-kafka passthrough, run {i + 1}"):
+            runs.append(peers.confluent_passthrough(group, topic, run.total, run.warmup))
+    confluent = _median(runs, lambda r: r.tps)
+    with run.step("faust passthrough"):
+        faust = peers.faust_passthrough(source, faust_forward, run.total, run.warmup)
+    return {
+        "confluent_passthrough_tps": round(confluent.tps, 1),
+        "faust_passthrough_tps": round(faust.tps, 1),
+        "confluent_passthrough": {
+            **confluent.as_dict(),
+            "runs_tps": [round(r.tps, 1) for r in runs],
+        },
+        "faust_passthrough": faust.as_dict(),
+    }
+
+
+def _stage1_scale(run: _Run, source: Settings) -> dict[str, Any]:
     """Stage 1 with each count of worker processes over the shared backlog; the smallest count
     runs ``options.repeats`` times and reports its median run (``runs_tps``: all of them)."""
+    options = run.options
     scale: dict[str, Any] = {}
     for workers in options.workers:
         measured = []
         for i in range(max(1, options.repeats) if workers == min(options.workers) else 1):
             scoped = backlog.scoped(
-                s, tag, f"stage1-{workers}w-{i}", shared_source=source.topic_transactions
+                run.s, run.tag, f"stage1-{workers}w-{i}", shared_source=source.topic_transactions
             )
             backlog.make_topics(scoped)
-            with _step(say, f"stage 1, {workers} worker process(es), run {i + 1}", timings):
-                measured.append(measure_stage1(scoped, total, warmup, workers))
+            with run.step(f"stage 1, {workers} worker process(es), run {i + 1}"):
+                measured.append(measure_stage1(scoped, run.total, run.warmup, workers))
         median = _median(measured, lambda r: r["tps"])
         scale[str(workers)] = {**median, "runs_tps": [r["tps"] for r in measured]}
     return scale
 
 
-def _checkpoint_cost(
-    s: Settings,
-    tag: str,
-    source: Settings,
-    total: int,
-    warmup: int,
-    say: Say,
-    timings: dict[str, float],
-) -> dict[str, Any]:
+def _checkpoint_cost(run: _Run, source: Settings) -> dict[str, Any]:
     """Stage 1 over the shared backlog with checkpoints off and every second; their ratio."""
     out: dict[str, Any] = {}
     for name, interval in (("off", 0.0), ("every_1s", 1.0)):
         scoped = backlog.scoped(
-            s, tag, f"stage1-checkpoints-{name}", shared_source=source.topic_transactions
+            run.s, run.tag, f"stage1-checkpoints-{name}", shared_source=source.topic_transactions
         ).model_copy(update={"stage1_checkpoint_interval_s": interval})
         backlog.make_topics(scoped)
-        with _step(say, f"stage 1, checkpoints {name}", timings):
-            out[name] = measure_stage1(scoped, total, warmup, 1)
+        with run.step(f"stage 1, checkpoints {name}"):
+            out[name] = measure_stage1(scoped, run.total, run.warmup, 1)
     out["ratio"] = round(out["every_1s"]["tps"] / out["off"]["tps"], 3)
     return out
 
@@ -133,87 +161,83 @@ def _stage2_exactly_once(
         return {"error": str(exc)}
 
 
+def _latency(run: _Run, df: pl.DataFrame) -> dict[str, Any]:
+    """Stage-1 and end-to-end latency at the offered rate, then the broker floor at it."""
+    options = run.options
+    lat_warmup = max(1, int(options.offered_tps * 3))
+    lat_total = min(run.total, lat_warmup + int(options.offered_tps * options.latency_seconds))
+    warmup = min(lat_warmup, lat_total // 5)
+    lat = backlog.scoped(run.s, run.tag, "latency")
+    backlog.make_topics(lat)
+    with run.step(f"latency at {options.offered_tps:,.0f} tx/s offered"):
+        latency = measure_latency(
+            lat, df.head(lat_total), options.offered_tps, warmup, options.log_dir
+        )
+    floor = backlog.scoped(run.s, run.tag, "floor")
+    floor_forward = f"bench-{run.tag}.floor.forward"
+    backlog.make_topics(floor, floor_forward)
+    with run.step(f"broker floor at {options.offered_tps:,.0f} tx/s offered"):
+        latency.update(
+            measure_broker_floor(
+                floor, floor_forward, df.head(lat_total), options.offered_tps, warmup
+            )
+        )
+    return latency
+
+
+def _broker_kind(settings: Settings) -> str:
+    if settings.bootstrap_servers:
+        return f"external ({settings.bootstrap_servers})"
+    if settings.broker_kind == "kafka":
+        return "Apache Kafka (started for the bench)"
+    return "embedded (Tansu)"
+
+
 def run_bench(
     settings: Settings, options: BenchOptions, say: Say = lambda _: None
 ) -> dict[str, Any]:
     settings = backlog.absolute(settings)
-    if settings.bootstrap_servers:
-        kind = f"external ({settings.bootstrap_servers})"
-    elif settings.broker_kind == "kafka":
-        kind = "Apache Kafka (started for the bench)"
-    else:
-        kind = "embedded (Tansu)"
-    result: dict[str, Any] = {"machine": machine(), "versions": versions(kind)}
+    result: dict[str, Any] = {"machine": machine(), "versions": versions(_broker_kind(settings))}
     n = options.transactions
     warmup = backlog.warmup_for(n)
     total = n + warmup
-    timings: dict[str, float] = {}
     logging.getLogger("streams.kafka.topics").setLevel(logging.WARNING)  # one line per topic set
     with broker_for(settings) as s:
-        tag = backlog.run_tag()
-        with _step(say, f"simulating {total:,} transactions", timings):
+        run = _Run(s, backlog.run_tag(), options, total, warmup, say)
+        with run.step(f"simulating {total:,} transactions"):
             df = backlog.history(total, options.seed)
-        source = backlog.scoped(s, tag, "source")
-        repeats = max(1, options.repeats)
-        forward = [f"bench-{tag}.confluent-{i}.forward" for i in range(repeats)]
-        faust_forward = f"bench-{tag}.faust.forward"
-        backlog.make_topics(source, *forward, faust_forward)
-        with _step(say, "filling the transactions backlog", timings):
+        source = backlog.scoped(s, run.tag, "source")
+        backlog.make_topics(source)
+        with run.step("filling the transactions backlog"):
             backlog.transaction_backlog(source, df)
-        runs: list[Rate] = []
-        for i, topic in enumerate(forward):
-            # each run in its own consumer group: from the backlog's start
-            group = source.model_copy(update={"stage1_group": f"{source.stage1_group}-{i}"})
-            with _step(say, f"confluent-kafka passthrough, run {i + 1}", timings):
-                runs.append(peers.confluent_passthrough(group, topic, total, warmup))
-        confluent = _median(runs, lambda r: r.tps)
-        confluent_runs = [round(r.tps, 1) for r in runs]
-        with _step(say, "faust passthrough", timings):
-            faust = peers.faust_passthrough(source, faust_forward, total, warmup)
-        scale = _stage1_scale(s, tag, source, options, total, warmup, say, timings)
-        checkpoints = _checkpoint_cost(s, tag, source, total, warmup, say, timings)
-        with _step(say, "stage 1, shipped rules against the attribute rule set", timings):
+        peer_rates = _peers(run, source)
+        scale = _stage1_scale(run, source)
+        checkpoints = _checkpoint_cost(run, source)
+        with run.step("stage 1, shipped rules against the attribute rule set"):
             with_attributes = backlog.history(total, options.seed, attributes=True)
-            rules_cost = measure_rules_cost(s, tag, with_attributes, total, warmup)
-        s2 = backlog.scoped(s, tag, "stage2")
+            rules_cost = measure_rules_cost(s, run.tag, with_attributes, total, warmup)
+        s2 = backlog.scoped(s, run.tag, "stage2")
         backlog.make_topics(s2)
-        with _step(say, "stage 2", timings):
+        with run.step("stage 2"):
             stage2 = measure_stage2(s2, df, warmup, options.log_dir)
         if settings.bootstrap_servers or settings.broker_kind == "kafka":  # not on Tansu
-            with _step(say, "stage 2, exactly-once", timings):
-                stage2["exactly_once"] = _stage2_exactly_once(s, tag, df, warmup, options.log_dir)
-        lat_warmup = max(1, int(options.offered_tps * 3))
-        lat_total = min(total, lat_warmup + int(options.offered_tps * options.latency_seconds))
-        lat = backlog.scoped(s, tag, "latency")
-        backlog.make_topics(lat)
-        with _step(say, f"latency at {options.offered_tps:,.0f} tx/s offered", timings):
-            latency = measure_latency(
-                lat,
-                df.head(lat_total),
-                options.offered_tps,
-                min(lat_warmup, lat_total // 5),
-                options.log_dir,
-            )
-        floor = backlog.scoped(s, tag, "floor")
-        floor_forward = f"bench-{tag}.floor.forward"
-        backlog.make_topics(floor, floor_forward)
-        with _step(say, f"broker floor at {options.offered_tps:,.0f} tx/s offered", timings):
-            latency.update(
-                measure_broker_floor(
-                    floor,
-                    floor_forward,
-                    df.head(lat_total),
-                    options.offered_tps,
-                    min(lat_warmup, lat_total // 5),
+            with run.step("stage 2, exactly-once"):
+                stage2["exactly_once"] = _stage2_exactly_once(
+                    s, run.tag, df, warmup, options.log_dir
                 )
-            )
+        latency = _latency(run, df)
         restore: dict[str, Any] = {}
         if options.restore_days > 0:
-            with _step(say, "stage-1 restore against history length", timings):
+            with run.step("stage-1 restore against history length"):
                 restore = measure_restore(
-                    s, tag, options.restore_days, options.restore_multiples, options.log_dir, say
+                    s,
+                    run.tag,
+                    options.restore_days,
+                    options.restore_multiples,
+                    options.log_dir,
+                    say,
                 )
-    with _step(say, f"memory of {options.memory_cards:,} cards", timings):
+    with run.step(f"memory of {options.memory_cards:,} cards"):
         memory = measure_memory(settings, options.memory_cards)
     first = scale[str(min(options.workers))]
     result.update(
@@ -221,12 +245,7 @@ def run_bench(
             "transactions": n,
             "warmup": warmup,
             "partitions": settings.partitions,
-            "peers": {
-                "confluent_passthrough_tps": round(confluent.tps, 1),
-                "faust_passthrough_tps": round(faust.tps, 1),
-                "confluent_passthrough": {**confluent.as_dict(), "runs_tps": confluent_runs},
-                "faust_passthrough": faust.as_dict(),
-            },
+            "peers": peer_rates,
             "stage1": first,
             "checkpoints": checkpoints,
             "rules": rules_cost,
@@ -238,7 +257,7 @@ def run_bench(
                 "workers": scale,
                 "speedup": {k: round(v["tps"] / first["tps"], 2) for k, v in scale.items()},
             },
-            "seconds": timings,
+            "seconds": run.timings,
         }
     )
     result["ratios"] = ratios(result)
