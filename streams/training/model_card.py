@@ -61,14 +61,26 @@ def _fmt(value: Any) -> str:
 
 
 def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
-    train, valid = meta["training_window"], meta["validation_window"]
-    balance, metrics = meta["class_balance"], meta["metrics"]
-    booster = meta.get("training", {})
-    importance = meta.get("feature_importance_gain", {})
-    total_gain = sum(importance.values()) or 1.0
-    lines = [
-        f"# Model card: `{meta['version']}`",
-        "",
+    holdout = meta.get("holdout")
+    lines = [f"# Model card: `{meta['version']}`", ""]
+    lines += _use_lines(meta)
+    lines += _data_lines(meta)
+    lines += _metric_lines(meta["metrics"], holdout)
+    lines += _policy_lines(meta.get("policy"), holdout)
+    if plots.get(PR_PLOT):
+        lines += [f"![precision-recall curve on the validation window]({PR_PLOT})", ""]
+    lines += _search_lines(meta.get("search"))
+    lines += _training_lines(meta)
+    lines += _feature_lines(meta)
+    lines += family_lines()
+    if plots.get(IMPORTANCE_PLOT):
+        lines += [f"![feature importance (gain)]({IMPORTANCE_PLOT})", ""]
+    lines += _limitation_lines(meta)
+    return "\n".join(lines) + "\n"
+
+
+def _use_lines(meta: dict[str, Any]) -> list[str]:
+    return [
         "## Intended use",
         "Stage-2 risk model of fraudstream. It scores the card transactions that stage 1 flags and "
         "returns a risk score in [0, 1]; `config/policy.yaml` turns the score into approve, "
@@ -77,11 +89,17 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
         f"({len(meta['feature_names'])} features, order below), computed by the same code that "
         "serves them. It is not a standalone decision system: a person reviews the review band.",
         "",
+    ]
+
+
+def _data_lines(meta: dict[str, Any]) -> list[str]:
+    train, valid = meta["training_window"], meta["validation_window"]
+    data = meta.get("data", {})
+    lines = [
         "## Data",
-        f"- Source: {meta.get('data', {}).get('source') or 'handbook-format transactions'}",
-        f"- History used for features: {meta.get('data', {}).get('history_rows', 'n/a')} rows, "
-        f"{meta.get('data', {}).get('history_start', '?')} to "
-        f"{meta.get('data', {}).get('history_end', '?')}",
+        f"- Source: {data.get('source') or 'handbook-format transactions'}",
+        f"- History used for features: {data.get('history_rows', 'n/a')} rows, "
+        f"{data.get('history_start', '?')} to {data.get('history_end', '?')}",
         f"- Training window: {train['start']} to {train['end']} (end exclusive)",
         f"- Training rows: {meta.get('training_rows', 'all')} (stage 2 scores only what stage 1 "
         "forwards; the validation, holdout and policy rows are of the same kind)",
@@ -95,14 +113,19 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
         "| set | rows | frauds | fraud rate |",
         "| --- | ---: | ---: | ---: |",
     ]
+    balance = meta["class_balance"]
     for key in ("window", "train", "validation"):
         if key not in balance:  # models written before cascade training have no "window"
             continue
         b = balance[key]
         rate = b["frauds"] / b["rows"] if b["rows"] else 0.0
         lines.append(f"| {key} | {b['rows']} | {b['frauds']} | {rate:.3%} |")
-    lines += [
-        "",
+    lines.append("")
+    return lines
+
+
+def _metric_lines(metrics: dict[str, Any], holdout: dict[str, Any] | None) -> list[str]:
+    lines = [
         "## Metrics",
         "| window | model | AUC ROC | average precision | card precision@100 |",
         "| --- | --- | ---: | ---: | ---: |",
@@ -110,7 +133,6 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
         f"| {_fmt(metrics.get('average_precision'))} "
         f"| {_fmt(metrics.get('card_precision_at_100'))} |",
     ]
-    holdout = meta.get("holdout")
     if holdout:
         hm = holdout["metrics"]
         lines.append(
@@ -119,11 +141,12 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
             f"| {_fmt(hm.get('card_precision_at_100'))} |"
         )
     lines.append("")
-    lines += _policy_lines(meta.get("policy"), holdout)
-    if plots.get(PR_PLOT):
-        lines += [f"![precision-recall curve on the validation window]({PR_PLOT})", ""]
-    lines += _search_lines(meta.get("search"))
-    lines += [
+    return lines
+
+
+def _training_lines(meta: dict[str, Any]) -> list[str]:
+    booster = meta.get("training", {})
+    return [
         "## Training",
         f"- XGBoost {meta['libraries'].get('xgboost', '?')}, seed {meta['seed']}, "
         f"{booster.get('num_trees', '?')} trees kept (best iteration "
@@ -134,6 +157,13 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
         "- Libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["libraries"].items())),
         f"- Created: {meta.get('created_at', '?')}; model sha256 `{meta.get('model_sha256', '?')}`",
         "",
+    ]
+
+
+def _feature_lines(meta: dict[str, Any]) -> list[str]:
+    importance = meta.get("feature_importance_gain", {})
+    total_gain = sum(importance.values()) or 1.0
+    lines = [
         "## Features (model order) and share of total gain",
         "| # | feature | gain share |",
         "| ---: | --- | ---: |",
@@ -141,15 +171,27 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
     for i, name in enumerate(meta["feature_names"], 1):
         lines.append(f"| {i} | `{name}` | {importance.get(name, 0.0) / total_gain:.3f} |")
     lines.append("")
-    lines += family_lines()
-    if plots.get(IMPORTANCE_PLOT):
-        lines += [f"![feature importance (gain)]({IMPORTANCE_PLOT})", ""]
-    lines += [
+    return lines
+
+
+def _limitation_lines(meta: dict[str, Any]) -> list[str]:
+    if str(meta.get("training_rows", "all")).startswith("all"):
+        population = (
+            "- Trained on all transactions of the window, served on the flagged subset only: "
+            "scores of flagged transactions are shifted upwards compared with the training "
+            "population."
+        )
+    else:
+        population = (
+            "- Trained on the transactions stage 1 forwarded with the rules and online model of "
+            "training time: a rule change that forwards other kinds of transactions shows stage "
+            "2 rows unlike those it learnt; retrain after such a change."
+        )
+    lines = [
         "## Limitations",
         "- The validation window also chose the parameters and the number of trees, so its "
         "metrics are slightly optimistic; the holdout row (when the data covers it) is not.",
-        "- Trained on all transactions of the window, served on the flagged subset only: scores "
-        "of flagged transactions are shifted upwards compared with the training population.",
+        population,
         "- Terminal risk features depend on labels arriving with the 7-day delay; a stalled "
         "label feed makes them stale and lowers the score of compromised terminals.",
         "- Fraud patterns drift: retrain on recent data regularly and compare a challenger "
@@ -162,7 +204,7 @@ def render_card(meta: dict[str, Any], plots: dict[str, bool]) -> str:
             "- Trained on simulated data: a default that makes the system run end to end, "
             "not a model for real transactions."
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _policy_lines(policy: dict[str, Any] | None, holdout: dict[str, Any] | None) -> list[str]:
