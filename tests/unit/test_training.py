@@ -15,6 +15,7 @@ from streams.rules.loader import load_rules
 from streams.settings import load_settings
 from streams.stage1.screen import Screener
 from streams.stage2.model import RiskModel
+from streams.training.model_card import render_card
 from streams.training.search import SearchSpace
 from streams.training.train import train_model
 from streams.training.validation import card_precision_at_k_of_arrays, known_card_mask
@@ -103,6 +104,16 @@ def test_model_directory_contents(trained):
     assert meta["version"] in card
     assert "(pr_curve.png)" in card and "(feature_importance.png)" in card
     assert "## Limitations" in card and "## Intended use" in card
+
+
+def test_the_card_names_the_population_the_model_learnt(trained):
+    """The card's limitation on the training population follows ``training_rows``: a model of
+    stage 1's forwards warns about rule changes, an every-row model about the shifted scores."""
+    _, meta = trained
+    forwarded = render_card({**meta, "training_rows": "forwarded by stage 1"}, {})
+    every = render_card({**meta, "training_rows": "all"}, {})
+    assert "retrain after such a change" in forwarded and "shifted upwards" not in forwarded
+    assert "shifted upwards" in every and "retrain after such a change" not in every
 
 
 def test_the_model_directory_warm_starts_stage_one(history, trained, tmp_path):
