@@ -58,14 +58,6 @@ Say = Callable[[str], None]
 T = TypeVar("T")
 
 
-@contextlib.contextmanager
-def _step(say: Say, what: str, timings: dict[str, float]) -> Iterator[None]:
-    say(what)
-    started = time.monotonic()
-    yield
-    timings[what] = round(time.monotonic() - started, 1)
-
-
 def _median(runs: list[T], tps: Callable[[T], float]) -> T:
     """The median run by throughput (the upper middle one of an even count)."""
     return sorted(runs, key=tps)[len(runs) // 2]
@@ -84,8 +76,13 @@ class _Run:
     say: Say
     timings: dict[str, float] = field(default_factory=dict)
 
-    def step(self, what: str) -> contextlib.AbstractContextManager[None]:
-        return _step(self.say, what, self.timings)
+    @contextlib.contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        """Announce a step and record how long it took."""
+        self.say(what)
+        started = time.monotonic()
+        yield
+        self.timings[what] = round(time.monotonic() - started, 1)
 
 
 def _peers(run: _Run, source: Settings) -> dict[str, Any]:
@@ -148,15 +145,15 @@ def _checkpoint_cost(run: _Run, source: Settings) -> dict[str, Any]:
     return out
 
 
-def _stage2_exactly_once(
-    s: Settings, tag: str, df: pl.DataFrame, warmup: int, log_dir: Path
-) -> dict[str, Any]:
+def _stage2_exactly_once(run: _Run, df: pl.DataFrame) -> dict[str, Any]:
     """Stage 2 in Kafka transactions over its own backlog (an error entry on a broker given
     by address that has no transactions)."""
-    scoped = backlog.scoped(s, tag, "stage2-eos").model_copy(update={"stage2_exactly_once": True})
+    scoped = backlog.scoped(run.s, run.tag, "stage2-eos").model_copy(
+        update={"stage2_exactly_once": True}
+    )
     backlog.make_topics(scoped)
     try:
-        return measure_stage2(scoped, df, warmup, log_dir)
+        return measure_stage2(scoped, df, run.warmup, run.options.log_dir)
     except backlog.BenchError as exc:
         return {"error": str(exc)}
 
@@ -222,9 +219,7 @@ def run_bench(
             stage2 = measure_stage2(s2, df, warmup, options.log_dir)
         if settings.bootstrap_servers or settings.broker_kind == "kafka":  # not on Tansu
             with run.step("stage 2, exactly-once"):
-                stage2["exactly_once"] = _stage2_exactly_once(
-                    s, run.tag, df, warmup, options.log_dir
-                )
+                stage2["exactly_once"] = _stage2_exactly_once(run, df)
         latency = _latency(run, df)
         restore: dict[str, Any] = {}
         if options.restore_days > 0:
