@@ -110,26 +110,14 @@ def train_model(
     the rows stage 1 forwarded: the only ones stage 2 scores. Stage 1's warm start still
     learns every row of the window (stage 1 screens them all).
     """
-    if "TX_FRAUD" not in df.columns:
-        raise DataError("training needs labels: the data has no TX_FRAUD column")
-    if train_end <= train_start:
-        raise DataError(f"empty training window: {train_start} to {train_end}")
-    if forwarded is not None and len(forwarded) != df.height:
-        raise DataError(f"{len(forwarded)} stage-1 verdicts for {df.height} rows")
+    _check_inputs(df, train_start, train_end, forwarded)
     h = _history(df, features, progress)
-    t0, t1 = _ms(train_start), _ms(train_end)
-    vdays = validation_days((train_end - train_start).days, valid_days)
-    v0 = t1 - vdays * DAY_MS
-    window = (h.ts >= t0) & (h.ts < t1)
-    if not window.any():
-        raise DataError(f"no transactions from {train_start} to {train_end}")
-
-    fit = _search_served(h, window, t0, v0, forwarded, label_delay_days, seed, space)
+    w = _Window.of(train_start, train_end, valid_days, h.ts)
+    fit = _search_served(h, w.rows, w.t0, w.v0, forwarded, label_delay_days, seed, space)
     valid = fit.in_valid & ~fit.known
     booster = fit.result.booster
     p_valid = fit.result.valid_scores  # the search model's, on rows it did not learn from
     y_valid, day_valid, cards_valid = h.y[valid], h.day[valid], h.cards[valid]
-    metrics = validation_metrics(y_valid, p_valid, day_valid, cards_valid)
     policy = capacity_thresholds(
         p_valid,
         y_valid,
@@ -138,52 +126,34 @@ def train_model(
         review_capacity=review_capacity,
         decline_precision=decline_precision,
     )
-    scores = booster.get_score(importance_type="total_gain")
-    gain = {k: round(float(np.sum(v)), 4) for k, v in scores.items()}
-
     holdout = _holdout(
-        booster, policy, h.X, h.y, h.ts, h.cards, fit.served, t0,
-        t1 + label_delay_days * DAY_MS, label_delay_days,
+        booster, policy, h.X, h.y, h.ts, h.cards, fit.served, w.t0,
+        w.t1 + label_delay_days * DAY_MS, label_delay_days,
     )  # fmt: skip
-
     # stage 1's online classifier, warm-started on the same window (it keeps learning live)
     warm = OnlineClassifier(cache_size=50_000)
     warm_learned = warm.learn_rows(
-        df["TRANSACTION_ID"].cast(pl.Utf8).to_numpy()[window].tolist(), h.X[window], h.y[window]
+        df["TRANSACTION_ID"].cast(pl.Utf8).to_numpy()[w.rows].tolist(), h.X[w.rows], h.y[w.rows]
     )
-
-    space = space or SearchSpace()
     metadata: dict[str, Any] = {
         "name": name,
         "feature_names": list(MODEL_FEATURES),
-        "training_window": {"start": train_start.isoformat(), "end": train_end.isoformat()},
-        "validation_window": {
-            "start": _day(v0),
-            "end": _day(t1),
-            "rule": f"the training window's last {vdays} days (the search trains on the days "
-            "before them, then the chosen parameters are refit on the whole window); cards "
-            "with a known fraud removed each day",
-        },
+        **w.describe(),
         "label_delay_days": label_delay_days,
-        "metrics": metrics,
+        "metrics": validation_metrics(y_valid, p_valid, day_valid, cards_valid),
         "holdout": holdout,
         "policy": policy,
         "training_rows": fit.training_rows,
-        "class_balance": _class_balance(h.y, window, fit),
-        **_search_sections(space, fit.result, vdays),
+        "class_balance": _class_balance(h.y, w.rows, fit),
+        **_search_sections(space or SearchSpace(), fit.result, w.vdays),
         "seed": seed,
-        "feature_importance_gain": gain,
+        "feature_importance_gain": _gain(booster),
         "stage1_warm_start": {
             "file": WARM_START_FILE,
             "window": "the training window",
             "labels_learned": warm_learned,
         },
-        "data": {
-            "source": source,
-            "history_rows": df.height,
-            "history_start": _day(int(h.ts[0])) if len(h.ts) else None,
-            "history_end": _day(int(h.ts[-1])) if len(h.ts) else None,
-        },
+        "data": _data_section(df, h, source),
     }
 
     def card(out: Path, meta: dict[str, Any]) -> None:
@@ -191,6 +161,67 @@ def train_model(
         write_card(out, meta, y_valid, p_valid)
 
     return save_model_dir(booster, metadata, Path(out_dir), name=name, extras=card)
+
+
+def _check_inputs(
+    df: pl.DataFrame, train_start: date, train_end: date, forwarded: np.ndarray | None
+) -> None:
+    if "TX_FRAUD" not in df.columns:
+        raise DataError("training needs labels: the data has no TX_FRAUD column")
+    if train_end <= train_start:
+        raise DataError(f"empty training window: {train_start} to {train_end}")
+    if forwarded is not None and len(forwarded) != df.height:
+        raise DataError(f"{len(forwarded)} stage-1 verdicts for {df.height} rows")
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The training window ``[start, end)`` in event-time ms, its validation days at the end,
+    and which history rows it holds."""
+
+    start: date
+    end: date
+    t0: int
+    t1: int
+    v0: int  # first ms of the validation days
+    vdays: int
+    rows: np.ndarray
+
+    @classmethod
+    def of(cls, start: date, end: date, valid_days: int, ts: np.ndarray) -> _Window:
+        t0, t1 = _ms(start), _ms(end)
+        vdays = validation_days((end - start).days, valid_days)
+        rows = (ts >= t0) & (ts < t1)
+        if not rows.any():
+            raise DataError(f"no transactions from {start} to {end}")
+        return cls(start, end, t0, t1, t1 - vdays * DAY_MS, vdays, rows)
+
+    def describe(self) -> dict[str, Any]:
+        """The metadata's ``training_window`` and ``validation_window``."""
+        return {
+            "training_window": {"start": self.start.isoformat(), "end": self.end.isoformat()},
+            "validation_window": {
+                "start": _day(self.v0),
+                "end": _day(self.t1),
+                "rule": f"the training window's last {self.vdays} days (the search trains on "
+                "the days before them, then the chosen parameters are refit on the whole "
+                "window); cards with a known fraud removed each day",
+            },
+        }
+
+
+def _gain(booster: xgb.Booster) -> dict[str, float]:
+    scores = booster.get_score(importance_type="total_gain")
+    return {k: round(float(np.sum(v)), 4) for k, v in scores.items()}
+
+
+def _data_section(df: pl.DataFrame, h: _History, source: str | None) -> dict[str, Any]:
+    return {
+        "source": source,
+        "history_rows": df.height,
+        "history_start": _day(int(h.ts[0])) if len(h.ts) else None,
+        "history_end": _day(int(h.ts[-1])) if len(h.ts) else None,
+    }
 
 
 @dataclass(frozen=True)
