@@ -186,6 +186,23 @@ def _metric_rows(metrics: dict[str, Any]) -> list[str]:
 
 
 def render(metrics: dict[str, Any], rules: pl.DataFrame, plots: dict[str, bool]) -> str:
+    """``report.md``: the folds, the metrics beside the published ones and the ceiling, stage 1
+    and its rules, and how to read them."""
+    lines = [
+        *_fold_lines(metrics),
+        "## Metrics",
+        *_metric_rows(metrics),
+        "",
+        *_published_lines(metrics),
+    ]
+    if plots.get(PR_PLOT):
+        lines += [f"![precision-recall curves]({PR_PLOT})", ""]
+    lines += _stage1_lines(metrics, rules, plots)
+    lines += HOW_TO_READ
+    return "\n".join(lines)
+
+
+def _fold_lines(metrics: dict[str, Any]) -> list[str]:
     opts = metrics["options"]
     lines = [
         f"# Evaluation: `{metrics['protocol']}`",
@@ -208,8 +225,11 @@ def render(metrics: dict[str, Any], rules: pl.DataFrame, plots: dict[str, bool])
             f"({f['train_frauds']}) | {f['test_rows']} | {f['evaluated_rows']} "
             f"({f['evaluated_frauds']}) |"
         )
-    lines += ["", "## Metrics", *_metric_rows(metrics), ""]
-    lines += [
+    return [*lines, ""]
+
+
+def _published_lines(metrics: dict[str, Any]) -> list[str]:
+    lines = [
         "Published on the handbook's data (DATA.md), for comparison:",
         "",
         "| model | AUC ROC | avg precision | CP@100 |",
@@ -228,9 +248,13 @@ def render(metrics: dict[str, Any], rules: pl.DataFrame, plots: dict[str, bool])
             "(`delay_ceiling` in `metrics.json`; see streams/evaluation/ceiling.py).",
             "",
         ]
-    if plots.get(PR_PLOT):
-        lines += [f"![precision-recall curves]({PR_PLOT})", ""]
-    lines += ["## Stage 1", ""]
+    return lines
+
+
+def _stage1_lines(
+    metrics: dict[str, Any], rules: pl.DataFrame, plots: dict[str, bool]
+) -> list[str]:
+    lines = ["## Stage 1", ""]
     stream = metrics.get("stream")
     if stream:
         lines += [
@@ -259,25 +283,27 @@ def render(metrics: dict[str, Any], rules: pl.DataFrame, plots: dict[str, bool])
         lines += ["No rule fired on the evaluated test transactions.", ""]
     if plots.get(RULES_PLOT):
         lines += [f"![frauds caught per rule]({RULES_PLOT})", ""]
-    lines += [
-        "## How to read this",
-        "- Protocol of DATA.md: the label of a transaction is used only 7 days after it; on test "
-        "day T the cards with a fraud from the training week's start through T − 8 are removed; "
-        "AUC ROC and average precision over each fold's remaining test transactions; CP@100 per "
-        "day (cards detected earlier removed, always divided by 100), averaged over the week. "
-        "The mean is over folds.",
-        "- Two-stage score: forwarded transactions score 0.5 + 0.5 × stage-2 score, the others "
-        "0.25 × stage-1 score, so every forwarded transaction ranks above every other one.",
-        "- Single stage: the same stage-2 model scoring every test transaction.",
-        "- Forward rate and recall: stage 1's forwarded / all and forwarded frauds / all frauds "
-        "over the evaluated test transactions (before known-card removal in `metrics.json`, "
-        "`before_known_card_removal`).",
-        "- `predictions.csv` holds every test transaction of every fold, **before** known-card "
-        "removal, with the two-stage score; `fold` is the 0-based fold index.",
-        "- Plots pool the evaluated transactions of all folds.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
+
+
+HOW_TO_READ = [
+    "## How to read this",
+    "- Protocol of DATA.md: the label of a transaction is used only 7 days after it; on test "
+    "day T the cards with a fraud from the training week's start through T − 8 are removed; "
+    "AUC ROC and average precision over each fold's remaining test transactions; CP@100 per "
+    "day (cards detected earlier removed, always divided by 100), averaged over the week. "
+    "The mean is over folds.",
+    "- Two-stage score: forwarded transactions score 0.5 + 0.5 × stage-2 score, the others "
+    "0.25 × stage-1 score, so every forwarded transaction ranks above every other one.",
+    "- Single stage: the same stage-2 model scoring every test transaction.",
+    "- Forward rate and recall: stage 1's forwarded / all and forwarded frauds / all frauds "
+    "over the evaluated test transactions (before known-card removal in `metrics.json`, "
+    "`before_known_card_removal`).",
+    "- `predictions.csv` holds every test transaction of every fold, **before** known-card "
+    "removal, with the two-stage score; `fold` is the 0-based fold index.",
+    "- Plots pool the evaluated transactions of all folds.",
+    "",
+]
 
 
 def write_report(out_dir: Path, metrics: dict[str, Any], scored: pl.DataFrame) -> Path:

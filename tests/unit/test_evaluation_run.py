@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from streams.evaluation import run
+from streams.evaluation import measure, run
 from streams.evaluation.handbook_metrics import (
     auc_roc,
     average_precision,
@@ -245,7 +245,7 @@ def _stage1_frame(**extra):
 
 def test_stage1_recall_reachable_excludes_invisible_frauds():
     frame = _stage1_frame(TX_FRAUD_SCENARIO=[1, 2, 2, 3, 0, 0, 0, 0])
-    got = run._stage1_measure(frame)
+    got = measure.stage1_measure(frame)
     assert got["stage1_forward_rate"] == 3 / 8
     assert got["stage1_recall"] == 2 / 4
     assert got["stage1_recall_reachable"] == 2 / 3  # the hidden fraud (row 1) left out
@@ -256,7 +256,7 @@ def test_stage1_recall_reachable_excludes_invisible_frauds():
 
 
 def test_stage1_recall_reachable_needs_the_scenario():
-    got = run._stage1_measure(_stage1_frame())
+    got = measure.stage1_measure(_stage1_frame())
     assert got["stage1_recall"] == 0.5
     assert got["stage1_recall_reachable"] is None and got["stage1_recall_reachable_at"] is None
 
