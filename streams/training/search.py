@@ -125,52 +125,17 @@ def search_and_fit(
     is_valid = np.asarray(is_valid, dtype=bool)
     fit_part = ~is_valid
     measured = is_valid & np.asarray(valid_keep, dtype=bool)
-    for label, mask in (("search training part", fit_part), ("validation window", measured)):
-        n_fraud = int(y[mask].sum())
-        if n_fraud == 0 or n_fraud == int(mask.sum()):
-            raise DataError(
-                f"the {label} has {int(mask.sum())} rows and {n_fraud} frauds: it needs both "
-                "classes (a longer training window, or fewer validation days)"
-            )
+    _check_parts(y, fit_part, measured)
     started = time.perf_counter()
     base = {**BASE_PARAMS, **(base_params or {}), "seed": seed}
     dfit = xgb.DMatrix(X[fit_part], label=y[fit_part], feature_names=names)
     dvalid = xgb.DMatrix(X[measured], label=y[measured], feature_names=names)
-    y_valid = y[measured]
-    trials: list[dict[str, Any]] = []
-    scores: list[np.ndarray] = []
-    for point in space.points():
-        weight = resolve_weight(point["scale_pos_weight"], y[fit_part])
-        params = {**base, **point, "scale_pos_weight": weight}
-        booster = xgb.train(
-            params,
-            dfit,
-            num_boost_round=space.max_rounds,
-            evals=[(dvalid, "validation")],
-            early_stopping_rounds=space.early_stopping_rounds,
-            verbose_eval=False,
-        )
-        rounds = booster.best_iteration + 1
-        p = np.asarray(booster[:rounds].predict(dvalid), dtype=np.float64)
-        trials.append(
-            {
-                **point,
-                "scale_pos_weight_value": weight,
-                "rounds": rounds,
-                "valid_average_precision": round(float(average_precision_score(y_valid, p)), 6),
-                "cost": _cost(rounds, point["max_depth"]),
-            }
-        )
-        scores.append(p)
-    best = max(t["valid_average_precision"] for t in trials)
-    near = [
-        i
-        for i, t in enumerate(trials)
-        if t["valid_average_precision"] >= best - space.cost_tolerance
+    runs = [
+        _trial(point, base, (dfit, y[fit_part]), (dvalid, y[measured]), space)
+        for point in space.points()
     ]
-    pick = min(near, key=lambda i: (trials[i]["cost"], -trials[i]["valid_average_precision"], i))
-    for i, t in enumerate(trials):
-        t["chosen"] = i == pick
+    trials = [trial for trial, _ in runs]
+    pick = _choose(trials, space.cost_tolerance)
     chosen = trials[pick]
     params = {
         **base,
@@ -189,9 +154,60 @@ def search_and_fit(
         rounds=chosen["rounds"],
         chosen=chosen,
         trials=trials,
-        valid_scores=scores[pick],
+        valid_scores=runs[pick][1],
         seconds=round(time.perf_counter() - started, 1),
     )
+
+
+def _check_parts(y: np.ndarray, fit_part: np.ndarray, measured: np.ndarray) -> None:
+    for label, mask in (("search training part", fit_part), ("validation window", measured)):
+        n_fraud = int(y[mask].sum())
+        if n_fraud == 0 or n_fraud == int(mask.sum()):
+            raise DataError(
+                f"the {label} has {int(mask.sum())} rows and {n_fraud} frauds: it needs both "
+                "classes (a longer training window, or fewer validation days)"
+            )
+
+
+def _trial(
+    point: dict[str, Any],
+    base: dict[str, Any],
+    fit: tuple[xgb.DMatrix, np.ndarray],
+    valid: tuple[xgb.DMatrix, np.ndarray],
+    space: SearchSpace,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """One grid point trained on ``fit`` with early stopping on ``valid`` (each a matrix and
+    its labels): its record and its validation scores."""
+    (dfit, y_fit), (dvalid, y_valid) = fit, valid
+    weight = resolve_weight(point["scale_pos_weight"], y_fit)
+    booster = xgb.train(
+        {**base, **point, "scale_pos_weight": weight},
+        dfit,
+        num_boost_round=space.max_rounds,
+        evals=[(dvalid, "validation")],
+        early_stopping_rounds=space.early_stopping_rounds,
+        verbose_eval=False,
+    )
+    rounds = booster.best_iteration + 1
+    p = np.asarray(booster[:rounds].predict(dvalid), dtype=np.float64)
+    record = {
+        **point,
+        "scale_pos_weight_value": weight,
+        "rounds": rounds,
+        "valid_average_precision": round(float(average_precision_score(y_valid, p)), 6),
+        "cost": _cost(rounds, point["max_depth"]),
+    }
+    return record, p
+
+
+def _choose(trials: list[dict[str, Any]], tolerance: float) -> int:
+    """The cheapest trial within ``tolerance`` of the best validation AP (marks ``chosen``)."""
+    best = max(t["valid_average_precision"] for t in trials)
+    near = [i for i, t in enumerate(trials) if t["valid_average_precision"] >= best - tolerance]
+    pick = min(near, key=lambda i: (trials[i]["cost"], -trials[i]["valid_average_precision"], i))
+    for i, t in enumerate(trials):
+        t["chosen"] = i == pick
+    return pick
 
 
 def validation_days(window_days: int, wanted: int = VALID_DAYS) -> int:
