@@ -175,24 +175,7 @@ class CrashTest:
             sender.start()
             poisoner.start()
             try:
-                stage1_kills = 0
-                for victim in self._kill_schedule(workers):
-                    if done.is_set():
-                        break
-                    victim.wait_log(READY[victim.stage], timeout_s=120)
-                    if victim.stage == "stage1":
-                        stage1_kills += 1
-                        every = plan.checkpoint_kill_every
-                        # a worker that restored everything writes no checkpoint until new
-                        # records come: once the sending is over, there are no more kills
-                        due = bool(every) and stage1_kills % every == 0
-                        if due and not victim.wait_log(CHECKPOINTED, timeout_s=120, until=done):
-                            break
-                    time.sleep(self.rng.uniform(plan.min_gap_s, plan.max_gap_s))
-                    victim.kill()
-                    self.kills.append((time.monotonic() - started, victim.name))
-                    log.info("killed %s at %.1fs", victim.name, self.kills[-1][0])
-                    victim.start()
+                self._kill_while_sending(workers, done, started)
                 sender.join()
                 poisoner.join(60)
                 if self.errors:
@@ -200,35 +183,70 @@ class CrashTest:
                 tail.wait_decided(s.topic_decisions, expected, plan.settle_timeout_s)
                 time.sleep(2.0)  # late duplicates
             finally:
-                logs = {}
-                for w in workers:
-                    if w.proc is not None and w.proc.poll() not in (None, 0):
-                        self.exited.append(f"{w.name} exited with {w.proc.returncode}")
-                    if w.alive:
-                        w.stop()
-                    logs[w.name] = w.log()[-4000:]
-            sources = [
-                (
-                    h.get("dlq.source.topic", ""),
-                    h.get("dlq.source.partition", ""),
-                    h.get("dlq.source.offset", ""),
-                )
-                for t in (s.topic_dlq, s.topic_flagged_dlq)
-                for h in (header_dict(r[2]) for r in tail.records(t))
-            ]
-            verdict = judge(
-                expected,
-                tail.values(s.topic_decisions),
-                tail.ids(s.topic_flagged),
-                sources,
-                plan.poison,
-            )
+                logs = self._stop_all(workers)
+            verdict = self._verdict(tail, expected)
             flagged = tail.count(s.topic_flagged)
-            if verdict.lost:
-                lost = expected - tail.ids(s.topic_decisions)
-                where = tail.positions(s.topic_flagged, lost)
-                spots = sorted(p for ps in where.values() for p in ps)
-                verdict.examples = {**(verdict.examples or {}), "lost_on_flagged": spots[:20]}
-                if spots:
-                    log.warning("lost on the flagged topic at %s ... %s", spots[:5], spots[-5:])
         return Outcome(verdict, self.kills, time.monotonic() - started, flagged, logs, self.exited)
+
+    def _kill_while_sending(
+        self, workers: list[WorkerProcess], done: threading.Event, started: float
+    ) -> None:
+        """Kill -9 and restart the scheduled victims until the sending is over."""
+        plan = self.plan
+        stage1_kills = 0
+        for victim in self._kill_schedule(workers):
+            if done.is_set():
+                return
+            victim.wait_log(READY[victim.stage], timeout_s=120)
+            if victim.stage == "stage1":
+                stage1_kills += 1
+                every = plan.checkpoint_kill_every
+                # a worker that restored everything writes no checkpoint until new
+                # records come: once the sending is over, there are no more kills
+                due = bool(every) and stage1_kills % every == 0
+                if due and not victim.wait_log(CHECKPOINTED, timeout_s=120, until=done):
+                    return
+            time.sleep(self.rng.uniform(plan.min_gap_s, plan.max_gap_s))
+            victim.kill()
+            self.kills.append((time.monotonic() - started, victim.name))
+            log.info("killed %s at %.1fs", victim.name, self.kills[-1][0])
+            victim.start()
+
+    def _stop_all(self, workers: list[WorkerProcess]) -> dict[str, str]:
+        """Stop the workers still running; note those that had exited; their logs' tails."""
+        logs = {}
+        for w in workers:
+            if w.proc is not None and w.proc.poll() not in (None, 0):
+                self.exited.append(f"{w.name} exited with {w.proc.returncode}")
+            if w.alive:
+                w.stop()
+            logs[w.name] = w.log()[-4000:]
+        return logs
+
+    def _verdict(self, tail: Tail, expected: set[str]) -> Verdict:
+        """What a downstream reader saw, judged; where the lost ones were, if any."""
+        s = self.settings
+        sources = [
+            (
+                h.get("dlq.source.topic", ""),
+                h.get("dlq.source.partition", ""),
+                h.get("dlq.source.offset", ""),
+            )
+            for t in (s.topic_dlq, s.topic_flagged_dlq)
+            for h in (header_dict(r[2]) for r in tail.records(t))
+        ]
+        verdict = judge(
+            expected,
+            tail.values(s.topic_decisions),
+            tail.ids(s.topic_flagged),
+            sources,
+            self.plan.poison,
+        )
+        if verdict.lost:
+            lost = expected - tail.ids(s.topic_decisions)
+            where = tail.positions(s.topic_flagged, lost)
+            spots = sorted(p for ps in where.values() for p in ps)
+            verdict.examples = {**(verdict.examples or {}), "lost_on_flagged": spots[:20]}
+            if spots:
+                log.warning("lost on the flagged topic at %s ... %s", spots[:5], spots[-5:])
+        return verdict
