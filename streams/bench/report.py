@@ -145,6 +145,26 @@ def _cpu_rows(latency: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def _restore_rows(restore: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The restore step's rows: flatness, seconds and bytes per history, the rebuild's time."""
+    rows: list[tuple[str, Any]] = []
+    if restore:
+        rows.append(("restore.flat_within (max / min - 1)", restore["flat_within"]))
+    for history, seconds in restore.get("seconds_by_history", {}).items():
+        entry = restore["histories"][history]
+        rows.append((f"restore: {history} history ({entry['transactions']:,} tx), s", seconds))
+        rows.append(
+            (f"restore: {history} checkpoint bytes/card", entry["checkpoint_bytes_per_card"])
+        )
+        if "stage2" in entry:
+            seconds_s2 = entry["stage2"]["seconds_to_first_decision"]
+            rows.append((f"restore: stage 2, {history} history, s", seconds_s2))
+    if restore.get("without_checkpoints"):
+        rebuild = restore["without_checkpoints"]["seconds_to_first_new"]
+        rows.append(("restore without checkpoints (1x), s", rebuild))
+    return rows
+
+
 def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     met = result.get("targets", {})
@@ -181,31 +201,8 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
         rows.append(("checkpoints.ratio (every 1 s / off)", checkpoints["ratio"]))
     rows += _rules_rows(result.get("rules") or {})
     restore = result.get("restore") or {}
-    if restore:
-        rows.append(("restore.flat_within (max / min - 1)", restore["flat_within"]))
-        met_restore = met.get("restore.seconds_by_history")
-    else:
-        met_restore = None
-    for history, seconds in restore.get("seconds_by_history", {}).items():
-        entry = restore["histories"][history]
-        rows.append((f"restore: {history} history ({entry['transactions']:,} tx), s", seconds))
-        rows.append(
-            (f"restore: {history} checkpoint bytes/card", entry["checkpoint_bytes_per_card"])
-        )
-        if "stage2" in entry:
-            rows.append(
-                (
-                    f"restore: stage 2, {history} history, s",
-                    entry["stage2"]["seconds_to_first_decision"],
-                )
-            )
-    if restore.get("without_checkpoints"):
-        rows.append(
-            (
-                "restore without checkpoints (1x), s",
-                restore["without_checkpoints"]["seconds_to_first_new"],
-            )
-        )
+    rows += _restore_rows(restore)
+    met_restore = met.get("restore.seconds_by_history") if restore else None
     for workers, entry in sorted(result.get("scale", {}).get("workers", {}).items()):
         rows.append((f"scale: stage1 tps, {workers} worker(s)", entry["tps"]))
     met_by_row = {
