@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from streams.rules.loader import load_rules
+from streams.rules.model import RuleSet
 from streams.settings import Settings
 from streams.stage1.history import screen_history
 
@@ -64,14 +65,34 @@ def run_backtest(
         window = window.filter(pl.col("ts_ms") >= start_ms)
     if end_ms is not None:
         window = window.filter(pl.col("ts_ms") < end_ms)
+    frauds = int(window.select((pl.col("TX_FRAUD") == 1).sum()).item())
+    counts = _verdict_counts(window, [r.id for r in rules.rules if r.action in ("flag", "review")])
+    return Backtest(
+        rules.version,
+        window.height,
+        frauds,
+        counts["fwd"],
+        counts["fwd_fraud"],
+        counts["rule_fwd"],
+        counts["rule_fwd_fraud"],
+        _rule_table(window, rules, frauds),
+        declined=counts["declined"],
+        declined_frauds=counts["declined_fraud"],
+        allowed=counts["allowed"],
+        allowed_frauds=counts["allowed_fraud"],
+        per_scenario=_per_scenario(window),
+    )
+
+
+def _verdict_counts(window: pl.DataFrame, forwarding: list[str]) -> dict[str, int]:
+    """Forwarded, forwarded by a ``forwarding`` rule, declined and allowed rows, and the frauds
+    among each."""
     fraud = pl.col("TX_FRAUD") == 1
-    frauds = int(window.select(fraud.sum()).item())
-    forwarding = [r.id for r in rules.rules if r.action in ("flag", "review")]
     rule_flag = (
         pl.col("FLAGGED")
         & pl.col("RULES_FIRED").list.eval(pl.element().is_in(forwarding)).list.any()
     )
-    counts = window.select(
+    row = window.select(
         pl.col("FLAGGED").sum().alias("fwd"),
         (pl.col("FLAGGED") & fraud).sum().alias("fwd_fraud"),
         rule_flag.sum().alias("rule_fwd"),
@@ -80,7 +101,12 @@ def run_backtest(
         (pl.col("BLOCKED") & fraud).sum().alias("declined_fraud"),
         pl.col("ALLOWED").sum().alias("allowed"),
         (pl.col("ALLOWED") & fraud).sum().alias("allowed_fraud"),
-    ).row(0)
+    ).row(0, named=True)
+    return {k: int(v) for k, v in row.items()}
+
+
+def _rule_table(window: pl.DataFrame, rules: RuleSet, frauds: int) -> pl.DataFrame:
+    """Per rule (shadow ones included): hits, frauds caught, precision and recall."""
     hits = (
         window.select(pl.concat_list("RULES_FIRED", "SHADOW_RULES_FIRED").alias("rule"), "TX_FRAUD")
         .explode("rule")
@@ -88,7 +114,7 @@ def run_backtest(
         .group_by("rule")
         .agg(pl.len().alias("hits"), (pl.col("TX_FRAUD") == 1).sum().alias("frauds_caught"))
     )
-    table = (
+    return (
         pl.DataFrame(
             {
                 "rule": [r.id for r in rules.rules],
@@ -103,21 +129,6 @@ def run_backtest(
             (pl.col("frauds_caught") / pl.col("hits")).fill_nan(0.0).alias("precision"),
             (pl.col("frauds_caught") / max(frauds, 1)).alias("recall"),
         )
-    )
-    return Backtest(
-        rules.version,
-        window.height,
-        frauds,
-        int(counts[0]),
-        int(counts[1]),
-        int(counts[2]),
-        int(counts[3]),
-        table,
-        declined=int(counts[4]),
-        declined_frauds=int(counts[5]),
-        allowed=int(counts[6]),
-        allowed_frauds=int(counts[7]),
-        per_scenario=_per_scenario(window),
     )
 
 
