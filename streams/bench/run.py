@@ -2,7 +2,7 @@
 
 Order: one simulated history of ``transactions`` + warm-up rows → a transactions backlog on fresh
 topics → the two passthrough peers, stage 1 with 1 and 2 workers (same backlog, own groups and
-outputs; the confluent-kafka passthrough and one stage-1 worker run ``repeats`` times and report
+outputs; the passthroughs, one stage-1 worker and stage 2 run ``repeats`` times and report
 their median run), with checkpoints off and every second, with the shipped rules and the
 attribute rule set (over a backlog simulated with attributes) → stage 2 over a flagged backlog
 of the same size → latency at a steady offered rate through both workers → memory per card.
@@ -86,21 +86,26 @@ class _Run:
 
 
 def _peers(run: _Run, source: Settings) -> dict[str, Any]:
-    """The confluent-kafka passthrough (``options.repeats`` runs, the median reported) and the
-    faust passthrough over the shared backlog."""
+    """The confluent-kafka and faust passthroughs over the shared backlog, ``options.repeats``
+    runs each, the median run reported (``runs_tps``: all of them): they are the denominators of
+    every ratio, so one slow or fast run of a peer would move them all."""
     repeats = max(1, run.options.repeats)
     forward = [f"bench-{run.tag}.confluent-{i}.forward" for i in range(repeats)]
-    faust_forward = f"bench-{run.tag}.faust.forward"
-    backlog.make_topics(source, *forward, faust_forward)
+    faust_forward = [f"bench-{run.tag}.faust-{i}.forward" for i in range(repeats)]
+    backlog.make_topics(source, *forward, *faust_forward)
     runs: list[Rate] = []
     for i, topic in enumerate(forward):
         # each run in its own consumer group: from the backlog's start
         group = source.model_copy(update={"stage1_group": f"{source.stage1_group}-{i}"})
         with run.step(f"confluent-kafka passthrough, run {i + 1}"):
             runs.append(peers.confluent_passthrough(group, topic, run.total, run.warmup))
+    faust_runs: list[Rate] = []
+    for i, topic in enumerate(faust_forward):
+        app = source.model_copy(update={"stage2_app_id": f"{source.stage2_app_id}-{i}"})
+        with run.step(f"faust passthrough, run {i + 1}"):
+            faust_runs.append(peers.faust_passthrough(app, topic, run.total, run.warmup))
     confluent = _median(runs, lambda r: r.tps)
-    with run.step("faust passthrough"):
-        faust = peers.faust_passthrough(source, faust_forward, run.total, run.warmup)
+    faust = _median(faust_runs, lambda r: r.tps)
     return {
         "confluent_passthrough_tps": round(confluent.tps, 1),
         "faust_passthrough_tps": round(faust.tps, 1),
@@ -108,8 +113,24 @@ def _peers(run: _Run, source: Settings) -> dict[str, Any]:
             **confluent.as_dict(),
             "runs_tps": [round(r.tps, 1) for r in runs],
         },
-        "faust_passthrough": faust.as_dict(),
+        "faust_passthrough": {
+            **faust.as_dict(),
+            "runs_tps": [round(r.tps, 1) for r in faust_runs],
+        },
     }
+
+
+def _stage2(run: _Run, df: pl.DataFrame) -> dict[str, Any]:
+    """Stage 2 over a flagged backlog of its own, ``options.repeats`` runs, the median run
+    reported (``runs_tps``: all of them)."""
+    runs: list[dict[str, Any]] = []
+    for i in range(max(1, run.options.repeats)):
+        s2 = backlog.scoped(run.s, run.tag, f"stage2-{i}")
+        backlog.make_topics(s2)
+        with run.step(f"stage 2, run {i + 1}"):
+            runs.append(measure_stage2(s2, df, run.warmup, run.options.log_dir))
+    median = _median(runs, lambda r: float(r["tps"]))
+    return {**median, "runs_tps": [r["tps"] for r in runs]}
 
 
 def _stage1_scale(run: _Run, source: Settings) -> dict[str, Any]:
@@ -213,10 +234,7 @@ def run_bench(
         with run.step("stage 1, shipped rules against the attribute rule set"):
             with_attributes = backlog.history(total, options.seed, attributes=True)
             rules_cost = measure_rules_cost(s, run.tag, with_attributes, total, warmup)
-        s2 = backlog.scoped(s, run.tag, "stage2")
-        backlog.make_topics(s2)
-        with run.step("stage 2"):
-            stage2 = measure_stage2(s2, df, warmup, options.log_dir)
+        stage2 = _stage2(run, df)
         if settings.bootstrap_servers or settings.broker_kind == "kafka":  # not on Tansu
             with run.step("stage 2, exactly-once"):
                 stage2["exactly_once"] = _stage2_exactly_once(run, df)

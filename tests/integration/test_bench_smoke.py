@@ -86,6 +86,11 @@ def test_tiny_bench_writes_every_key(kafka_broker, tmp_path: Path) -> None:
             record["peers"]["confluent_passthrough"]["runs_tps"],
             record["peers"]["confluent_passthrough_tps"],
         ),
+        (
+            record["peers"]["faust_passthrough"]["runs_tps"],
+            record["peers"]["faust_passthrough_tps"],
+        ),
+        (record["stage2"]["runs_tps"], record["stage2"]["tps"]),
     ):
         assert len(runs) == 2 and median in [round(r, 1) for r in runs]
         assert math.isfinite(value) and value > 0, f"{key} = {value}"
