@@ -20,7 +20,7 @@ from streams.rules.loader import load_rules
 from streams.schema import Transaction
 from streams.settings import Settings
 from streams.stage1.labelgate import ClassifierFeed, LabelGate, screen_segment
-from streams.stage1.screen import Screener
+from streams.stage1.screen import ScreenedBatch, Screener
 
 _DELAY_MS = LABEL_DELAY_DAYS * DAY_MS
 
@@ -58,11 +58,7 @@ def screen_history(
     txs = frame_transactions(df)
     labels = df["TX_FRAUD"].cast(pl.Int64).to_list() if "TX_FRAUD" in df.columns else None
     n, size = len(txs), settings.stage1_batch_size
-    X = np.empty((n, len(MODEL_FEATURES)))
-    anomaly, prob, rule_score, score = (np.empty(n) for _ in range(4))
-    flagged, blocked, allowed = (np.zeros(n, dtype=bool) for _ in range(3))
-    fired: list[list[str]] = []
-    shadow: list[list[str]] = []
+    outputs = _Outputs(n)
     gate = LabelGate()
     feed = ClassifierFeed(gate)
     published = 0  # labels offered to the gate so far (stream order = publication order)
@@ -75,39 +71,56 @@ def screen_history(
                 label = (tx.transaction_id, tx.terminal_id, tx.ts_ms, labels[published])
                 gate.offer(label, tx.ts_ms + _DELAY_MS)
                 published += 1
-        out = screen_segment(screener, gate, feed, batch)
+        outputs.add(start, screen_segment(screener, gate, feed, batch))
         gate.trim([feed.cursor])
-        end = start + len(batch)
-        X[start:end] = out.X
-        anomaly[start:end], prob[start:end] = out.anomaly, out.probability
-        rule_score[start:end], score[start:end] = out.rule_score, out.stage1_score
-        flagged[start:end] = out.flagged
-        blocked[start:end], allowed[start:end] = out.blocked, out.allowed
-        fired.extend(out.fired)
-        shadow.extend(out.shadow_fired)
         if progress is not None:
             progress(len(batch))
-    result = pl.DataFrame(X, schema=MODEL_FEATURES)
-    keep = [
-        c
-        for c in (
-            "TRANSACTION_ID",
-            "ts_ms",
-            "CUSTOMER_ID",
-            "TERMINAL_ID",
-            "TX_FRAUD",
-            "TX_FRAUD_SCENARIO",
+    return outputs.frame(df)
+
+
+class _Outputs:
+    """The screened rows' features, scores and verdicts, filled batch by batch."""
+
+    def __init__(self, n: int) -> None:
+        self.X = np.empty((n, len(MODEL_FEATURES)))
+        self.anomaly, self.prob, self.rule_score, self.score = (np.empty(n) for _ in range(4))
+        self.flagged, self.blocked, self.allowed = (np.zeros(n, dtype=bool) for _ in range(3))
+        self.fired: list[list[str]] = []
+        self.shadow: list[list[str]] = []
+
+    def add(self, start: int, out: ScreenedBatch) -> None:
+        end = start + len(out.txs)
+        self.X[start:end] = out.X
+        self.anomaly[start:end], self.prob[start:end] = out.anomaly, out.probability
+        self.rule_score[start:end], self.score[start:end] = out.rule_score, out.stage1_score
+        self.flagged[start:end] = out.flagged
+        self.blocked[start:end], self.allowed[start:end] = out.blocked, out.allowed
+        self.fired.extend(out.fired)
+        self.shadow.extend(out.shadow_fired)
+
+    def frame(self, df: pl.DataFrame) -> pl.DataFrame:
+        """``df``'s ids, label and scenario beside everything stage 1 computed."""
+        keep = [
+            c
+            for c in (
+                "TRANSACTION_ID",
+                "ts_ms",
+                "CUSTOMER_ID",
+                "TERMINAL_ID",
+                "TX_FRAUD",
+                "TX_FRAUD_SCENARIO",
+            )
+            if c in df.columns
+        ]
+        result = pl.DataFrame(self.X, schema=MODEL_FEATURES)
+        return pl.concat([df.select(keep), result], how="horizontal").with_columns(
+            pl.Series("ANOMALY_SCORE", self.anomaly),
+            pl.Series("FRAUD_PROBABILITY", self.prob),
+            pl.Series("RULE_SCORE", self.rule_score),
+            pl.Series("STAGE1_SCORE", self.score),
+            pl.Series("FLAGGED", self.flagged),
+            pl.Series("BLOCKED", self.blocked),
+            pl.Series("ALLOWED", self.allowed),
+            pl.Series("RULES_FIRED", self.fired, dtype=pl.List(pl.Utf8)),
+            pl.Series("SHADOW_RULES_FIRED", self.shadow, dtype=pl.List(pl.Utf8)),
         )
-        if c in df.columns
-    ]
-    return pl.concat([df.select(keep), result], how="horizontal").with_columns(
-        pl.Series("ANOMALY_SCORE", anomaly),
-        pl.Series("FRAUD_PROBABILITY", prob),
-        pl.Series("RULE_SCORE", rule_score),
-        pl.Series("STAGE1_SCORE", score),
-        pl.Series("FLAGGED", flagged),
-        pl.Series("BLOCKED", blocked),
-        pl.Series("ALLOWED", allowed),
-        pl.Series("RULES_FIRED", fired, dtype=pl.List(pl.Utf8)),
-        pl.Series("SHADOW_RULES_FIRED", shadow, dtype=pl.List(pl.Utf8)),
-    )
