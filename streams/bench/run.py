@@ -58,6 +58,10 @@ Say = Callable[[str], None]
 T = TypeVar("T")
 
 
+def _tps(rate: Rate) -> float:
+    return rate.tps
+
+
 def _median(runs: list[T], tps: Callable[[T], float]) -> T:
     """The median run by throughput (the upper middle one of an even count)."""
     return sorted(runs, key=tps)[len(runs) // 2]
@@ -84,6 +88,17 @@ class _Run:
         yield
         self.timings[what] = round(time.monotonic() - started, 1)
 
+    def repeated(
+        self, what: str, measure: Callable[[int], T], tps: Callable[[T], float]
+    ) -> tuple[T, list[T]]:
+        """``options.repeats`` runs of a measurement (``measure(i)`` for run ``i``): the median
+        run by throughput and all of them."""
+        runs = []
+        for i in range(max(1, self.options.repeats)):
+            with self.step(f"{what}, run {i + 1}"):
+                runs.append(measure(i))
+        return _median(runs, tps), runs
+
 
 def _peers(run: _Run, source: Settings) -> dict[str, Any]:
     """The confluent-kafka and faust passthroughs over the shared backlog, ``options.repeats``
@@ -93,19 +108,18 @@ def _peers(run: _Run, source: Settings) -> dict[str, Any]:
     forward = [f"bench-{run.tag}.confluent-{i}.forward" for i in range(repeats)]
     faust_forward = [f"bench-{run.tag}.faust-{i}.forward" for i in range(repeats)]
     backlog.make_topics(source, *forward, *faust_forward)
-    runs: list[Rate] = []
-    for i, topic in enumerate(forward):
+
+    def confluent_run(i: int) -> Rate:
         # each run in its own consumer group: from the backlog's start
         group = source.model_copy(update={"stage1_group": f"{source.stage1_group}-{i}"})
-        with run.step(f"confluent-kafka passthrough, run {i + 1}"):
-            runs.append(peers.confluent_passthrough(group, topic, run.total, run.warmup))
-    faust_runs: list[Rate] = []
-    for i, topic in enumerate(faust_forward):
+        return peers.confluent_passthrough(group, forward[i], run.total, run.warmup)
+
+    def faust_run(i: int) -> Rate:
         app = source.model_copy(update={"stage2_app_id": f"{source.stage2_app_id}-{i}"})
-        with run.step(f"faust passthrough, run {i + 1}"):
-            faust_runs.append(peers.faust_passthrough(app, topic, run.total, run.warmup))
-    confluent = _median(runs, lambda r: r.tps)
-    faust = _median(faust_runs, lambda r: r.tps)
+        return peers.faust_passthrough(app, faust_forward[i], run.total, run.warmup)
+
+    confluent, runs = run.repeated("confluent-kafka passthrough", confluent_run, _tps)
+    faust, faust_runs = run.repeated("faust passthrough", faust_run, _tps)
     return {
         "confluent_passthrough_tps": round(confluent.tps, 1),
         "faust_passthrough_tps": round(faust.tps, 1),
@@ -123,13 +137,13 @@ def _peers(run: _Run, source: Settings) -> dict[str, Any]:
 def _stage2(run: _Run, df: pl.DataFrame) -> dict[str, Any]:
     """Stage 2 over a flagged backlog of its own, ``options.repeats`` runs, the median run
     reported (``runs_tps``: all of them)."""
-    runs: list[dict[str, Any]] = []
-    for i in range(max(1, run.options.repeats)):
+
+    def stage2_run(i: int) -> dict[str, Any]:
         s2 = backlog.scoped(run.s, run.tag, f"stage2-{i}")
         backlog.make_topics(s2)
-        with run.step(f"stage 2, run {i + 1}"):
-            runs.append(measure_stage2(s2, df, run.warmup, run.options.log_dir))
-    median = _median(runs, lambda r: float(r["tps"]))
+        return measure_stage2(s2, df, run.warmup, run.options.log_dir)
+
+    median, runs = run.repeated("stage 2", stage2_run, lambda r: float(r["tps"]))
     return {**median, "runs_tps": [r["tps"] for r in runs]}
 
 
