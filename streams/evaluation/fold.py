@@ -42,10 +42,15 @@ class Options:
     seed: int = 0
     features: str = "all"  # a key of FEATURE_SETS (the ablation's feature families)
 
+    @property
+    def history_days(self) -> int:
+        """Days of labelled history each fold trains on."""
+        return self.train_history_days or 7
+
     def describe(self) -> dict[str, Any]:
         """The options as ``metrics.json`` records them."""
         return {
-            "train_history_days": self.train_history_days or 7,
+            "train_history_days": self.history_days,
             "rounds": self.rounds if self.rounds is not None else "searched per fold",
             "seed": self.seed,
             "features": self.features,
@@ -62,8 +67,7 @@ def run_fold(
 ) -> tuple[dict[str, Any], pl.DataFrame]:
     """The fold's metrics and its scored test week (every transaction, ``evaluated`` marking
     those left after the known-card removal)."""
-    days = opts.train_history_days or 7
-    lo = max(fold.train_end - timedelta(days=days - 1), first_day)
+    lo = max(fold.train_end - timedelta(days=opts.history_days - 1), first_day)
     train = days_of(screened, lo, fold.train_end)
     window = {"start": lo.isoformat(), "end": fold.train_end.isoformat(), "end_inclusive": True}
 
@@ -112,9 +116,7 @@ def run_fold(
         "train_frauds": int(train["TX_FRAUD"].sum()),
         "stage2_train": model.metadata["class_balance"]["train"],
     }
-    rate, recall = forward_rate_recall(
-        test["FLAGGED"].to_numpy().astype(bool), test["TX_FRAUD"].to_numpy()
-    )
+    rate, recall = forward_rate_recall(_flags(test), test["TX_FRAUD"].to_numpy())
     result["before_known_card_removal"] = {"stage1_forward_rate": rate, "stage1_recall": recall}
     return result, scored
 
@@ -128,7 +130,7 @@ def _score_week(
 ) -> pl.DataFrame:
     """The test week's kept columns with each scoring's column: the cascade (``score``), the
     every-row model alone and in the cascade, and the handbook's reference."""
-    flagged = test["FLAGGED"].to_numpy().astype(bool)
+    flagged = _flags(test)
     X15 = test.select(HANDBOOK_15).to_numpy().astype(np.float32)
     blocked_column = ["BLOCKED"] if "BLOCKED" in test.columns else []
     return test.select(*KEEP_COLUMNS, *blocked_column, "day").with_columns(
@@ -139,6 +141,11 @@ def _score_week(
         # the same cascade with the every-row model as stage 2: what cascade training brings
         pl.Series("all_rows_cascade_score", two_stage(every_row, test, flagged)),
     )
+
+
+def _flags(frame: pl.DataFrame) -> np.ndarray:
+    """Stage 1's forward verdicts of the rows."""
+    return frame["FLAGGED"].to_numpy().astype(bool)
 
 
 def _model_facts(model: RiskModel) -> dict[str, Any]:

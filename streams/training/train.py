@@ -130,11 +130,7 @@ def train_model(
         booster, policy, h.X, h.y, h.ts, h.cards, fit.served, w.t0,
         w.t1 + label_delay_days * DAY_MS, label_delay_days,
     )  # fmt: skip
-    # stage 1's online classifier, warm-started on the same window (it keeps learning live)
-    warm = OnlineClassifier(cache_size=50_000)
-    warm_learned = warm.learn_rows(
-        df["TRANSACTION_ID"].cast(pl.Utf8).to_numpy()[w.rows].tolist(), h.X[w.rows], h.y[w.rows]
-    )
+    warm, warm_learned = _warm_start(df, h, w.rows)
     metadata: dict[str, Any] = {
         "name": name,
         "feature_names": list(MODEL_FEATURES),
@@ -208,6 +204,14 @@ class _Window:
                 "window); cards with a known fraud removed each day",
             },
         }
+
+
+def _warm_start(df: pl.DataFrame, h: _History, rows: np.ndarray) -> tuple[OnlineClassifier, int]:
+    """Stage 1's online classifier learnt on the window's ``rows`` (it keeps learning live), and
+    how many labels it learnt."""
+    warm = OnlineClassifier(cache_size=50_000)
+    ids = df["TRANSACTION_ID"].cast(pl.Utf8).to_numpy()[rows].tolist()
+    return warm, warm.learn_rows(ids, h.X[rows], h.y[rows])
 
 
 def _gain(booster: xgb.Booster) -> dict[str, float]:
