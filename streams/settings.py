@@ -153,7 +153,12 @@ class Settings(BaseSettings):
     # --- stage 1 ----------------------------------------------------------------------------
     stage1_group: str = "stage1"
     stage1_batch_size: int = 2000
-    stage1_batch_wait_ms: int = 5
+    stage1_batch_wait_ms: int = Field(
+        default=5,
+        ge=0,
+        description="longest a stage-1 poll waits when no record is ready (records that are "
+        "ready are taken at once, up to stage1_poll_size: a poll never waits for a fuller batch)",
+    )
     stage1_poll_size: int = Field(
         default=10_000,
         description="most records a stage-1 worker takes per poll (a backlog is read in big "

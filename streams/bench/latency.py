@@ -91,7 +91,7 @@ def _reader_child(
             done = len(stage1) >= expected.value and len(stage2) >= forwarded
             if done or time.monotonic() - last > DRAIN_IDLE_S:
                 break
-        for msg in first or consumer.consume(num_messages=1000, timeout=0.01):
+        for msg in first or clients.consume_ready(consumer, 1000, 0.01):
             last = time.monotonic()
             if msg.error():
                 continue
@@ -127,7 +127,7 @@ def _passthrough_child(settings: Settings, forward: str, stop: Any, ready: Any) 
     producer = clients.producer(settings)
     ready.set()
     while not stop.is_set():
-        for msg in consumer.consume(num_messages=1000, timeout=0.01):
+        for msg in clients.consume_ready(consumer, 1000, 0.01):
             if msg.error() is None:
                 producer.produce(forward, msg.value(), msg.key(), headers=msg.headers())
         producer.poll(0)

@@ -66,6 +66,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from streams.checkpoint.topic import ensure_topic
 from streams.errors import TransactionAbortable
 from streams.gc_tuning import tuned_gc
+from streams.kafka.clients import consume_ready
 from streams.observability import metrics
 from streams.rules.reload import RuleReloader
 from streams.settings import Settings
@@ -310,7 +311,7 @@ class Stage1Worker:
                     self._maybe_reload_rules()
                     if self.feed.wanted():
                         self.feed.drain()
-                    msgs = self.consumer.consume(num_messages=poll, timeout=wait)
+                    msgs = consume_ready(self.consumer, poll, wait)
                     if msgs:
                         self.process(msgs)
                         self.watch.set(True)
