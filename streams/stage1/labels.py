@@ -13,6 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from streams.checkpoint.position import LabelsPosition
 from streams.errors import MessageError
 from streams.features.names import DAY_MS
+from streams.kafka.clients import consume_ready
 from streams.logging_setup import where
 from streams.observability import metrics
 from streams.schema import parse_timestamp
@@ -69,8 +70,9 @@ class LabelFeed:
         self._asked: dict[int, tuple[float, int, int]] = {}
 
     def drain(self, limit: int = 50_000, timeout: float = 0) -> int:
-        """Learn from the labels that have arrived; returns how many."""
-        msgs = self.consumer.consume(num_messages=limit, timeout=timeout)
+        """Learn from the labels that have arrived (waiting up to ``timeout`` only when none
+        has); returns how many."""
+        msgs = consume_ready(self.consumer, limit, timeout)
         learn = self.state.learn_label
         before = self.state.learned
         n = 0

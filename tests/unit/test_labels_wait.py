@@ -64,11 +64,18 @@ class _Consumer:
         if timeout:
             time.sleep(timeout)
         now = time.monotonic()
-        out = [m for at, m in self.pending if at <= now]
-        self.pending = [(at, m) for at, m in self.pending if at > now]
+        out = [m for at, m in self.pending if at <= now][:num_messages]
+        self.pending = [(at, m) for at, m in self.pending if m not in out]
         for m in out:
             self.read[m.part] = self.read.get(m.part, 0) + 1
         return out
+
+    def poll(self, timeout: float = 0) -> _Msg | None:
+        """The first message released within ``timeout`` (confluent-kafka's ``poll``)."""
+        deadline = time.monotonic() + timeout
+        while not (out := self.consume(1)) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return out[0] if out else None
 
     def position(self, tps: list[Any]) -> list[Any]:
         return [type("TP", (), {"offset": self.read.get(tp.partition, 0)})() for tp in tps]
