@@ -61,6 +61,8 @@ def save_labels(state: PartitionedScreener, position: LabelsPosition) -> bytes:
     w.strings("held.terminals", [h[2][1] for h in held])
     w.numpy("held.ts", np.array([h[2][2] for h in held], dtype=np.int64))
     w.numpy("held.fraud", np.array([h[2][3] for h in held], dtype=np.int64))
+    w.strings("held.cards", [h[2][4] for h in held])
+    w.numpy("held.amounts", np.array([h[2][5] for h in held], dtype=np.float64))
     w.meta["gate"] = [gate.released_upto, gate.watermark]
     w.meta["labels"] = {
         "offsets": {str(p): o for p, o in position.offsets.items()},
@@ -104,9 +106,12 @@ def load_labels(state: PartitionedScreener, data: bytes, where: str) -> LabelsPo
     known = r.numpy("held.known").tolist()
     ids, terminals = r.strings("held.ids"), r.strings("held.terminals")
     ts, fraud = r.numpy("held.ts").tolist(), r.numpy("held.fraud").tolist()
+    cards, amounts = r.strings("held.cards"), r.numpy("held.amounts").tolist()
     held = [
-        (k, tid, (tid, term, t, f))
-        for k, tid, term, t, f in zip(known, ids, terminals, ts, fraud, strict=True)
+        (k, tid, (tid, term, t, f, c, a))
+        for k, tid, term, t, f, c, a in zip(
+            known, ids, terminals, ts, fraud, cards, amounts, strict=True
+        )
     ]
     heapq.heapify(held)
     gate.restore(held, *r.meta["gate"])

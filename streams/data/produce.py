@@ -59,13 +59,16 @@ def transaction_value(
     return encode(value)
 
 
-def label_value(tid: str, card: str, terminal: str, ts_ms: int, fraud: int) -> bytes:
+def label_value(tid: str, card: str, terminal: str, ts_ms: int, fraud: int, amount: float) -> bytes:
+    """A label's JSON: the transaction's ids, time and amount (stage 1's terminal table asks
+    who a known fraud points at: its card and its amount) and the verdict."""
     return encode(
         {
             "transaction_id": tid,
             "card_id": card,
             "terminal_id": terminal,
             "timestamp": ts_ms,
+            "amount": amount,
             "fraud": fraud,
         }
     )
@@ -107,7 +110,7 @@ def produce_history(
         assert frauds is not None
         send(
             s.topic_labels,
-            label_value(tids[j], cards[j], terms[j], times[j], frauds[j]),
+            label_value(tids[j], cards[j], terms[j], times[j], frauds[j], amounts[j]),
             tids[j].encode(),
             timestamp=times[j] + delay,
         )

@@ -82,8 +82,9 @@ class FeatureEngine:
     ) -> np.ndarray:
         """``transform`` of each transaction in order: a (rows, N_FEATURES) float64 matrix.
 
-        ``labels`` (offline replays of labelled history only) hands each transaction's label to
-        the terminal table right after it; the table's delay filter keeps it unseen for 7 days.
+        ``labels`` (offline replays of labelled history only) hands each transaction's label
+        (with its card and amount, as the labels topic carries them) to the terminal table right
+        after it; the table's delay filter keeps it unseen for 7 days.
         """
         flat: list[float] = []
         into, add_label = self.transform_into, self.terminals.add_label
@@ -95,11 +96,13 @@ class FeatureEngine:
                 cards, terminals, amounts, times, labels, strict=True
             ):
                 into(card, terminal, amount, ts_ms, flat)
-                add_label(terminal, ts_ms, fraud)
+                add_label(terminal, ts_ms, fraud, card, amount)
         return np.array(flat, dtype=np.float64).reshape(len(cards), N_FEATURES)
 
-    def add_label(self, terminal: str, ts_ms: int, fraud: int) -> None:
-        self.terminals.add_label(terminal, ts_ms, fraud)
+    def add_label(
+        self, terminal: str, ts_ms: int, fraud: int, card: str = "", amount: float = 0.0
+    ) -> None:
+        self.terminals.add_label(terminal, ts_ms, fraud, card, amount)
 
     def save_cards(self, w: StateWriter, name: str) -> None:
         """The card windows and the terminal numbering their keys use (not the terminal

@@ -41,6 +41,8 @@ EXTRA_FEATURES = [
     "TERMINAL_FRAUD_RUN",  # the terminal's latest known labels that are all fraud, in a row
     "TERMINAL_FRAUD_RUN_DAYS",  # days that run spans
     "TERMINAL_DAYS_SINCE_FRAUD",  # days from the latest known fraud to now - delay (37 if none)
+    "TERMINAL_LAST_FRAUD_AMOUNT",  # the amount of the terminal's latest known fraud (0 if none)
+    "TERMINAL_LAST_FRAUD_CARD_FRAUDS",  # its card's known frauds in the 30 days before (-1 if none)
 ]
 CARD_EXTRA = EXTRA_FEATURES[:12]
 TERMINAL_EXTRA = EXTRA_FEATURES[12:]
@@ -76,6 +78,8 @@ CARD_MEDIAN_FAMILY = [
     "CARD_NB_TOP_RATIO_3DAY",
 ]
 TERMINAL_RUN_FAMILY = ["TERMINAL_FRAUD_RUN", "TERMINAL_FRAUD_RUN_DAYS", "TERMINAL_DAYS_SINCE_FRAUD"]
+# who the terminal's latest known fraud points at: the terminal, or a card compromised elsewhere
+FRAUD_ORIGIN_FAMILY = ["TERMINAL_LAST_FRAUD_AMOUNT", "TERMINAL_LAST_FRAUD_CARD_FRAUDS"]
 
 
 def _subset(names: list[str]) -> list[str]:
@@ -87,5 +91,8 @@ FEATURE_SETS: dict[str, list[str]] = {
     "handbook+card-median": _subset([*HANDBOOK_15, *CARD_MEDIAN_FAMILY]),
     "handbook+terminal-run": _subset([*HANDBOOK_15, *TERMINAL_RUN_FAMILY]),
     "handbook+both": _subset([*HANDBOOK_15, *CARD_MEDIAN_FAMILY, *TERMINAL_RUN_FAMILY]),
+    "handbook+three": _subset(
+        [*HANDBOOK_15, *CARD_MEDIAN_FAMILY, *TERMINAL_RUN_FAMILY, *FRAUD_ORIGIN_FAMILY]
+    ),
     "all": list(MODEL_FEATURES),
 }

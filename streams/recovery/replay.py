@@ -48,6 +48,7 @@ from streams.recovery.reader import partitions_of, read_topic
 from streams.rules.loader import load_rules
 from streams.schema import Transaction, encode
 from streams.settings import Settings
+from streams.stage1.labelgate import Label
 from streams.stage1.labels import decode_label
 from streams.stage1.state import PartitionedScreener, decode_transaction
 from streams.stage2.context import apply_card_context
@@ -148,10 +149,10 @@ def merged_records(
         consumer.close()
 
 
-def load_labels(settings: Settings, end_ms: int | None) -> list[tuple[int, str, str, int, int]]:
-    """Labels visible before ``end_ms``: (visible at, transaction, terminal, ts, fraud), in
-    visibility order (record timestamp = transaction time + label delay)."""
-    out: list[tuple[int, int, int, tuple[str, str, int, int]]] = []
+def load_labels(settings: Settings, end_ms: int | None) -> list[tuple[int, Label]]:
+    """Labels visible before ``end_ms``: (visible at, label), in visibility order (record
+    timestamp = transaction time + label delay)."""
+    out: list[tuple[int, int, int, Label]] = []
     for msg in read_topic(settings, settings.topic_labels, idle_timeout_s=5.0, missing_ok=True):
         visible = msg.timestamp()[1]
         if end_ms is not None and visible >= end_ms:
@@ -162,7 +163,7 @@ def load_labels(settings: Settings, end_ms: int | None) -> list[tuple[int, str, 
             continue
         out.append((visible, msg.partition() or 0, msg.offset() or 0, label))
     out.sort(key=lambda x: x[:3])
-    return [(v, *label) for v, _, _, label in out]
+    return [(v, label) for v, _, _, label in out]
 
 
 class Replayer:
@@ -271,8 +272,8 @@ class Replayer:
             nonlocal released
             horizon = max(tx.ts_ms for _, tx in batch)  # the gate holds each until its time
             while released < len(labels) and labels[released][0] <= horizon:
-                visible, tid, terminal, ts_ms, fraud = labels[released]
-                state.learn_label(tid, terminal, ts_ms, fraud, visible)
+                visible, label = labels[released]
+                state.learn_label(*label, known_at_ms=visible)
                 released += 1
             self.stats.labels = released
             groups: dict[int, list[Transaction]] = {}

@@ -68,7 +68,14 @@ def screen_history(
             last = max(tx.ts_ms for tx in batch)
             while published < n and txs[published].ts_ms + _DELAY_MS <= last:
                 tx = txs[published]
-                label = (tx.transaction_id, tx.terminal_id, tx.ts_ms, labels[published])
+                label = (
+                    tx.transaction_id,
+                    tx.terminal_id,
+                    tx.ts_ms,
+                    labels[published],
+                    tx.card_id,
+                    tx.amount,
+                )
                 gate.offer(label, tx.ts_ms + _DELAY_MS)
                 published += 1
         outputs.add(start, screen_segment(screener, gate, feed, batch))

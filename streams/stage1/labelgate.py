@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     from streams.schema import Transaction
     from streams.stage1.screen import ScreenedBatch, Screener
 
-Label = tuple[str, str, int, int]
-"""(transaction id, terminal id, transaction time ms, fraud 0/1)."""
+Label = tuple[str, str, int, int, str, float]
+"""(transaction id, terminal id, transaction time ms, fraud 0/1, card id, amount); the card is
+"" and the amount 0 when the label message does not carry them."""
 Released = tuple[int, str, int]
 """(publication time ms, transaction id, fraud 0/1) of a label released to the terminal table."""
 
@@ -220,8 +221,8 @@ def release_to_terminals(screener: Screener, gate: LabelGate, txs: list[Transact
     """The first half of ``release_labels``: the terminal table gets the labels known by the
     segment's last transaction."""
     add_label = screener.engine.add_label
-    for _, terminal, ts_ms, fraud in gate.for_terminals(max(tx.ts_ms for tx in txs)):
-        add_label(terminal, ts_ms, fraud)
+    for _, terminal, ts_ms, fraud, card, amount in gate.for_terminals(max(tx.ts_ms for tx in txs)):
+        add_label(terminal, ts_ms, fraud, card, amount)
 
 
 def screen_segment(

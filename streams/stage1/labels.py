@@ -19,6 +19,7 @@ from streams.observability import metrics
 from streams.schema import parse_timestamp
 from streams.settings import Settings
 from streams.stage1.connect import LabelsConsumer
+from streams.stage1.labelgate import Label
 from streams.stage1.state import PartitionedScreener
 from streams.stage1.stats import Stage1Stats
 from streams.stage1.telemetry import Stage1Telemetry
@@ -34,8 +35,9 @@ a backlog would otherwise read the labels topic far ahead and hold its labels in
 every checkpoint). ``await_time`` reads whatever a batch needs, however far."""
 
 
-def decode_label(value: bytes | None) -> tuple[str, str, int, int]:
-    """A label message to (transaction_id, terminal_id, ts_ms, fraud)."""
+def decode_label(value: bytes | None) -> Label:
+    """A label message to (transaction_id, terminal_id, ts_ms, fraud, card_id, amount); the
+    last two are optional in the message ("" and 0 without them)."""
     try:
         obj = orjson.loads(value or b"")
         return (
@@ -43,6 +45,8 @@ def decode_label(value: bytes | None) -> tuple[str, str, int, int]:
             str(obj["terminal_id"]),
             parse_timestamp(obj["timestamp"]),
             int(obj["fraud"]),
+            str(obj.get("card_id") or ""),
+            float(obj.get("amount") or 0.0),  # orjson refuses NaN and infinity
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise MessageError(f"bad label: {exc}") from None
@@ -87,7 +91,7 @@ class LabelFeed:
                 )
                 continue
             known_at = msg.timestamp()[1]
-            learn(*label, known_at)
+            learn(*label, known_at_ms=known_at)
             partition = msg.partition() or 0
             self.time[partition] = known_at
             self.arrived[partition] = time.monotonic()

@@ -330,7 +330,7 @@ class Screener:
             add_label = self.engine.add_label
             for tx, label in zip(txs, terminal_labels, strict=True):
                 into(tx.card_id, tx.terminal_id, tx.amount, tx.ts_ms, flat)
-                add_label(tx.terminal_id, tx.ts_ms, label)
+                add_label(tx.terminal_id, tx.ts_ms, label, tx.card_id, tx.amount)
         # fromiter: the same values as np.array(flat), a third faster for a list of floats
         X = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(n, len(MODEL_FEATURES))
         anomaly = self.anomaly.percentile(self.anomaly.score_and_learn(X))
@@ -340,7 +340,15 @@ class Screener:
         slots = self.classifier.remember([tx.transaction_id for tx in txs], X, cards, ts)
         return Scored(txs, X, ts, anomaly, prob, slots, self.policy.controller.budget)
 
-    def learn_label(self, transaction_id: str, terminal: str, ts_ms: int, fraud: int) -> None:
+    def learn_label(
+        self,
+        transaction_id: str,
+        terminal: str,
+        ts_ms: int,
+        fraud: int,
+        card: str = "",
+        amount: float = 0.0,
+    ) -> None:
         """A label from the labels topic: terminal risk table and the online classifier."""
-        self.engine.add_label(terminal, ts_ms, fraud)
+        self.engine.add_label(terminal, ts_ms, fraud, card, amount)
         self.classifier.learn_label(transaction_id, bool(fraud))

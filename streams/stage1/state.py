@@ -209,6 +209,8 @@ class PartitionedScreener:
         terminal: str,
         ts_ms: int,
         fraud: int,
+        card: str = "",
+        amount: float = 0.0,
         known_at_ms: int | None = None,
     ) -> None:
         """A label from the labels topic (shared by all partitions), held until the stream
@@ -216,4 +218,4 @@ class PartitionedScreener:
         delay when the record has none."""
         if known_at_ms is None or known_at_ms <= 0:
             known_at_ms = ts_ms + LABEL_DELAY_DAYS * DAY_MS
-        self.gate.offer((transaction_id, terminal, ts_ms, fraud), known_at_ms)
+        self.gate.offer((transaction_id, terminal, ts_ms, fraud, card, amount), known_at_ms)

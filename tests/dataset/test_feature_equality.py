@@ -26,6 +26,8 @@ from streams.features.names import (
 # tests/unit/test_features.py (``naive_card``, ``naive_run``) and by invariants below; the
 # polars reference here covers the others.
 HABIT_AND_RUN = [*CARD_MEDIAN_FAMILY, *TERMINAL_RUN_FAMILY]
+# a terminal's features before any label is known
+NO_LABEL = {"TERMINAL_DAYS_SINCE_FRAUD": 37.0, "TERMINAL_LAST_FRAUD_CARD_FRAUDS": -1.0}
 REFERENCED = [name for name in MODEL_FEATURES if name not in HABIT_AND_RUN]
 
 pytestmark = [pytest.mark.dataset, pytest.mark.slow]
@@ -64,6 +66,58 @@ def _later_same_second(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(LATER_COUNT=count, LATER_AMOUNT=amount)
 
 
+def _fraud_origin(df: pl.DataFrame) -> pl.DataFrame:
+    """Per row: the amount of its terminal's latest fraud known at its time (labelled 7 days
+    after the fraud, within the 30 days before that) and the count of that fraud's card's
+    frauds in the 30 days before it; 0 and -1 without one. Row order kept."""
+    rows = df.with_row_index("row")
+    frauds = rows.filter(pl.col("TX_FRAUD") == 1).select(
+        "row", CARD, TERMINAL, "ts_ms", "TX_AMOUNT"
+    )
+    earlier = (
+        frauds.join(frauds.select(CARD, pl.col("ts_ms").alias("other")), on=CARD)
+        .group_by("row")
+        .agg(
+            (
+                (pl.col("other") >= pl.col("ts_ms") - 30 * DAY_MS)
+                & (pl.col("other") < pl.col("ts_ms"))
+            )
+            .sum()
+            .cast(pl.Float64)
+            .alias("ORIGIN_CARD")
+        )
+    )
+    known = (
+        frauds.join(earlier, on="row")
+        .select(
+            TERMINAL,
+            (pl.col("ts_ms") + DELAY_DAYS * DAY_MS).alias("known"),
+            pl.col("row").alias("fraud_row"),
+            pl.col("TX_AMOUNT").alias("ORIGIN_AMOUNT"),
+            "ORIGIN_CARD",
+        )
+        .sort("known", "fraud_row")
+    )
+    joined = (
+        rows.select("row", TERMINAL, "ts_ms")
+        .sort("ts_ms", "row")
+        .join_asof(
+            known,
+            left_on="ts_ms",
+            right_on="known",
+            by=TERMINAL,
+            strategy="backward",
+            check_sortedness=False,  # sorted by time above, within each terminal too
+        )
+        .sort("row")
+    )
+    usable = pl.col("known").is_not_null() & (pl.col("known") > pl.col("ts_ms") - 30 * DAY_MS)
+    return joined.select(
+        pl.when(usable).then(pl.col("ORIGIN_AMOUNT")).otherwise(0.0).alias("ORIGIN_AMOUNT"),
+        pl.when(usable).then(pl.col("ORIGIN_CARD")).otherwise(-1.0).alias("ORIGIN_CARD"),
+    )
+
+
 def reference(transactions: pl.DataFrame, stream_order: bool) -> pl.DataFrame:
     """The 14 handbook features and the 5 extra ones (MODEL_FEATURES names), one row per row.
 
@@ -79,6 +133,7 @@ def reference(transactions: pl.DataFrame, stream_order: bool) -> pl.DataFrame:
         pl.lit(1, dtype=pl.Int64).alias("one"),
     )
     df = _later_same_second(df)
+    df = pl.concat([df, _fraud_origin(df)], how="horizontal")
     if not stream_order:
         df = df.with_columns(LATER_COUNT=0, LATER_AMOUNT=0.0)
     # Every window sum once: the card's count and amount over 1 h, 1, 7, 30 days (this row's
@@ -143,6 +198,8 @@ def reference(transactions: pl.DataFrame, stream_order: bool) -> pl.DataFrame:
         .then(0.0)
         .otherwise(1.0)
         .alias("CARD_NEW_TERMINAL"),
+        pl.col("ORIGIN_AMOUNT").alias("TERMINAL_LAST_FRAUD_AMOUNT"),
+        pl.col("ORIGIN_CARD").alias("TERMINAL_LAST_FRAUD_CARD_FRAUDS"),
     ]
     return df.select(columns).select([pl.col(name).cast(pl.Float64) for name in REFERENCED])
 
@@ -296,7 +353,7 @@ def test_extra_feature_invariants(
         "no terminal label before the 7-day delay": (
             (pl.col("ts_ms") >= pl.col("ts_ms").min() + DELAY_DAYS * DAY_MS)
             | pl.all_horizontal(
-                pl.col(c) == (37.0 if c == "TERMINAL_DAYS_SINCE_FRAUD" else 0.0)
+                pl.col(c) == NO_LABEL.get(c, 0.0)
                 for c in MODEL_FEATURES
                 if c.startswith("TERMINAL")
             )

@@ -39,7 +39,7 @@ def _history(days: int = 40):
     txs = frame_transactions(df)
     frauds = df["TX_FRAUD"].to_list()
     labels = sorted(
-        ((tx.ts_ms + DELAY, tx.transaction_id, tx.terminal_id, tx.ts_ms, f))
+        ((tx.ts_ms + DELAY, tx.transaction_id, tx.terminal_id, tx.ts_ms, f, tx.card_id, tx.amount))
         for tx, f in zip(txs, frauds, strict=True)
     )
     parts = {p: [t for t in txs if int(t.card_id) % 2 == p] for p in (0, 1)}
@@ -61,8 +61,8 @@ class Run:
             return
         ahead = max(tx.ts_ms for tx in batch) + DAY_MS  # read ahead: the gate holds some
         while self.next_label < len(self.labels) and self.labels[self.next_label][0] <= ahead:
-            known, tid, terminal, ts, fraud = self.labels[self.next_label]
-            self.state.learn_label(tid, terminal, ts, fraud, known)
+            known, *label = self.labels[self.next_label]
+            self.state.learn_label(*label, known_at_ms=known)
             self.next_label += 1
         res = self.state.screen(p, batch)
         for i, tx in enumerate(res.txs):
@@ -248,10 +248,10 @@ def test_a_partition_behind_the_worker_joins_once_its_labels_caught_up(compacted
     with pytest.raises(RuntimeError, match="behind this worker"):
         live.adopt(0, behind)
     upto = live.gate.released_upto
-    for known, tid, terminal, ts, fraud in labels[resume0.offsets[0] :]:
+    for known, *label in labels[resume0.offsets[0] :]:
         if known > upto + DAY_MS:
             break
-        behind.learn_label(tid, terminal, ts, fraud, known)
+        behind.learn_label(*label, known_at_ms=known)
     for _ in behind.gate.for_terminals(upto):
         pass
     live.adopt(0, behind)

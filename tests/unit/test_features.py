@@ -147,10 +147,12 @@ def test_feature_vector_layout() -> None:
 
 
 def assert_no_terminal_labels(row: list[float]) -> None:
-    """A terminal without known labels: zeros, and no fraud within the horizon (37 days)."""
+    """A terminal without known labels: zeros, no fraud within the horizon (37 days) and no
+    fraud card to count (-1)."""
+    special = {"TERMINAL_DAYS_SINCE_FRAUD": 37.0, "TERMINAL_LAST_FRAUD_CARD_FRAUDS": -1.0}
     for name in MODEL_FEATURES:
         if name.startswith("TERMINAL"):
-            assert feature(row, name) == (37.0 if name == "TERMINAL_DAYS_SINCE_FRAUD" else 0.0)
+            assert feature(row, name) == special.get(name, 0.0)
 
 
 @pytest.mark.parametrize("n", [1, 7, 30])
@@ -390,21 +392,103 @@ def test_terminal_features_sequence() -> None:
         assert out == pytest.approx(expected, rel=1e-12), query
     out = []
     table.features("unknown", T0 + 80 * D, out)
-    assert out == [0.0] * 7 + [0.0, 0.0, 37.0]
+    assert out == [0.0] * 7 + [0.0, 0.0, 37.0, 0.0, -1.0]
 
 
 def naive_run(labels: list[tuple[int, int]], t: int) -> list[float]:
     """The run features by brute force: the known labels of the last 30 days (before the
-    7-day delay), the frauds in a row at their end, and days since the latest known fraud."""
+    7-day delay), the frauds in a row at their end, days since the latest known fraud; then
+    that fraud's amount and card count, which labels without a card leave at 0 and -1."""
     known = sorted((tj, f) for tj, f in labels if t - 37 * D < tj <= t - 7 * D)
     frauds = [tj for tj, f in known if f]
     if not frauds:
-        return [0.0, 0.0, 37.0]
+        return [0.0, 0.0, 37.0, 0.0, -1.0]
     run = 0
     while run < len(known) and known[len(known) - 1 - run][1] == 1:
         run += 1
     span = (known[-1][0] - known[len(known) - run][0]) / D if run else 0.0
-    return [float(run), span, (t - 7 * D - frauds[-1]) / D]
+    return [float(run), span, (t - 7 * D - frauds[-1]) / D, 0.0, -1.0]
+
+
+Label = tuple[str, int, int, str, float]  # terminal, time, fraud, card, amount
+
+
+def naive_origin(labels: list[Label], terminal: str, t: int) -> list[float]:
+    """The fraud-origin features by brute force: the terminal's latest fraud known at ``t``
+    (within 30 days before the delay), its amount, and its card's frauds in the 30 days before
+    it (whatever the terminal; all of them are known by ``t``)."""
+    frauds = sorted(
+        (tj, card, amount)
+        for term, tj, f, card, amount in labels
+        if term == terminal and f and t - 37 * D < tj <= t - 7 * D
+    )
+    if not frauds:
+        return [0.0, -1.0]
+    tf, card, amount = frauds[-1]
+    before = [tj for _, tj, f, c, _ in labels if f and c == card and tf - 30 * D <= tj < tf]
+    return [amount, float(len(before))]
+
+
+def _origin_labels(seed: int) -> list[Label]:
+    """Labels of 6 terminals and 8 cards over 90 days, one in six a fraud, in random order."""
+    rng = random.Random(seed)
+    labels = [
+        (
+            f"T{rng.randrange(6)}",
+            T0 + rng.randrange(90 * D),
+            int(rng.random() < 1 / 6),
+            f"c{rng.randrange(8)}",
+            round(rng.uniform(1, 300), 2),
+        )
+        for _ in range(1500)
+    ]
+    return labels
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_fraud_origin_matches_brute_force(in_order: bool) -> None:
+    labels = _origin_labels(5)
+    fed = sorted(labels, key=lambda x: x[1]) if in_order else labels
+    # in time order the table compacts itself as it goes; out of order it must not
+    table = TerminalTable(auto_compact=in_order)
+    for terminal, tj, fraud, card, amount in fed:
+        table.add_label(terminal, tj, fraud, card, amount)
+    last = max(tj for _, tj, *_ in labels)
+    for k in range(40):
+        t = last + 7 * D - k * D // 2 if in_order else T0 + 7 * D + k * 2 * D
+        for terminal in ("T0", "T3", "T5", "none"):
+            out: list[float] = []
+            table.features(terminal, t, out)
+            assert out[10:] == naive_origin(labels, terminal, t), (k, terminal)
+
+
+def test_fraud_origin_survives_save_load_and_restore_older() -> None:
+    from streams.checkpoint.codec import StateReader, StateWriter
+
+    labels = sorted(_origin_labels(9), key=lambda x: x[1])
+    full = TerminalTable(auto_compact=False)
+    for label in labels:
+        full.add_label(*label)
+    w = StateWriter()
+    full.save_state(w, "t")
+    loaded = TerminalTable()
+    loaded.load_state(StateReader(w.encode()), "t")
+    # a table that only holds the last 30 days, completed from the full one
+    cut = labels[0][1] + 60 * D
+    recent = TerminalTable(auto_compact=False)
+    for label in labels:
+        if label[1] > cut:
+            recent.add_label(*label)
+    recent.restore_older(full, labels[-1][1])
+    for t in (cut + 8 * D, labels[-1][1] + D, labels[-1][1] + 7 * D):
+        for terminal in ("T0", "T1", "T2", "T4"):
+            want: list[float] = []
+            full.features(terminal, t, want)
+            assert want[10:] == naive_origin(labels, terminal, t)
+            for table in (loaded, recent):
+                got: list[float] = []
+                table.features(terminal, t, got)
+                assert got == want, (t, terminal)
 
 
 def test_terminal_run_of_frauds() -> None:

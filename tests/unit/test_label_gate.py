@@ -105,18 +105,21 @@ def _run(batches: list[int], early_labels: bool) -> np.ndarray:
     state = PartitionedScreener(settings, load_rules(settings.rules_dir))
     txs, frauds = _stream(sum(batches))
     labels = [
-        ((tx.transaction_id, tx.terminal_id, tx.ts_ms, f), tx.ts_ms + 7 * DAY)
+        (
+            (tx.transaction_id, tx.terminal_id, tx.ts_ms, f, tx.card_id, tx.amount),
+            tx.ts_ms + 7 * DAY,
+        )
         for tx, f in zip(txs, frauds, strict=True)
     ]
     if early_labels:
         for label, known in labels:
-            state.learn_label(*label, known)
+            state.learn_label(*label, known_at_ms=known)
     rows, start, offered = [], 0, 0
     for size in batches:
         batch = txs[start : start + size]
         if not early_labels:
             while offered < len(labels) and labels[offered][1] <= batch[-1].ts_ms:
-                state.learn_label(*labels[offered][0], labels[offered][1])
+                state.learn_label(*labels[offered][0], known_at_ms=labels[offered][1])
                 offered += 1
         out = state.screen(0, batch)
         rows.append(np.column_stack([out.X, out.probability, out.anomaly, out.flagged]))
@@ -146,7 +149,14 @@ def _partitioned(
             chunk = txs[start : start + 50]
             while offered < len(txs) and txs[offered].ts_ms + 7 * DAY <= chunk[-1].ts_ms:
                 tx = txs[offered]
-                state.learn_label(tx.transaction_id, tx.terminal_id, tx.ts_ms, frauds[offered])
+                state.learn_label(
+                    tx.transaction_id,
+                    tx.terminal_id,
+                    tx.ts_ms,
+                    frauds[offered],
+                    tx.card_id,
+                    tx.amount,
+                )
                 offered += 1
             ids = {t.transaction_id for t in chunk}
             groups = [(p, [t for t in parts[p] if t.transaction_id in ids]) for p in partitions]

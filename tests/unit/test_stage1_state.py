@@ -150,7 +150,13 @@ def test_a_poll_spanning_segments_decides_as_the_history_runner() -> None:
         while published < len(txs) and txs[published].ts_ms + delay <= last:
             tx = txs[published]
             state.learn_label(
-                tx.transaction_id, tx.terminal_id, tx.ts_ms, labels[published], tx.ts_ms + delay
+                tx.transaction_id,
+                tx.terminal_id,
+                tx.ts_ms,
+                labels[published],
+                tx.card_id,
+                tx.amount,
+                known_at_ms=tx.ts_ms + delay,
             )
             published += 1
         flags.append(state.screen(0, batch).flagged)

@@ -106,7 +106,7 @@ def test_check_features_accepts_the_same_list(model):
 @pytest.mark.parametrize(
     ("names", "word"),
     [
-        (MODEL_FEATURES[:-1], "missing ['TERMINAL_DAYS_SINCE_FRAUD']"),
+        (MODEL_FEATURES[:-1], "missing ['TERMINAL_LAST_FRAUD_CARD_FRAUDS']"),
         ([*MODEL_FEATURES, "NEW_FEATURE"], "extra ['NEW_FEATURE']"),
         ([MODEL_FEATURES[1], MODEL_FEATURES[0], *MODEL_FEATURES[2:]], "different order"),
     ],
