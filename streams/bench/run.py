@@ -183,10 +183,10 @@ def _checkpoint_cost(run: _Run, source: Settings) -> dict[str, Any]:
             backlog.make_topics(scoped)
             with run.step(f"stage 1, checkpoints {name}, run {i + 1}"):
                 runs[name].append(measure_stage1(scoped, run.total, run.warmup, 1))
-    out: dict[str, Any] = {
-        name: {**_median(measured, lambda r: r["tps"]), "runs_tps": [r["tps"] for r in measured]}
-        for name, measured in runs.items()
-    }
+    out: dict[str, Any] = {}
+    for name, measured in runs.items():
+        median: dict[str, Any] = _median(measured, lambda r: float(r["tps"]))
+        out[name] = {**median, "runs_tps": [r["tps"] for r in measured]}
     out["ratio"] = round(out["every_1s"]["tps"] / out["off"]["tps"], 3)
     return out
 

@@ -339,16 +339,3 @@ class Screener:
         cards = np.fromiter((card_key(tx.card_id) for tx in txs), dtype=np.uint32, count=n)
         slots = self.classifier.remember([tx.transaction_id for tx in txs], X, cards, ts)
         return Scored(txs, X, ts, anomaly, prob, slots, self.policy.controller.budget)
-
-    def learn_label(
-        self,
-        transaction_id: str,
-        terminal: str,
-        ts_ms: int,
-        fraud: int,
-        card: str = "",
-        amount: float = 0.0,
-    ) -> None:
-        """A label from the labels topic: terminal risk table and the online classifier."""
-        self.engine.add_label(terminal, ts_ms, fraud, card, amount)
-        self.classifier.learn_label(transaction_id, bool(fraud))
