@@ -48,7 +48,7 @@ _CARD_HORIZON_MS = _HORIZON_MS + _D30_MS
 
 
 class TerminalLabels:
-    __slots__ = ("fcard", "fraud_amount", "fraud_ts", "frauds", "ts")
+    __slots__ = ("fraud_amount", "fraud_card", "fraud_ts", "frauds", "ts")
 
     def __init__(self) -> None:
         self.ts = array("q")
@@ -56,15 +56,15 @@ class TerminalLabels:
         # the fraud labels alone, in time order: time, amount, card ("" when the label has none)
         self.fraud_ts = array("q")
         self.fraud_amount = array("d")
-        self.fcard: list[str] = []
+        self.fraud_card: list[str] = []
 
-    def add_fraud(self, ts_ms: int, card: str, amount: float) -> None:
-        pos = bisect_right(self.fraud_ts, ts_ms)
-        self.fraud_ts.insert(pos, ts_ms)
-        self.fraud_amount.insert(pos, amount)
-        self.fcard.insert(pos, card)
-
-    def add(self, ts_ms: int, fraud: int) -> None:
+    def add(self, ts_ms: int, fraud: int, card: str = "", amount: float = 0.0) -> None:
+        """One label; a fraud's time, card and amount go to the fraud entries too."""
+        if fraud:
+            pos = bisect_right(self.fraud_ts, ts_ms)
+            self.fraud_ts.insert(pos, ts_ms)
+            self.fraud_amount.insert(pos, amount)
+            self.fraud_card.insert(pos, card)
         ts = self.ts
         if not ts or ts_ms >= ts[-1]:
             ts.append(ts_ms)
@@ -84,7 +84,7 @@ class TerminalLabels:
             self.frauds = array("l", (f - base for f in self.frauds[lo:]))
             k = bisect_right(self.fraud_ts, now_ms - _HORIZON_MS)
             if k:
-                del self.fraud_ts[:k], self.fraud_amount[:k], self.fcard[:k]
+                del self.fraud_ts[:k], self.fraud_amount[:k], self.fraud_card[:k]
 
 
 class TerminalTable:
@@ -105,11 +105,9 @@ class TerminalTable:
         state = self.terminals.get(terminal)
         if state is None:
             state = self.terminals[terminal] = TerminalLabels()
-        state.add(ts_ms, fraud)
-        if fraud:
-            state.add_fraud(ts_ms, card, amount)
-            if card:
-                self._add_card_fraud(card, ts_ms)
+        state.add(ts_ms, fraud, card, amount)
+        if fraud and card:
+            self._add_card_fraud(card, ts_ms)
         self.labels_seen += 1
         if self.auto_compact and len(state.ts) & 31 == 0:  # every 32 labels of this terminal
             state.compact(ts_ms)
@@ -173,16 +171,13 @@ class TerminalTable:
             span = 0.0
             last_idx = bisect_right(frauds, top - 1, lo30, hi) - 1
             last = ts[last_idx]
-        j = bisect_right(state.fraud_ts, end) - 1  # the latest known fraud
-        if j < 0:  # its fraud entry was not kept (a table restored from an older format)
-            out += (float(run), span, (end - last) / DAY_MS, 0.0, -1.0)
-            return
+        j = bisect_right(state.fraud_ts, end) - 1  # the latest known fraud (f30 > 0: one is)
         out += (
             float(run),
             span,
             (end - last) / DAY_MS,
             state.fraud_amount[j],
-            self._card_frauds_before(state.fcard[j], state.fraud_ts[j]),
+            self._card_frauds_before(state.fraud_card[j], state.fraud_ts[j]),
         )
 
     def save_state(self, w: StateWriter, name: str) -> None:
@@ -190,13 +185,13 @@ class TerminalTable:
         w.strings(f"{name}.ids", list(self.terminals))
         w.numpy(f"{name}.len", np.fromiter((len(s.ts) for s in states), np.int64, len(states)))
         ts, frauds = array("q"), array("l")
-        fraud_ts, fraud_amount, fcard = array("q"), array("d"), []
+        fraud_ts, fraud_amount, fraud_card = array("q"), array("d"), []
         for state in states:
             ts.extend(state.ts)
             frauds.extend(state.frauds)
             fraud_ts.extend(state.fraud_ts)
             fraud_amount.extend(state.fraud_amount)
-            fcard.extend(state.fcard)
+            fraud_card.extend(state.fraud_card)
         w.pyarray(f"{name}.ts", ts)
         w.pyarray(f"{name}.frauds", frauds)
         w.numpy(
@@ -204,7 +199,7 @@ class TerminalTable:
         )
         w.pyarray(f"{name}.fts", fraud_ts)
         w.pyarray(f"{name}.famount", fraud_amount)
-        w.strings(f"{name}.fcard", fcard)
+        w.strings(f"{name}.fcard", fraud_card)
         cards = list(self.cards.values())
         w.strings(f"{name}.cards", list(self.cards))
         w.numpy(f"{name}.clen", np.fromiter((len(c) for c in cards), np.int64, len(cards)))
@@ -224,14 +219,14 @@ class TerminalTable:
         flen = r.numpy(f"{name}.flen")
         fraud_ts = split_pyarrays(r.pyarray(f"{name}.fts"), flen)
         fraud_amount = split_pyarrays(r.pyarray(f"{name}.famount"), flen)
-        fcard = r.strings(f"{name}.fcard")
+        fraud_card = r.strings(f"{name}.fcard")
         self.terminals = {}
         at = 0
         for terminal, t, f, ft, fa in zip(ids, ts, frauds, fraud_ts, fraud_amount, strict=True):
             state = self.terminals[terminal] = TerminalLabels()
             state.ts, state.frauds = t, f
             state.fraud_ts, state.fraud_amount = ft, fa
-            state.fcard = fcard[at : at + len(ft)]
+            state.fraud_card = fraud_card[at : at + len(ft)]
             at += len(ft)
         card_ts = split_pyarrays(r.pyarray(f"{name}.cts"), r.numpy(f"{name}.clen"))
         self.cards = dict(zip(r.strings(f"{name}.cards"), card_ts, strict=True))
@@ -260,18 +255,22 @@ class TerminalTable:
             kf = bisect_left(theirs.fraud_ts, ts[-1] + 1)
             fraud_ts = array("q", theirs.fraud_ts[:kf])
             fraud_amount = array("d", theirs.fraud_amount[:kf])
-            fcard = theirs.fcard[:kf]
+            fraud_card = theirs.fraud_card[:kf]
             if state is not None:
                 top, own = frauds[-1], state.frauds[0]
                 frauds.extend(top + f - own for f in state.frauds[1:])
                 ts.extend(state.ts)
                 fraud_ts.extend(state.fraud_ts)
                 fraud_amount.extend(state.fraud_amount)
-                fcard.extend(state.fcard)
+                fraud_card.extend(state.fraud_card)
             else:
                 state = mine[terminal] = TerminalLabels()
             state.ts, state.frauds = ts, frauds
-            state.fraud_ts, state.fraud_amount, state.fcard = fraud_ts, fraud_amount, fcard
+            state.fraud_ts, state.fraud_amount, state.fraud_card = (
+                fraud_ts,
+                fraud_amount,
+                fraud_card,
+            )
             added += k
         for card, times in other.cards.items():
             own_times = self.cards.get(card)

@@ -19,7 +19,7 @@ from streams.features.names import DAY_MS, LABEL_DELAY_DAYS, MODEL_FEATURES
 from streams.rules.loader import load_rules
 from streams.schema import Transaction
 from streams.settings import Settings
-from streams.stage1.labelgate import ClassifierFeed, LabelGate, screen_segment
+from streams.stage1.labelgate import ClassifierFeed, LabelGate, label_of, screen_segment
 from streams.stage1.screen import ScreenedBatch, Screener
 
 _DELAY_MS = LABEL_DELAY_DAYS * DAY_MS
@@ -68,15 +68,7 @@ def screen_history(
             last = max(tx.ts_ms for tx in batch)
             while published < n and txs[published].ts_ms + _DELAY_MS <= last:
                 tx = txs[published]
-                label = (
-                    tx.transaction_id,
-                    tx.terminal_id,
-                    tx.ts_ms,
-                    labels[published],
-                    tx.card_id,
-                    tx.amount,
-                )
-                gate.offer(label, tx.ts_ms + _DELAY_MS)
+                gate.offer(label_of(tx, labels[published]), tx.ts_ms + _DELAY_MS)
                 published += 1
         outputs.add(start, screen_segment(screener, gate, feed, batch))
         gate.trim([feed.cursor])

@@ -40,6 +40,13 @@ if TYPE_CHECKING:
 Label = tuple[str, str, int, int, str, float]
 """(transaction id, terminal id, transaction time ms, fraud 0/1, card id, amount); the card is
 "" and the amount 0 when the label message does not carry them."""
+
+
+def label_of(tx: Transaction, fraud: int) -> Label:
+    """The label of a transaction, as the labels topic carries it (``decode_label``)."""
+    return (tx.transaction_id, tx.terminal_id, tx.ts_ms, fraud, tx.card_id, tx.amount)
+
+
 Released = tuple[int, str, int]
 """(publication time ms, transaction id, fraud 0/1) of a label released to the terminal table."""
 

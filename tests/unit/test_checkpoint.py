@@ -23,6 +23,7 @@ from streams.features.names import DAY_MS, LABEL_DELAY_DAYS
 from streams.rules.loader import load_rules
 from streams.settings import load_settings
 from streams.stage1.history import frame_transactions
+from streams.stage1.labelgate import label_of
 from streams.stage1.state import PartitionedScreener
 from tests.support import REPO
 
@@ -38,10 +39,7 @@ def _history(days: int = 40):
     ).sort("ts_ms")
     txs = frame_transactions(df)
     frauds = df["TX_FRAUD"].to_list()
-    labels = sorted(
-        ((tx.ts_ms + DELAY, tx.transaction_id, tx.terminal_id, tx.ts_ms, f, tx.card_id, tx.amount))
-        for tx, f in zip(txs, frauds, strict=True)
-    )
+    labels = sorted((tx.ts_ms + DELAY, *label_of(tx, f)) for tx, f in zip(txs, frauds, strict=True))
     parts = {p: [t for t in txs if int(t.card_id) % 2 == p] for p in (0, 1)}
     return parts, labels
 

@@ -11,7 +11,7 @@ from streams.evaluation.through_kafka import Published, compare, summarise
 from streams.rules.loader import load_rules
 from streams.schema import Transaction
 from streams.settings import Settings
-from streams.stage1.labelgate import ClassifierFeed, LabelGate, segments
+from streams.stage1.labelgate import ClassifierFeed, LabelGate, label_of, segments
 from streams.stage1.state import PartitionedScreener
 from tests.support import REPO
 
@@ -104,13 +104,7 @@ def _run(batches: list[int], early_labels: bool) -> np.ndarray:
     settings = Settings(stage1_batch_size=64, rules_dir=REPO / "rules")
     state = PartitionedScreener(settings, load_rules(settings.rules_dir))
     txs, frauds = _stream(sum(batches))
-    labels = [
-        (
-            (tx.transaction_id, tx.terminal_id, tx.ts_ms, f, tx.card_id, tx.amount),
-            tx.ts_ms + 7 * DAY,
-        )
-        for tx, f in zip(txs, frauds, strict=True)
-    ]
+    labels = [(label_of(tx, f), tx.ts_ms + 7 * DAY) for tx, f in zip(txs, frauds, strict=True)]
     if early_labels:
         for label, known in labels:
             state.learn_label(*label, known_at_ms=known)
@@ -149,14 +143,7 @@ def _partitioned(
             chunk = txs[start : start + 50]
             while offered < len(txs) and txs[offered].ts_ms + 7 * DAY <= chunk[-1].ts_ms:
                 tx = txs[offered]
-                state.learn_label(
-                    tx.transaction_id,
-                    tx.terminal_id,
-                    tx.ts_ms,
-                    frauds[offered],
-                    tx.card_id,
-                    tx.amount,
-                )
+                state.learn_label(*label_of(tx, frauds[offered]))
                 offered += 1
             ids = {t.transaction_id for t in chunk}
             groups = [(p, [t for t in parts[p] if t.transaction_id in ids]) for p in partitions]

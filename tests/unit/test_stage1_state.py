@@ -10,6 +10,7 @@ from streams.data.simulate import simulate
 from streams.rules.loader import load_rules
 from streams.settings import load_settings
 from streams.stage1.history import frame_transactions, screen_history
+from streams.stage1.labelgate import label_of
 from streams.stage1.screen import merge_batches
 from streams.stage1.state import (
     MAX_TRANSACTION_BYTES,
@@ -149,15 +150,7 @@ def test_a_poll_spanning_segments_decides_as_the_history_runner() -> None:
         last = max(tx.ts_ms for tx in batch)
         while published < len(txs) and txs[published].ts_ms + delay <= last:
             tx = txs[published]
-            state.learn_label(
-                tx.transaction_id,
-                tx.terminal_id,
-                tx.ts_ms,
-                labels[published],
-                tx.card_id,
-                tx.amount,
-                known_at_ms=tx.ts_ms + delay,
-            )
+            state.learn_label(*label_of(tx, labels[published]), known_at_ms=tx.ts_ms + delay)
             published += 1
         flags.append(state.screen(0, batch).flagged)
     assert state.parts[0].policy.controller.budget < settings.stage1_max_forward_share
