@@ -314,7 +314,9 @@ class Stage1Worker:
                     msgs = consume_ready(self.consumer, poll, wait)
                     if msgs:
                         self.process(msgs)
-                        self.watch.set(True)
+                        # buffered messages do not prove the broker is back: only a metadata
+                        # round trip does (else the metric flaps to 1 on prefetched records)
+                        self.watch.probe(self.consumer)
                         last_data = time.monotonic()
                         if self.telemetry is not None and self.stats.assigned:
                             self.telemetry.lag(
