@@ -319,8 +319,12 @@ def test_workers_ride_through_a_leader_kill_and_a_two_node_outage(tmp_path: Path
         for tid, copies in by_id.items()
         if len({(c["action"], c["stage"], c["score"]) for c in copies}) > 1
     }
+    labels_seen = (
+        f"stage 1: {stats.label_wait_timeouts} label waits timed out, {stats.late_labels} late "
+        f"labels, {stats.rewinds} rewinds, rebuilt {stats.rebuilt}, restored {stats.restored}"
+    )
     assert not conflicting, (
-        f"{len(conflicting)} conflicting decisions: {list(conflicting.items())[:2]}"
+        f"{len(conflicting)} conflicting decisions ({labels_seen}): {list(conflicting.items())[:2]}"
     )
     duplicates = len(values) - len(by_id)
     stage2_decided = sum(1 for copies in by_id.values() if copies[0]["stage"] == 2)
@@ -341,5 +345,5 @@ def test_workers_ride_through_a_leader_kill_and_a_two_node_outage(tmp_path: Path
         f"(stopped {OUTAGE_S:.0f}s + restart): decisions stalled {outage_stall:.1f}s "
         f"(stage 2's {outage_stall2:.1f}s), phase 4 "
         f"acknowledged {phase4['at'] - back_at:.1f}s after the nodes were back; "
-        f"stage-1 outages {stats.outages}"
+        f"stage-1 outages {stats.outages}; {labels_seen}"
     )
