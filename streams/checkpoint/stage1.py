@@ -52,6 +52,16 @@ def _writer(kind: str) -> StateWriter:
 def save_labels(state: PartitionedScreener, position: LabelsPosition) -> bytes:
     """The worker's labels state; ``position``: its labels consumer, after every label it read
     was offered to the gate."""
+    return labels_writer(state, position).encode()
+
+
+def save_partition(state: PartitionedScreener, partition: int, offset: int) -> bytes:
+    """Partition ``partition``'s state; ``offset``: the next source offset it has not screened."""
+    return partition_writer(state, partition, offset).encode()
+
+
+def labels_writer(state: PartitionedScreener, position: LabelsPosition) -> StateWriter:
+    """``save_labels`` before its encoding."""
     w = _writer("labels")
     state.terminals.save_state(w, "terminals")
     gate = state.gate
@@ -68,11 +78,11 @@ def save_labels(state: PartitionedScreener, position: LabelsPosition) -> bytes:
         "offsets": {str(p): o for p, o in position.offsets.items()},
         "times": {str(p): t for p, t in position.times.items()},
     }
-    return w.encode()
+    return w
 
 
-def save_partition(state: PartitionedScreener, partition: int, offset: int) -> bytes:
-    """Partition ``partition``'s state; ``offset``: the next source offset it has not screened."""
+def partition_writer(state: PartitionedScreener, partition: int, offset: int) -> StateWriter:
+    """``save_partition`` before its encoding."""
     screener = state.parts[partition]
     feed = state.feeds[partition]
     w = _writer("partition")
@@ -93,7 +103,7 @@ def save_partition(state: PartitionedScreener, partition: int, offset: int) -> b
         "learned_through": feed.learned_through,
         "released_upto": state.gate.released_upto,
     }
-    return w.encode()
+    return w
 
 
 def load_labels(state: PartitionedScreener, data: bytes, where: str) -> LabelsPosition:

@@ -261,9 +261,10 @@ class Stage1Worker:
 
     def _write_checkpoint(self, snapshot: Snapshot) -> None:
         """At-least-once: commit the snapshot's offsets, then write it (never ahead of them)."""
-        owned = [p for p in snapshot.parts if p in self.state.parts]
+        at = snapshot.offsets
+        owned = [p for p in at if p in self.state.parts]
         topic = self.settings.topic_transactions
-        offsets = [TopicPartition(topic, p, snapshot.parts[p][0]) for p in owned]
+        offsets = [TopicPartition(topic, p, at[p]) for p in owned]
         if not offsets:
             return
         try:
@@ -343,3 +344,4 @@ class Stage1Worker:
         self.consumer.close()
         self.feed.close()
         self.reloader.close()
+        self.checkpointer.close()

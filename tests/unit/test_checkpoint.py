@@ -132,8 +132,10 @@ def test_codec_round_trips_and_refuses_garbage():
     w.meta["x"] = [1, 2.5]
     w.numpy("a", np.arange(6, dtype=np.float32).reshape(2, 3))
     w.strings("s", ["é", "", "card-1"])
+    w.strings("ascii", ["", "t-1", "card-22"])  # the one-encode path of all-ASCII ids
     r = StateReader(w.encode())
     assert r.meta["x"] == [1, 2.5] and r.strings("s") == ["é", "", "card-1"]
+    assert r.strings("ascii") == ["", "t-1", "card-22"]
     assert r.numpy("a").tolist() == [[0, 1, 2], [3, 4, 5]]
     assert set(r.versions) >= {"fraudstream", "numpy", "river", "python"}
     with pytest.raises(StateError, match="not a checkpoint"):

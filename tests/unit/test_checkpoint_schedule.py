@@ -6,6 +6,7 @@ stage-1 latency p99 on Apache Kafka, ``streams.stage1.checkpointing``)."""
 from __future__ import annotations
 
 from streams.checkpoint.position import LabelsPosition
+from streams.checkpoint.stage1 import save_labels, save_partition
 from streams.data.handbook import read_handbook_frame
 from streams.data.simulate import simulate
 from streams.rules.loader import load_rules
@@ -85,3 +86,27 @@ def test_a_partition_taken_over_later_is_not_starved() -> None:
     assert _take(checkpointer, state, clock) == [1]
     assert _take(checkpointer, state, clock) == [2]
     assert _take(checkpointer, state, clock) == [0]
+
+
+def test_a_snapshot_is_the_state_when_taken_though_compressed_later() -> None:
+    """The worker's thread only copies the state out; zstd compresses it on the checkpointer's
+    thread while screening goes on. The bytes are those of the state at the snapshot, not of
+    what the partition became while they were compressed."""
+    df = read_handbook_frame(simulate(customers=40, terminals=50, days=6, seed=5))
+    txs = frame_transactions(df.sort("ts_ms"))
+    half = len(txs) // 2
+    state = PartitionedScreener(SETTINGS, load_rules(SETTINGS.rules_dir))
+    state.screen(0, txs[:half])
+    position = LabelsPosition({0: 7}, {0: 123})
+    expected = (save_labels(state, position), save_partition(state, 0, half))
+    clock = Clock()
+    checkpointer = Checkpointer(SETTINGS, clock)
+    checkpointer.recovered(0, 0, -1, None)
+    checkpointer.offsets[0] = half
+    clock.now = 10.0
+    snap = checkpointer.snapshot(state, position)
+    assert snap is not None and snap.offsets == {0: half}  # known before the bytes are
+    state.screen(0, txs[half:])  # the partition moves on while its snapshot compresses
+    assert save_partition(state, 0, half) != expected[1]
+    assert (snap.labels, snap.parts[0][1]) == expected
+    checkpointer.close()
