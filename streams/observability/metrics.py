@@ -160,7 +160,8 @@ CHECKPOINTS = Counter(
 )
 CHECKPOINT_SECONDS = Counter(
     "fraudstream_stage1_checkpoint_seconds",
-    "Seconds the stage-1 worker spent taking checkpoint snapshots (between two batches)",
+    "Seconds the stage-1 worker spent copying checkpoint snapshots out between two batches "
+    "(their compression runs on another thread)",
 )
 CHECKPOINT_BYTES = Gauge(
     "fraudstream_stage1_checkpoint_bytes",
