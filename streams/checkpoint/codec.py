@@ -77,7 +77,7 @@ class StateWriter:
             lengths = np.fromiter(map(len, encoded), np.int32, len(encoded))
             data = b"".join(encoded)
         self.numpy(f"{name}.len", lengths)
-        self._add(f"{name}.utf8", ["bytes"], data)
+        self.raw(f"{name}.utf8", data)
 
     def frozen(self) -> list[bytes]:
         """The uncompressed pieces of the state as it is now (the header serialised, every

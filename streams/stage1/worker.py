@@ -313,11 +313,11 @@ class Stage1Worker:
                     if self.feed.wanted():
                         self.feed.drain()
                     msgs = consume_ready(self.consumer, poll, wait)
+                    # records prefetched before an outage do not prove the broker is back: only
+                    # a metadata round trip does (asked every 2 s while it is marked down)
+                    self.watch.probe(self.consumer)
                     if msgs:
                         self.process(msgs)
-                        # buffered messages do not prove the broker is back: only a metadata
-                        # round trip does (else the metric flaps to 1 on prefetched records)
-                        self.watch.probe(self.consumer)
                         last_data = time.monotonic()
                         if self.telemetry is not None and self.stats.assigned:
                             self.telemetry.lag(
@@ -326,7 +326,6 @@ class Stage1Worker:
                     else:
                         self.delivery.settle()  # idle: what is in flight is done
                         self._checkpoint_when_idle()
-                        self.watch.probe(self.consumer)
                         if (
                             idle_timeout_s is not None
                             and time.monotonic() - last_data > idle_timeout_s
