@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
 
 from streams.features.names import DAY_MS, WINDOWS_DAYS
 
@@ -261,3 +262,17 @@ class CardWindows:
             high3,
             top3,
         )
+
+
+# The two per-transaction steps as ``FeatureEngine`` calls them: compiled (``_card.pyx``, built
+# by ``pip install`` when a C compiler is there) or, without the build, the methods above. The
+# compiled ones run the in-order case and hand every other one to these methods.
+add_entry: Callable[[CardWindows, int, float, bytes], int]
+entry_features: Callable[[CardWindows, int, int, float, bytes, list[float]], None]
+try:
+    from streams.features._card import add as add_entry
+    from streams.features._card import features as entry_features
+
+    COMPILED = True
+except ImportError:  # pragma: no cover - a build without a C compiler
+    add_entry, entry_features, COMPILED = CardWindows.add, CardWindows.features, False

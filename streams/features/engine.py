@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streams.features.card import KEY_BYTES, CardWindows, terminal_key
+from streams.features.card import KEY_BYTES, CardWindows, add_entry, entry_features, terminal_key
 from streams.features.names import DAY_MS, MODEL_FEATURES
 from streams.features.terminal import TerminalTable
 
@@ -60,14 +60,14 @@ class FeatureEngine:
         if known is None:
             known = self._terminal_ids[terminal] = (terminal, terminal_key(len(self._terminal_ids)))
         terminal, key = known
-        idx = state.add(ts_ms, amount, key)
+        idx = add_entry(state, ts_ms, amount, key)
         day, in_day = divmod(ts_ms, DAY_MS)  # calendar(ts_ms), inlined: weekend, night
         out += (
             amount,
             1.0 if (day + 3) % 7 >= 5 else 0.0,
             1.0 if in_day // _HOUR_MS <= 6 else 0.0,
         )
-        state.features(idx, ts_ms, amount, key, out)
+        entry_features(state, idx, ts_ms, amount, key, out)
         self.terminals.features(terminal, ts_ms, out)
         if idx >= 128 and idx & 31 == 0:
             state.compact(ts_ms)

@@ -1,0 +1,6 @@
+from streams.features.card import CardWindows
+
+def add(state: CardWindows, ts_ms: int, amount: float, terminal: bytes) -> int: ...
+def features(
+    state: CardWindows, idx: int, ts_ms: int, amount: float, terminal: bytes, out: list[float]
+) -> None: ...
