@@ -10,7 +10,7 @@ install: $(STAMP)
 
 # With Java 17+ and Maven, also fetch Apache Kafka's jars from Maven Central into
 # ~/.cache/fraudstream (the tests' broker); without them one line says the embedded one is used.
-$(STAMP): pyproject.toml kafka/pom.xml streams/features/_card.pyx
+$(STAMP): pyproject.toml kafka/pom.xml streams/features/_card.pyx streams/_schema.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -187,3 +187,16 @@ def encode(obj: Any) -> bytes:
 
 def iso_utc(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# The functions above are the reference; the build compiles their usual case
+# (``streams/_schema.pyx``), which hands every other one back to ``_validate``.
+REFERENCE = (decode, validate)
+COMPILED = False
+if not TYPE_CHECKING:
+    try:
+        from streams._schema import decode, validate
+
+        COMPILED = True
+    except ImportError:  # pragma: no cover - a build without a C compiler
+        pass

@@ -1,0 +1,6 @@
+from typing import Any
+
+from streams.schema import Transaction
+
+def validate(obj: Any) -> Transaction: ...
+def decode(value: bytes | None) -> Transaction: ...
