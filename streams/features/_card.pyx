@@ -18,8 +18,12 @@ from libc.string cimport memcmp, memmove
 cdef extern from *:
     """
     #define fs_exports(a) (((arrayobject *)(a))->ob_exports)
+    #define fs_allocated(a) (((arrayobject *)(a))->allocated)
+    #define fs_set_size(a, n) Py_SET_SIZE((PyVarObject *)(a), (n))
     """
     int fs_exports(object a)
+    Py_ssize_t fs_allocated(object a)
+    void fs_set_size(object a, Py_ssize_t n) noexcept
 
 cdef long long DAY_MS = 86_400_000
 cdef long long D1_MS = DAY_MS
@@ -72,6 +76,18 @@ cdef inline Py_ssize_t bisect_right_f(const float* a, double x, Py_ssize_t lo,
     return lo
 
 
+cdef int resize(array.array a, Py_ssize_t n) except -1:
+    """Size ``a`` to ``n`` items as CPython's own array does (``array_resize``: the same
+    over-allocation), so the state takes the same memory whichever code grew it."""
+    cdef Py_ssize_t size = a.ob_size
+    if fs_allocated(a) >= n and size < n + 16 and a.data.as_voidptr != NULL:
+        fs_set_size(a, n)
+        return 0
+    array.resize(a, (n >> 4) + (3 if size < 8 else 7) + n)
+    fs_set_size(a, n)
+    return 0
+
+
 cdef inline bint typed(array.array a, char code) noexcept:
     return a.ob_descr.typecode == code and fs_exports(a) == 0
 
@@ -89,11 +105,11 @@ def add(state, long long ts_ms, double amount, bytes terminal):
         return state.add(ts_ms, amount, terminal)
     if cum.ob_size != n + 1 or amounts.ob_size != n:
         return state.add(ts_ms, amount, terminal)
-    array.resize_smart(ts, n + 1)
+    resize(ts, n + 1)
     ts.data.as_longlongs[n] = ts_ms
-    array.resize_smart(cum, n + 2)
+    resize(cum, n + 2)
     cum.data.as_doubles[n + 1] = cum.data.as_doubles[n] + amount
-    array.resize_smart(amounts, n + 1)
+    resize(amounts, n + 1)
     amounts.data.as_floats[n] = <float>amount
     state.terms += terminal
     return n
@@ -149,8 +165,7 @@ def features(state, Py_ssize_t idx, long long ts_ms, double amount, bytes termin
         pos = bisect_left_f(w, am[j], 0, size)
         memmove(w + pos, w + pos + 1, (size - pos - 1) * sizeof(float))
         size -= 1
-    if size != window.ob_size:
-        array.resize_smart(window, size)
+        resize(window, size)  # one item at a time, as ``del window[pos]``
         w = window.data.as_floats
     rt = ratios.data.as_floats
     lv = levels.data.as_ints
@@ -192,16 +207,17 @@ def features(state, Py_ssize_t idx, long long ts_ms, double amount, bytes termin
     # the entry's amount into the window (after equal ones, as ``insort``)
     v = am[idx]
     pos = bisect_right_f(w, v, 0, size)
-    array.resize_smart(window, size + 1)
+    resize(window, size + 1)
     w = window.data.as_floats
     memmove(w + pos + 1, w + pos, (size - pos) * sizeof(float))
     w[pos] = <float>v
     # this entry's ratio (float32, as stored) and prefix counts
     stored = <float>ratio
     r = stored
-    array.resize_smart(ratios, idx + 1)
+    resize(ratios, idx + 1)
     ratios.data.as_floats[idx] = stored
-    array.resize_smart(levels, 3 * idx + 6)
+    for j in range(3 * idx + 4, 3 * idx + 7):  # one item at a time, as three ``append``s
+        resize(levels, j)
     cdef int* lw = levels.data.as_ints
     a = 3 * idx
     lw[a + 3] = lw[a] + (r >= MID)

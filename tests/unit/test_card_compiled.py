@@ -5,6 +5,7 @@ events, ties, repeated terminals and compactions."""
 from __future__ import annotations
 
 import random
+import sys
 from array import array
 
 import pytest
@@ -60,6 +61,8 @@ def test_compiled_steps_give_the_reference_bytes_and_state(
             mine, theirs = getattr(state, name), getattr(other, name)
             assert type(mine) is type(theirs), (key, name)
             assert mine == theirs, (key, name)
+            # grown alike: the same allocation, so the same memory per card
+            assert sys.getsizeof(mine) == sys.getsizeof(theirs), (key, name)
         compacted += state.ts[0] > T0 + D
     assert compacted > 0  # compactions happened (the 20,000 rows span about 9 months)
 
