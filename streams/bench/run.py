@@ -1,11 +1,12 @@
 """``fraudstream bench``: every measurement of the performance issue in one run.
 
 Order: one simulated history of ``transactions`` + warm-up rows → a transactions backlog on fresh
-topics → the two passthrough peers, stage 1 with 1 and 2 workers (same backlog, own groups and
-outputs; the passthroughs, one stage-1 worker and stage 2 run ``repeats`` times and report
-their median run), with checkpoints off and every second, with the shipped rules and the
-attribute rule set (over a backlog simulated with attributes) → stage 2 over a flagged backlog
-of the same size → latency at a steady offered rate through both workers → memory per card.
+topics → the confluent-kafka passthrough and one stage-1 worker in turns, ``repeats`` runs each
+(median run reported), then stage 1 with 2 workers (same backlog, own groups and outputs) →
+stage 1 with checkpoints off and every second, in turns → with the shipped rules and the
+attribute rule set (over a backlog simulated with attributes) → the faust passthrough and stage
+2 (over a flagged backlog of the same size) in turns, ``repeats`` runs each → latency at a
+steady offered rate through both workers → memory per card.
 Every measured consumer runs in its own process.
 """
 
@@ -51,11 +52,12 @@ class BenchOptions:
     log_dir: Path = field(default_factory=lambda: Path("out/bench"))
     # runs of the confluent-kafka passthrough and of one stage-1 worker; each reports its median
     # run (one run of either moved by a quarter between runs of the same code on this machine)
-    repeats: int = 3
+    repeats: int = 5
 
 
 Say = Callable[[str], None]
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 def _tps(rate: Rate) -> float:
@@ -99,71 +101,92 @@ class _Run:
                 runs.append(measure(i))
         return _median(runs, tps), runs
 
+    def alternating(
+        self,
+        first: tuple[str, Callable[[int], T]],
+        second: tuple[str, Callable[[int], U]],
+    ) -> tuple[list[T], list[U]]:
+        """``options.repeats`` runs of two measurements taken in turns (``first``'s run ``i``,
+        then ``second``'s), so that a slow or fast spell of the machine falls on both: a worker
+        and the peer its ratio divides by."""
+        a: list[T] = []
+        b: list[U] = []
+        for i in range(max(1, self.options.repeats)):
+            with self.step(f"{first[0]}, run {i + 1}"):
+                a.append(first[1](i))
+            with self.step(f"{second[0]}, run {i + 1}"):
+                b.append(second[1](i))
+        return a, b
 
-def _peers(run: _Run, source: Settings) -> dict[str, Any]:
-    """The confluent-kafka and faust passthroughs over the shared backlog, ``options.repeats``
-    runs each, the median run reported (``runs_tps``: all of them): they are the denominators of
-    every ratio, so one slow or fast run of a peer would move them all."""
-    repeats = max(1, run.options.repeats)
+
+def _peer_dict(rate: Rate, runs: list[Rate]) -> dict[str, Any]:
+    return {**rate.as_dict(), "runs_tps": [round(r.tps, 1) for r in runs]}
+
+
+def _confluent_and_stage1(run: _Run, source: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The confluent-kafka passthrough and stage 1 (``options.workers``' smallest count) over
+    the shared backlog, ``options.repeats`` runs each in turns, the median run of each reported
+    (``runs_tps``: all of them); then stage 1 with each other count of worker processes, once.
+    The passthrough is the denominator of stage 1's ratio: taken minutes apart, one slow spell
+    of the machine moved the ratio by a tenth."""
+    options = run.options
+    repeats = max(1, options.repeats)
     forward = [f"bench-{run.tag}.confluent-{i}.forward" for i in range(repeats)]
-    faust_forward = [f"bench-{run.tag}.faust-{i}.forward" for i in range(repeats)]
-    backlog.make_topics(source, *forward, *faust_forward)
+    backlog.make_topics(source, *forward)
 
     def confluent_run(i: int) -> Rate:
         # each run in its own consumer group: from the backlog's start
         group = source.model_copy(update={"stage1_group": f"{source.stage1_group}-{i}"})
         return peers.confluent_passthrough(group, forward[i], run.total, run.warmup)
 
+    def stage1_run(workers: int, i: int) -> dict[str, Any]:
+        scoped = backlog.scoped(
+            run.s, run.tag, f"stage1-{workers}w-{i}", shared_source=source.topic_transactions
+        )
+        backlog.make_topics(scoped)
+        return measure_stage1(scoped, run.total, run.warmup, workers)
+
+    least = min(options.workers)
+    confluent_runs, stage1_runs = run.alternating(
+        ("confluent-kafka passthrough", confluent_run),
+        (f"stage 1, {least} worker process(es)", lambda i: stage1_run(least, i)),
+    )
+    median = _median(stage1_runs, lambda r: float(r["tps"]))
+    scale: dict[str, Any] = {str(least): {**median, "runs_tps": [r["tps"] for r in stage1_runs]}}
+    for workers in options.workers:
+        if workers != least:
+            with run.step(f"stage 1, {workers} worker process(es), run 1"):
+                once = stage1_run(workers, 0)
+            scale[str(workers)] = {**once, "runs_tps": [once["tps"]]}
+    confluent = _median(confluent_runs, _tps)
+    return _peer_dict(confluent, confluent_runs), scale
+
+
+def _faust_and_stage2(
+    run: _Run, source: Settings, df: pl.DataFrame
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The faust passthrough over the shared backlog and stage 2 over a flagged backlog of its
+    own, ``options.repeats`` runs each in turns, the median run of each reported (``runs_tps``:
+    all of them)."""
+    repeats = max(1, run.options.repeats)
+    faust_forward = [f"bench-{run.tag}.faust-{i}.forward" for i in range(repeats)]
+    backlog.make_topics(source, *faust_forward)
+
     def faust_run(i: int) -> Rate:
         app = source.model_copy(update={"stage2_app_id": f"{source.stage2_app_id}-{i}"})
         return peers.faust_passthrough(app, faust_forward[i], run.total, run.warmup)
-
-    confluent, runs = run.repeated("confluent-kafka passthrough", confluent_run, _tps)
-    faust, faust_runs = run.repeated("faust passthrough", faust_run, _tps)
-    return {
-        "confluent_passthrough_tps": round(confluent.tps, 1),
-        "faust_passthrough_tps": round(faust.tps, 1),
-        "confluent_passthrough": {
-            **confluent.as_dict(),
-            "runs_tps": [round(r.tps, 1) for r in runs],
-        },
-        "faust_passthrough": {
-            **faust.as_dict(),
-            "runs_tps": [round(r.tps, 1) for r in faust_runs],
-        },
-    }
-
-
-def _stage2(run: _Run, df: pl.DataFrame) -> dict[str, Any]:
-    """Stage 2 over a flagged backlog of its own, ``options.repeats`` runs, the median run
-    reported (``runs_tps``: all of them)."""
 
     def stage2_run(i: int) -> dict[str, Any]:
         s2 = backlog.scoped(run.s, run.tag, f"stage2-{i}")
         backlog.make_topics(s2)
         return measure_stage2(s2, df, run.warmup, run.options.log_dir)
 
-    median, runs = run.repeated("stage 2", stage2_run, lambda r: float(r["tps"]))
-    return {**median, "runs_tps": [r["tps"] for r in runs]}
-
-
-def _stage1_scale(run: _Run, source: Settings) -> dict[str, Any]:
-    """Stage 1 with each count of worker processes over the shared backlog; the smallest count
-    runs ``options.repeats`` times and reports its median run (``runs_tps``: all of them)."""
-    options = run.options
-    scale: dict[str, Any] = {}
-    for workers in options.workers:
-        measured = []
-        for i in range(max(1, options.repeats) if workers == min(options.workers) else 1):
-            scoped = backlog.scoped(
-                run.s, run.tag, f"stage1-{workers}w-{i}", shared_source=source.topic_transactions
-            )
-            backlog.make_topics(scoped)
-            with run.step(f"stage 1, {workers} worker process(es), run {i + 1}"):
-                measured.append(measure_stage1(scoped, run.total, run.warmup, workers))
-        median = _median(measured, lambda r: r["tps"])
-        scale[str(workers)] = {**median, "runs_tps": [r["tps"] for r in measured]}
-    return scale
+    faust_runs, stage2_runs = run.alternating(
+        ("faust passthrough", faust_run), ("stage 2", stage2_run)
+    )
+    median = _median(stage2_runs, lambda r: float(r["tps"]))
+    faust = _median(faust_runs, _tps)
+    return _peer_dict(faust, faust_runs), {**median, "runs_tps": [r["tps"] for r in stage2_runs]}
 
 
 def _checkpoint_cost(run: _Run, source: Settings) -> dict[str, Any]:
@@ -253,13 +276,18 @@ def run_bench(
         backlog.make_topics(source)
         with run.step("filling the transactions backlog"):
             backlog.transaction_backlog(source, df)
-        peer_rates = _peers(run, source)
-        scale = _stage1_scale(run, source)
+        confluent, scale = _confluent_and_stage1(run, source)
         checkpoints = _checkpoint_cost(run, source)
         with run.step("stage 1, shipped rules against the attribute rule set"):
             with_attributes = backlog.history(total, options.seed, attributes=True)
             rules_cost = measure_rules_cost(s, run.tag, with_attributes, total, warmup)
-        stage2 = _stage2(run, df)
+        faust, stage2 = _faust_and_stage2(run, source, df)
+        peer_rates = {
+            "confluent_passthrough_tps": confluent["tps"],
+            "faust_passthrough_tps": faust["tps"],
+            "confluent_passthrough": confluent,
+            "faust_passthrough": faust,
+        }
         if settings.bootstrap_servers or settings.broker_kind == "kafka":  # not on Tansu
             with run.step("stage 2, exactly-once"):
                 stage2["exactly_once"] = _stage2_exactly_once(run, df)

@@ -29,10 +29,10 @@ def bench(
     ),
     workers: str = typer.Option("1,2", help="stage-1 worker processes to measure, e.g. 1,2"),
     repeats: int = typer.Option(
-        3,
+        5,
         "--repeats",
         min=1,
-        help="runs of the confluent-kafka passthrough and of one stage-1 worker (median kept)",
+        help="runs of each worker and of its passthrough peer, in turns (median kept)",
     ),
     restore_days: int = typer.Option(
         183, "--restore-days", min=0, help="days of history per restore multiple (0: skip)"
