@@ -40,8 +40,14 @@ cdef enum:
     KEY = 4
 
 
-cdef inline Py_ssize_t bisect_right_q(const long long* a, long long x, Py_ssize_t lo,
-                                      Py_ssize_t hi) noexcept:
+ctypedef fused key_t:
+    long long  # the entries' times
+    float  # the window's amounts
+
+
+cdef inline Py_ssize_t bisect_right(const key_t* a, key_t x, Py_ssize_t lo,
+                                    Py_ssize_t hi) noexcept:
+    """``bisect.bisect_right`` over ``a[lo:hi]``."""
     cdef Py_ssize_t mid
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -52,8 +58,9 @@ cdef inline Py_ssize_t bisect_right_q(const long long* a, long long x, Py_ssize_
     return lo
 
 
-cdef inline Py_ssize_t bisect_left_f(const float* a, double x, Py_ssize_t lo,
-                                     Py_ssize_t hi) noexcept:
+cdef inline Py_ssize_t bisect_left(const float* a, float x, Py_ssize_t lo,
+                                   Py_ssize_t hi) noexcept:
+    """``bisect.bisect_left`` over ``a[lo:hi]``."""
     cdef Py_ssize_t mid
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -61,18 +68,6 @@ cdef inline Py_ssize_t bisect_left_f(const float* a, double x, Py_ssize_t lo,
             lo = mid + 1
         else:
             hi = mid
-    return lo
-
-
-cdef inline Py_ssize_t bisect_right_f(const float* a, double x, Py_ssize_t lo,
-                                      Py_ssize_t hi) noexcept:
-    cdef Py_ssize_t mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if x < a[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
     return lo
 
 
@@ -143,11 +138,11 @@ def features(state, Py_ssize_t idx, long long ts_ms, double amount, bytes termin
     cdef const double* c = cum.data.as_doubles
     cdef const float* am = amounts.data.as_floats
     cdef Py_ssize_t hi = idx + 1
-    cdef Py_ssize_t lo30 = bisect_right_q(t, ts_ms - D30_MS, 0, hi)
+    cdef Py_ssize_t lo30 = bisect_right(t, ts_ms - D30_MS, 0, hi)
     if wlo > lo30:
         return state.features(idx, ts_ms, amount, terminal, out)
-    cdef Py_ssize_t lo7 = bisect_right_q(t, ts_ms - D7_MS, lo30, hi)
-    cdef Py_ssize_t lo1 = bisect_right_q(t, ts_ms - D1_MS, lo7, hi)
+    cdef Py_ssize_t lo7 = bisect_right(t, ts_ms - D7_MS, lo30, hi)
+    cdef Py_ssize_t lo1 = bisect_right(t, ts_ms - D1_MS, lo7, hi)
     cdef double top = c[hi]
     cdef Py_ssize_t n1 = hi - lo1, n7 = hi - lo7, n30 = hi - lo30
     cdef Py_ssize_t prev = idx - lo30
@@ -162,7 +157,7 @@ def features(state, Py_ssize_t idx, long long ts_ms, double amount, bytes termin
     size = window.ob_size
     w = window.data.as_floats
     for j in range(wlo, lo30):
-        pos = bisect_left_f(w, am[j], 0, size)
+        pos = bisect_left(w, am[j], 0, size)
         memmove(w + pos, w + pos + 1, (size - pos - 1) * sizeof(float))
         size -= 1
         resize(window, size)  # one item at a time, as ``del window[pos]``
@@ -176,8 +171,8 @@ def features(state, Py_ssize_t idx, long long ts_ms, double amount, bytes termin
         else:
             median = (<double>w[half - 1] + <double>w[half]) * 0.5
         ratio = amount / median if median > 0 else 1.0
-        lo14 = bisect_right_q(t, ts_ms - D14_MS, lo30, idx)
-        lo3 = bisect_right_q(t, ts_ms - D3_MS, lo14, idx)
+        lo14 = bisect_right(t, ts_ms - D14_MS, lo30, idx)
+        lo3 = bisect_right(t, ts_ms - D3_MS, lo14, idx)
         a, b, k = 3 * idx, 3 * lo14, 3 * lo3
         mid = <double>(lv[a] - lv[b])
         high = <double>(lv[a + 1] - lv[b + 1])
@@ -206,7 +201,7 @@ def features(state, Py_ssize_t idx, long long ts_ms, double amount, bytes termin
         mid = high = top14 = mid3 = high3 = top3 = 0.0
     # the entry's amount into the window (after equal ones, as ``insort``)
     v = am[idx]
-    pos = bisect_right_f(w, v, 0, size)
+    pos = bisect_right(w, <float>v, 0, size)
     resize(window, size + 1)
     w = window.data.as_floats
     memmove(w + pos + 1, w + pos, (size - pos) * sizeof(float))
@@ -243,7 +238,7 @@ def features(state, Py_ssize_t idx, long long ts_ms, double amount, bytes termin
         (top - c[lo30]) / n30,
         amount / ((c[idx] - c[lo30]) / prev) if prev and c[idx] > c[lo30] else 1.0,
         (ts_ms - t[idx - 1]) / 1000.0 if idx > lo30 else HORIZON_S,
-        <double>(hi - bisect_right_q(t, ts_ms - HOUR_MS, lo1, hi)),
+        <double>(hi - bisect_right(t, ts_ms - HOUR_MS, lo1, hi)),
         new_terminal,
         ratio,
         high,
