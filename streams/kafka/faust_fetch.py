@@ -28,6 +28,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 from streams.kafka.faust_commit import SafeCommitConsumer
+from streams.kafka.faust_drain import EagerDrainConsumer
 from streams.kafka.faust_transactions import CommitBarrier
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         return consumer
 
 
-class _Consumer(SafeCommitConsumer, driver.Consumer):
+class _Consumer(EagerDrainConsumer, SafeCommitConsumer, driver.Consumer):
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
