@@ -67,6 +67,25 @@ def test_a_feed_learns_its_own_labels_once_and_continues_after_a_rebuild() -> No
     assert mine.learnt == ["t0", "t2", "t4", "t5"]
 
 
+def test_trim_forgets_only_what_every_cursor_passed_and_keeps_indices_absolute() -> None:
+    gate = LabelGate(keep_ms=2 * DAY)
+    for i in range(10):
+        gate.offer((f"t{i}", "x", i * DAY, i % 2), (i + 7) * DAY)
+    list(gate.for_terminals(16 * DAY))  # all ten released; released_upto is day 16
+    fast, slow = ClassifierFeed(gate), ClassifierFeed(gate)
+    fast.learn(_Learner(set()), 16 * DAY)
+    slow.learn(_Learner(set()), 10 * DAY)  # passed t0..t3 (published days 7..10)
+    assert (fast.cursor, slow.cursor) == (10, 4)
+    gate.trim([fast.cursor, slow.cursor])  # older than day 14 and passed by both: t0..t3
+    assert gate.end == 10
+    assert [i for i, _ in gate.released_since(0, 30 * DAY)] == list(range(4, 10))
+    assert [x[1] for _, x in gate.released_since(slow.cursor, 12 * DAY)] == ["t4", "t5"]
+    assert gate.first_after(11 * DAY) == 5
+    gate.trim([fast.cursor])  # the slow cursor left: up to the horizon only (t4..t6)
+    assert [x[1] for _, x in gate.released_since(0, 30 * DAY)] == ["t7", "t8", "t9"]
+    assert gate.first_after(0) == 7
+
+
 @pytest.mark.parametrize(
     ("position", "n", "every", "expected"),
     [
