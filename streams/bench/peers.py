@@ -8,7 +8,9 @@ unchanged and store their offsets:
   are stored);
 - ``faust``: a faust-streaming agent on the aiokafka (``kafka://``) driver,
   ``broker_session_timeout=6`` and ``broker_heartbeat_interval=1``, acking each event (faust
-  commits acked offsets on its own schedule).
+  commits acked offsets on its own schedule). It keeps faust's own drain loop; stage 2's
+  consumer hands records to its stream without faust's per-record tasks
+  (``streams.kafka.faust_drain``), and its ratio to this peer includes that.
 """
 
 from __future__ import annotations
