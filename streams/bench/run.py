@@ -280,7 +280,9 @@ def run_bench(
         checkpoints = _checkpoint_cost(run, source)
         with run.step("stage 1, shipped rules against the attribute rule set"):
             with_attributes = backlog.history(total, options.seed, attributes=True)
-            rules_cost = measure_rules_cost(s, run.tag, with_attributes, total, warmup)
+            rules_cost = measure_rules_cost(
+                s, run.tag, with_attributes, total, warmup, options.repeats
+            )
         faust, stage2 = _faust_and_stage2(run, source, df)
         peer_rates = {
             "confluent_passthrough_tps": confluent["tps"],

@@ -32,7 +32,8 @@ def bench(
         5,
         "--repeats",
         min=1,
-        help="runs of each worker and of its passthrough peer, in turns (median kept)",
+        help="runs of each worker and of its passthrough peer, in turns, and of each rule set "
+        "(median kept)",
     ),
     restore_days: int = typer.Option(
         183, "--restore-days", min=0, help="days of history per restore multiple (0: skip)"
