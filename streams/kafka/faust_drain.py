@@ -45,8 +45,9 @@ def _first_step(coro: Coroutine[Any, Any, Any]) -> Any:
 
 class _Rest:
     """The rest of a coroutine that waited on ``pending`` in its first step, as an awaitable a
-    task can run: the task waits on ``pending`` and then steps the coroutine on, passing in
-    what the task passes (a value, or an exception such as a cancellation)."""
+    task can run (``asyncio.ensure_future`` wraps it, as ``wait_first`` does): the task waits
+    on ``pending`` and then steps the coroutine on, passing in what the task passes (a value,
+    or an exception such as a cancellation)."""
 
     def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any):
         self.coro = coro
@@ -67,10 +68,6 @@ class _Rest:
                     pending = coro.send(sent)
                 except StopIteration as stop:
                     return stop.value
-
-
-async def _rest(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
-    return await _Rest(coro, pending)
 
 
 class EagerDrainConsumer:
@@ -126,7 +123,7 @@ class EagerDrainConsumer:
                                 if pending is not DONE:  # it waits: race it against the flow
                                     this.waited += 1
                                     await this.wait_first(
-                                        _rest(coro, pending), this.suspend_flow.wait()
+                                        _Rest(coro, pending), this.suspend_flow.wait()
                                     )
                             set_read_offset(tp, offset)
                     unset_flag(CONSUMER_FETCHING)

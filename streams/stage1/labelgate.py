@@ -134,8 +134,9 @@ class LabelGate:
         released = self._released
         lowest = min(cursors, default=self.end)
         horizon = self.released_upto - self.keep_ms
+        limit = min(len(released), lowest - self._base)
         drop = 0
-        while drop < len(released) and self._base + drop < lowest and released[drop][0] < horizon:
+        while drop < limit and released[drop][0] < horizon:
             drop += 1
         if drop:
             del released[:drop]

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from streams.kafka.faust_drain import DONE, _first_step, _rest
+from streams.kafka.faust_drain import DONE, _first_step, _Rest
 
 
 async def _completes(log: list[str]) -> str:
@@ -52,7 +52,7 @@ def test_a_waiting_callback_goes_on_in_a_task_to_its_end() -> None:
         coro = _waits(log, fut)
         pending = _first_step(coro)
         assert pending is fut and log == ["before"]
-        task = asyncio.ensure_future(_rest(coro, pending))
+        task = asyncio.ensure_future(_Rest(coro, pending))
         await asyncio.sleep(0)
         assert not task.done()  # still waiting on fut
         fut.set_result(21)
@@ -69,7 +69,7 @@ def test_a_callback_whose_first_step_yields_none_is_not_taken_as_done() -> None:
         coro = _yields_first(log)
         pending = _first_step(coro)
         assert pending is None and pending is not DONE and log == []
-        return await asyncio.ensure_future(_rest(coro, pending)), log
+        return await asyncio.ensure_future(_Rest(coro, pending)), log
 
     assert asyncio.run(main()) == ("done", ["after yield"])
 
@@ -85,7 +85,7 @@ def test_an_exception_set_on_the_awaited_future_reaches_the_callback() -> None:
     async def main() -> str:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         coro = catches(fut)
-        task = asyncio.ensure_future(_rest(coro, _first_step(coro)))
+        task = asyncio.ensure_future(_Rest(coro, _first_step(coro)))
         fut.set_exception(KeyError("x"))
         return await task
 
@@ -105,7 +105,7 @@ def test_cancelling_the_task_cancels_the_waiting_callback() -> None:
     async def main() -> bool:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         coro = waits_forever(fut)
-        task = asyncio.ensure_future(_rest(coro, _first_step(coro)))
+        task = asyncio.ensure_future(_Rest(coro, _first_step(coro)))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
