@@ -13,6 +13,7 @@ simulated stream with late events and compactions). The arrays are read and grow
 
 from cpython cimport array
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from libc.math cimport exp, log
 from libc.string cimport memcmp, memmove
 
 cdef extern from *:
@@ -38,6 +39,18 @@ cdef double HIGH = 2.0
 cdef double TOP = 3.0
 cdef enum:
     KEY = 4
+# ``card.compromise_logit``'s hypothesis and bounds (see there)
+cdef double C_FACTOR = 3.0
+cdef double C_SHARE = 0.5
+cdef double C_PRIOR = 1e-3
+cdef int C_DAYS = 14
+cdef Py_ssize_t C_MIN_PAYMENTS = 4
+cdef double CV_LO = 0.2
+cdef double CV_HI = 2.0
+cdef double IQR_PER_SD = 1.349
+cdef double EVIDENCE_CAP = 5.0
+cdef double EXP_CAP = 50.0
+cdef double NO_EVIDENCE = log(C_PRIOR)
 
 
 ctypedef fused key_t:
@@ -85,6 +98,47 @@ cdef int resize(array.array a, Py_ssize_t n) except -1:
 
 cdef inline bint typed(array.array a, char code) noexcept:
     return a.ob_descr.typecode == code and fs_exports(a) == 0
+
+
+cdef inline double cap(double x, double hi) noexcept:
+    """Python's ``min(x, hi)``."""
+    return hi if hi < x else x
+
+
+cdef double compromise_logit(const long long* t, const float* rt, Py_ssize_t lo14,
+                             Py_ssize_t idx, long long ts_ms, double ratio, const float* w,
+                             Py_ssize_t prev, double median) noexcept:
+    """``card.compromise_logit``: the same operations in the same order."""
+    if prev < C_MIN_PAYMENTS or median <= 0:
+        return NO_EVIDENCE
+    cdef double cv = (<double>w[(3 * prev) >> 2] - <double>w[prev >> 2]) / (IQR_PER_SD * median)
+    if CV_LO > cv:
+        cv = CV_LO
+    cv = cap(cv, CV_HI)
+    cdef double k = 0.5 / (cv * cv)
+    cdef double inv_m = 1.0 / C_FACTOR
+    cdef double keep = 1.0 - C_SHARE
+    cdef double scaled = C_SHARE * inv_m
+    cdef double total = 0.0, odds = 0.0, r, d0, d1, x, p, c
+    cdef Py_ssize_t j = idx - 1
+    cdef long long bound = ts_ms - DAY_MS
+    cdef int day
+    for day in range(C_DAYS):
+        while j >= lo14 and t[j] > bound:
+            r = rt[j]
+            d0 = r - 1.0
+            d1 = r * inv_m - 1.0
+            x = k * (d0 * d0 - d1 * d1)
+            total += cap(log(keep + scaled * exp(cap(x, EXP_CAP))), EVIDENCE_CAP)
+            j -= 1
+        odds += exp(cap(total, EXP_CAP))
+        bound -= DAY_MS
+    p = C_PRIOR * odds
+    c = p / (1.0 + p)
+    d0 = ratio - 1.0
+    d1 = ratio * inv_m - 1.0
+    x = cap(k * (d0 * d0 - d1 * d1), EXP_CAP)
+    return log(c * scaled) + x - log(1.0 - c * C_SHARE)
 
 
 def add(state, long long ts_ms, double amount, bytes terminal):
@@ -150,7 +204,7 @@ def features(state, Py_ssize_t idx, long long ts_ms, double amount, bytes termin
     cdef float* w
     cdef const float* rt
     cdef const int* lv
-    cdef double median, ratio, top_ratio, r, v
+    cdef double median, ratio, top_ratio, r, v, compromise
     cdef double mid, high, top14, mid3, high3, top3
     cdef float stored
     # slide the sorted window: the entries that left the 30 days out
@@ -196,9 +250,11 @@ def features(state, Py_ssize_t idx, long long ts_ms, double amount, bytes termin
                 if rt[j] > top_ratio:
                     top_ratio = rt[j]
                     mpos = j
+        compromise = compromise_logit(t, rt, lo14, idx, ts_ms, ratio, w, prev, median)
     else:
         ratio, top_ratio, mpos = 1.0, 0.0, -1
         mid = high = top14 = mid3 = high3 = top3 = 0.0
+        compromise = NO_EVIDENCE
     # the entry's amount into the window (after equal ones, as ``insort``)
     v = am[idx]
     pos = bisect_right(w, <float>v, 0, size)
@@ -248,5 +304,6 @@ def features(state, Py_ssize_t idx, long long ts_ms, double amount, bytes termin
         mid3,
         high3,
         top3,
+        compromise,
     ))
     return None

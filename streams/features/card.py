@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from math import exp, log
 
 from streams.features.names import DAY_MS, WINDOWS_DAYS
 
@@ -47,6 +48,27 @@ _D1_MS, _D7_MS, _D30_MS = (n * DAY_MS for n in WINDOWS_DAYS)
 KEY_BYTES = 4
 MAX_TERMINALS = 1 << 28
 
+# "Is this card compromised, and is this payment the compromise's?" A compromise (stolen card
+# details) makes a share of the card's payments for some days several times its usual ones;
+# nothing else about them differs, so the evidence is in the amounts, summed from the day the
+# compromise may have begun. ``compromise_logit`` is the log posterior odds of the generic
+# hypothesis "from some day of the last two weeks, each payment is, with probability 1/2, the
+# card's usual amount times 3": the card's amounts (as ratios to its median at their time)
+# are normal around 1 with the spread of its own 30 days (interquartile range / 1.349, the
+# normal's), and every start day of the last 14 is summed over with a prior of 1/1,000 a day.
+# The hypothesis is not fitted to any data (a mixture of 2, 3 and 5 times ranked the same on
+# two simulated data sets); the classifier learns what weight the posterior deserves.
+COMPROMISE_FACTOR = 3.0
+COMPROMISE_SHARE = 0.5
+COMPROMISE_PRIOR = 1e-3
+COMPROMISE_DAYS = 14
+COMPROMISE_MIN_PAYMENTS = 4  # fewer in 30 days: no spread to judge by (the prior's logit)
+_CV_LO, _CV_HI = 0.2, 2.0  # the spread's bounds, as a share of the median
+_IQR_PER_SD = 1.349
+_EVIDENCE_CAP = 5.0  # one payment's log evidence at most (a large one's own score is separate)
+_EXP_CAP = 50.0
+NO_COMPROMISE_EVIDENCE = log(COMPROMISE_PRIOR)
+
 
 def terminal_key(number: int) -> bytes:
     """The card-window key of terminal number ``number`` (0 <= number < ``MAX_TERMINALS``):
@@ -54,6 +76,50 @@ def terminal_key(number: int) -> bytes:
     if not 0 <= number < MAX_TERMINALS:
         raise OverflowError(f"terminal number {number} out of range")
     return bytes((0x80 | number >> 21, number >> 14 & 0x7F, number >> 7 & 0x7F, number & 0x7F))
+
+
+def compromise_logit(
+    ts: Sequence[int],
+    ratios: Sequence[float],
+    lo14: int,
+    idx: int,
+    ts_ms: int,
+    ratio: float,
+    window: Sequence[float],
+    median: float,
+) -> float:
+    """The log posterior odds that this payment (``ratio`` to the card's median) is a card
+    compromise's, given the card's payments ``[lo14, idx)`` of the last 14 days and the sorted
+    amounts ``window`` of its previous 30 days (see ``COMPROMISE_FACTOR``). The compiled
+    ``_card.features`` computes the same operations in the same order."""
+    prev = len(window)
+    if prev < COMPROMISE_MIN_PAYMENTS or median <= 0:
+        return NO_COMPROMISE_EVIDENCE
+    cv = (window[(3 * prev) >> 2] - window[prev >> 2]) / (_IQR_PER_SD * median)
+    cv = min(max(cv, _CV_LO), _CV_HI)
+    k = 0.5 / (cv * cv)
+    inv_m = 1.0 / COMPROMISE_FACTOR
+    keep = 1.0 - COMPROMISE_SHARE
+    scaled = COMPROMISE_SHARE * inv_m
+    total = odds = 0.0
+    j = idx - 1
+    bound = ts_ms - DAY_MS
+    for _ in range(COMPROMISE_DAYS):  # a compromise begun in the last 1, 2, ... 14 days
+        while j >= lo14 and ts[j] > bound:
+            r = ratios[j]
+            d0 = r - 1.0
+            d1 = r * inv_m - 1.0
+            t = k * (d0 * d0 - d1 * d1)
+            total += min(log(keep + scaled * exp(min(t, _EXP_CAP))), _EVIDENCE_CAP)
+            j -= 1
+        odds += exp(min(total, _EXP_CAP))
+        bound -= DAY_MS
+    p = COMPROMISE_PRIOR * odds
+    c = p / (1.0 + p)
+    d0 = ratio - 1.0
+    d1 = ratio * inv_m - 1.0
+    t = min(k * (d0 * d0 - d1 * d1), _EXP_CAP)
+    return log(c * scaled) + t - log(1.0 - c * COMPROMISE_SHARE)
 
 
 class CardWindows:
@@ -221,9 +287,11 @@ class CardWindows:
                 recent = ratios[lo14:idx]
                 top_ratio = max(recent)
                 self.mpos = lo14 + recent.index(top_ratio)
+            compromise = compromise_logit(ts, ratios, lo14, idx, ts_ms, ratio, window, median)
         else:
             ratio, top_ratio, self.mpos = 1.0, 0.0, -1
             mid = high = top14 = mid3 = high3 = top3 = 0.0
+            compromise = NO_COMPROMISE_EVIDENCE
         insort(window, amounts[idx])
         self.wlo, self.whi = lo30, idx + 1
         if len(ratios) == idx:  # in order: this entry's ratio and prefix counts come last
@@ -261,6 +329,7 @@ class CardWindows:
             mid3,
             high3,
             top3,
+            compromise,
         )
 
 

@@ -37,6 +37,7 @@ EXTRA_FEATURES = [
     "CARD_NB_MID_RATIO_3DAY",  # previous 3 days' payments at >= 1.5x
     "CARD_NB_HIGH_RATIO_3DAY",  # ... at >= 2x
     "CARD_NB_TOP_RATIO_3DAY",  # ... at >= 3x
+    "CARD_COMPROMISE_LOGIT",  # log posterior odds: a compromise of the card, this payment its
     "TERMINAL_NB_FRAUD_30DAY_WINDOW",  # known frauds at the terminal, 7-day label delay
     "TERMINAL_FRAUD_RUN",  # the terminal's latest known labels that are all fraud, in a row
     "TERMINAL_FRAUD_RUN_DAYS",  # days that run spans
@@ -44,8 +45,8 @@ EXTRA_FEATURES = [
     "TERMINAL_LAST_FRAUD_AMOUNT",  # the amount of the terminal's latest known fraud (0 if none)
     "TERMINAL_LAST_FRAUD_CARD_FRAUDS",  # its card's known frauds in the 30 days before (-1 if none)
 ]
-CARD_EXTRA = EXTRA_FEATURES[:12]
-TERMINAL_EXTRA = EXTRA_FEATURES[12:]
+CARD_EXTRA = EXTRA_FEATURES[:13]
+TERMINAL_EXTRA = EXTRA_FEATURES[13:]
 
 # Everything a model sees, in the order the stream code computes it.
 MODEL_FEATURES = [
@@ -77,6 +78,9 @@ CARD_MEDIAN_FAMILY = [
     "CARD_NB_HIGH_RATIO_3DAY",
     "CARD_NB_TOP_RATIO_3DAY",
 ]
+# "is this card compromised, and is this payment the compromise's?": the evidence of the card's
+# amounts summed since a compromise may have begun (``streams.features.card.compromise_logit``)
+CARD_COMPROMISE_FAMILY = ["CARD_COMPROMISE_LOGIT"]
 TERMINAL_RUN_FAMILY = ["TERMINAL_FRAUD_RUN", "TERMINAL_FRAUD_RUN_DAYS", "TERMINAL_DAYS_SINCE_FRAUD"]
 # who the terminal's latest known fraud points at: the terminal, or a card compromised elsewhere
 FRAUD_ORIGIN_FAMILY = ["TERMINAL_LAST_FRAUD_AMOUNT", "TERMINAL_LAST_FRAUD_CARD_FRAUDS"]
@@ -93,6 +97,15 @@ FEATURE_SETS: dict[str, list[str]] = {
     "handbook+both": _subset([*HANDBOOK_15, *CARD_MEDIAN_FAMILY, *TERMINAL_RUN_FAMILY]),
     "handbook+three": _subset(
         [*HANDBOOK_15, *CARD_MEDIAN_FAMILY, *TERMINAL_RUN_FAMILY, *FRAUD_ORIGIN_FAMILY]
+    ),
+    "handbook+four": _subset(
+        [
+            *HANDBOOK_15,
+            *CARD_MEDIAN_FAMILY,
+            *TERMINAL_RUN_FAMILY,
+            *FRAUD_ORIGIN_FAMILY,
+            *CARD_COMPROMISE_FAMILY,
+        ]
     ),
     "all": list(MODEL_FEATURES),
 }

@@ -10,11 +10,14 @@ removing the later same-second transactions from the reference windows.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
 import pytest
 
 from streams.features.names import (
+    CARD_COMPROMISE_FAMILY,
     CARD_MEDIAN_FAMILY,
     EXTRA_FEATURES,
     HANDBOOK_FEATURES,
@@ -25,7 +28,7 @@ from streams.features.names import (
 # The card-habit and terminal-run features are checked against brute-force definitions in
 # tests/unit/test_features.py (``naive_card``, ``naive_run``) and by invariants below; the
 # polars reference here covers the others.
-HABIT_AND_RUN = [*CARD_MEDIAN_FAMILY, *TERMINAL_RUN_FAMILY]
+HABIT_AND_RUN = [*CARD_MEDIAN_FAMILY, *CARD_COMPROMISE_FAMILY, *TERMINAL_RUN_FAMILY]
 # a terminal's features before any label is known
 NO_LABEL = {"TERMINAL_DAYS_SINCE_FRAUD": 37.0, "TERMINAL_LAST_FRAUD_CARD_FRAUDS": -1.0}
 REFERENCED = [name for name in MODEL_FEATURES if name not in HABIT_AND_RUN]
@@ -340,6 +343,13 @@ def test_extra_feature_invariants(
         ),
         "a payment 3x above the habit in 14 days is the largest ratio's doing": (
             (pl.col("CARD_NB_TOP_RATIO_14DAY") == 0) | (pl.col("CARD_MAX_RATIO_14DAY") >= 3.0)
+        ),
+        "the compromise posterior: finite; the prior's log below 4 earlier payments in 30 days": (
+            pl.col("CARD_COMPROMISE_LOGIT").is_finite()
+            & (
+                (pl.col("CUSTOMER_ID_NB_TX_30DAY_WINDOW") >= 5)
+                | (pl.col("CARD_COMPROMISE_LOGIT") == math.log(1e-3))
+            )
         ),
         "a fraud run is at most the known frauds, spans at most 30 days": (
             (pl.col("TERMINAL_FRAUD_RUN") <= pl.col("TERMINAL_NB_FRAUD_30DAY_WINDOW"))

@@ -56,3 +56,22 @@ def test_the_bound_is_a_recall_per_share_and_fold(data):
     assert all(0 <= v <= 1 for v in values)
     assert values == sorted(values)  # forwarding more never catches less
     assert mean["0.2"] > 0.9
+
+
+def test_the_past_card_mean_reads_no_later_payment(data):
+    """``card_mean="past"``: a row's score depends only on its card's earlier payments, so
+    changing every amount after a moment changes no score before it."""
+    import polars as pl
+
+    cut = int(data["ts_ms"].quantile(0.6))
+    later = pl.col("ts_ms") > cut
+    changed = data.with_columns(
+        pl.when(later).then(pl.col("TX_AMOUNT") * 7).otherwise(pl.col("TX_AMOUNT"))
+    )
+    args = {"multiplier": 3.0, "share": 1 / 3, "days": 14, "cards_per_day": 2}
+    before = (data["ts_ms"] <= cut).to_numpy()
+    past = oracle_scores(data, card_mean="past", **args)
+    assert np.array_equal(past[before], oracle_scores(changed, card_mean="past", **args)[before])
+    # the true mean reads every genuine payment, later ones included
+    true = oracle_scores(data, **args)
+    assert not np.array_equal(true[before], oracle_scores(changed, **args)[before])
