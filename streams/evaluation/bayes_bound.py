@@ -83,26 +83,16 @@ def oracle_scores(
     frame = df.select(
         "CUSTOMER_ID", "ts_ms", "TX_AMOUNT", "TX_FRAUD", "TX_FRAUD_SCENARIO", "TERMINAL_ID"
     ).with_columns(hidden, pl.int_range(pl.len()).alias("_row"))
-    if card_mean == "past":
-        amount_col = pl.col("TX_AMOUNT")
-        frame = frame.sort("CUSTOMER_ID", "ts_ms", "_row").with_columns(
-            ((amount_col.cum_sum() - amount_col) / pl.int_range(pl.len()))
-            .over("CUSTOMER_ID")
-            .fill_nan(None)
-            .alias("_mean")
-        )
-    else:
-        means = (
-            frame.filter(pl.col("TX_FRAUD") == 0)
-            .group_by("CUSTOMER_ID")
-            .agg(pl.col("TX_AMOUNT").mean().alias("_mean"))
-        )
-        frame = frame.join(means, on="CUSTOMER_ID", how="left")
-        frame = frame.sort("CUSTOMER_ID", "ts_ms", "_row")
+    amount_col = pl.col("TX_AMOUNT")
+    if card_mean == "past":  # a card's first payment: its own amount
+        earlier = (amount_col.cum_sum() - amount_col) / pl.int_range(pl.len())
+        card_means = earlier.over("CUSTOMER_ID").fill_nan(None).fill_null(amount_col)
+    else:  # a card without genuine payments: the average amount
+        card_means = amount_col.filter(pl.col("TX_FRAUD") == 0).mean().over("CUSTOMER_ID")
+        card_means = card_means.fill_null(amount_col.mean())
+    frame = frame.sort("CUSTOMER_ID", "ts_ms", "_row").with_columns(card_means.alias("_mean"))
     amount = frame["TX_AMOUNT"].to_numpy().astype(np.float64)
-    # a card's first payment: the average card's mean (the true one) or its own amount (past)
-    fallback = frame["TX_AMOUNT"] if card_mean == "past" else frame["TX_AMOUNT"].mean()
-    mean = np.maximum(frame["_mean"].fill_null(fallback).to_numpy(), 1e-6)
+    mean = np.maximum(frame["_mean"].to_numpy(), 1e-6)
     genuine = _genuine_density(amount, mean)
     fraud = _genuine_density(amount / multiplier, mean) / multiplier
     # how much a payment raises the odds that its card is compromised

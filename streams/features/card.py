@@ -227,6 +227,26 @@ class CardWindows:
             else:
                 self.whi = self.mpos = -1
 
+    def _largest_recent_ratio(self, lo14: int, idx: int) -> float:
+        """The largest ratio of the entries ``[lo14, idx)`` (0 without any), carried on from
+        the previous transaction's window while its largest is still in it (``mpos``)."""
+        ratios = self.ratios
+        if lo14 >= idx:
+            self.mpos = -1
+            return 0.0
+        if 0 < self.whi <= idx + 1 and self.mpos >= lo14:  # still in: extend the window
+            mpos = self.mpos
+            top_ratio = ratios[mpos]
+            for j in range(self.whi - 1, idx):
+                if ratios[j] >= top_ratio:
+                    top_ratio, mpos = ratios[j], j
+            self.mpos = mpos
+            return top_ratio
+        recent = ratios[lo14:idx]
+        top_ratio = max(recent)
+        self.mpos = lo14 + recent.index(top_ratio)
+        return top_ratio
+
     def features(
         self, idx: int, ts_ms: int, amount: float, terminal: bytes, out: list[float]
     ) -> None:
@@ -274,19 +294,7 @@ class CardWindows:
             mid3 = float(mid1 - levels[c])
             high3 = float(high1 - levels[c + 1])
             top3 = float(top1 - levels[c + 2])
-            if lo14 >= idx:
-                top_ratio, self.mpos = 0.0, -1
-            elif 0 < self.whi <= idx + 1 and self.mpos >= lo14:  # still in: extend the window
-                mpos = self.mpos
-                top_ratio = ratios[mpos]
-                for j in range(self.whi - 1, idx):
-                    if ratios[j] >= top_ratio:
-                        top_ratio, mpos = ratios[j], j
-                self.mpos = mpos
-            else:
-                recent = ratios[lo14:idx]
-                top_ratio = max(recent)
-                self.mpos = lo14 + recent.index(top_ratio)
+            top_ratio = self._largest_recent_ratio(lo14, idx)
             compromise = compromise_logit(ts, ratios, lo14, idx, ts_ms, ratio, window, median)
         else:
             ratio, top_ratio, self.mpos = 1.0, 0.0, -1

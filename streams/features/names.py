@@ -37,7 +37,7 @@ EXTRA_FEATURES = [
     "CARD_NB_MID_RATIO_3DAY",  # previous 3 days' payments at >= 1.5x
     "CARD_NB_HIGH_RATIO_3DAY",  # ... at >= 2x
     "CARD_NB_TOP_RATIO_3DAY",  # ... at >= 3x
-    "CARD_COMPROMISE_LOGIT",  # log posterior odds: a compromise of the card, this payment its
+    "CARD_COMPROMISE_LOGIT",  # log odds: the card is compromised and this payment is the fraud
     "TERMINAL_NB_FRAUD_30DAY_WINDOW",  # known frauds at the terminal, 7-day label delay
     "TERMINAL_FRAUD_RUN",  # the terminal's latest known labels that are all fraud, in a row
     "TERMINAL_FRAUD_RUN_DAYS",  # days that run spans
