@@ -192,6 +192,12 @@ class Settings(BaseSettings):
         description="the most stage 1 forwards by its model and rules together (share of "
         "traffic); the model never forwards beyond it, even when its scores jump",
     )
+    stage1_rank_by_posterior: bool = Field(
+        default=True,
+        description="rank a transaction for the forward budget by the higher of its percentiles "
+        "of the online classifier's probability and of the card-compromise posterior "
+        "(CARD_COMPROMISE_LOGIT); off: by the classifier's alone",
+    )
     flag_anomaly_threshold: float = Field(
         default=0.999, description="forward when the anomaly percentile reaches this"
     )

@@ -1,9 +1,16 @@
 """The stage-1 flag policy: what is forwarded to stage 2, and how much.
 
 A transaction is forwarded when an acting ``flag`` rule fires, when the anomaly score reaches
-its threshold, or when the online classifier ranks it among the top ``budget`` share of recent
-traffic. Model-driven forwarding is a share of traffic, never an absolute probability (the
-online model's scale drifts as it learns; a cut-off that fits one week floods the next):
+its threshold, or when the models rank it among the top ``budget`` share of recent traffic.
+Model-driven forwarding is a share of traffic, never an absolute probability (the online
+model's scale drifts as it learns; a cut-off that fits one week floods the next):
+
+- the **ranking**: a transaction's rank is the higher of its two percentiles among recent
+  traffic, the online classifier's probability and the card-compromise posterior
+  (``CARD_COMPROMISE_LOGIT``). The classifier weighs that posterior against every other input
+  and learns from a few hundred labelled frauds; ranking by the posterior on its own as well
+  forwards the payments of a compromised card whose amounts look ordinary, which the classifier
+  ranks in the middle of the traffic. ``rank_by_posterior=False`` ranks by the classifier alone;
 
 - the **budget** is the share of traffic stage 1 forwards in total. Recent transactions already
   forwarded by a rule or the anomaly score fill it first; the model takes the rest, so the total
@@ -42,6 +49,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streams.errors import StateError
 from streams.features.names import DAY_MS
 from streams.online.window import CHECKPOINT_EVERY, CheckpointedValues, RecentValues
 from streams.settings import Settings
@@ -153,11 +161,17 @@ class FlagPolicy:
         controller: RecallController | None = None,
         window: int = 50_000,
         every: int = CHECKPOINT_EVERY,
+        rank_by_posterior: bool = True,
     ):
         self.anomaly_threshold = anomaly_threshold
         self.controller = controller or RecallController()
         self.every = every
-        # model probabilities of recent traffic, FORWARDED for those rules or anomalies took
+        self.rank_by_posterior = rank_by_posterior
+        # the classifier's probabilities and the compromise posteriors of recent traffic, for
+        # their percentiles (``rank``), refreshed at the same stream positions as the reference
+        self._probabilities = CheckpointedValues(window, every)
+        self._posteriors = CheckpointedValues(window, every)
+        # ranks (``rank``) of recent traffic, FORWARDED for those rules or anomalies took
         self._reference = CheckpointedValues(window, every)
         # stream positions of the forwards in the last BURST_WINDOW transactions
         self._recent_forwards: deque[int] = deque()
@@ -172,19 +186,48 @@ class FlagPolicy:
                 settings.stage1_min_forward_share,
                 settings.stage1_max_forward_share,
             ),
+            rank_by_posterior=settings.stage1_rank_by_posterior,
         )
 
     def save_state(self, w: StateWriter, name: str) -> None:
         self.controller.save_state(w, f"{name}.controller")
         self._reference.save_state(w, f"{name}.reference")
+        w.meta[f"{name}.ranking"] = self._ranking
+        if self.rank_by_posterior:
+            self._probabilities.save_state(w, f"{name}.probabilities")
+            self._posteriors.save_state(w, f"{name}.posteriors")
         self._flags.save_state(w, f"{name}.flags")
         w.numpy(f"{name}.recent", np.array(self._recent_forwards, dtype=np.int64))
 
     def load_state(self, r: StateReader, name: str) -> None:
+        """Raises ``StateError`` (the partition is rebuilt) for a checkpoint whose reference
+        ranks another way (before the posterior's percentile, or with the other setting)."""
         self.controller.load_state(r, f"{name}.controller")
+        ranking = r.meta.get(f"{name}.ranking", "classifier")
+        if ranking != self._ranking:
+            raise StateError(f"{name}: reference ranked by {ranking}, configured {self._ranking}")
         self._reference.load_state(r, f"{name}.reference")
+        if self.rank_by_posterior:
+            self._probabilities.load_state(r, f"{name}.probabilities")
+            self._posteriors.load_state(r, f"{name}.posteriors")
         self._flags.load_state(r, f"{name}.flags")
         self._recent_forwards = deque(r.numpy(f"{name}.recent").tolist())
+
+    @property
+    def _ranking(self) -> str:
+        return "classifier+posterior" if self.rank_by_posterior else "classifier"
+
+    def rank(self, probability: np.ndarray, posterior: np.ndarray | None) -> np.ndarray:
+        """What the model's forwards rank by, per row: the higher of the percentiles of the
+        probability and the posterior among recent traffic (both windows refreshed at fixed
+        stream positions, so batch-independent); the probability itself when the policy ranks
+        by the classifier alone or no posterior is given. Adds the rows to the windows."""
+        if not self.rank_by_posterior or posterior is None:
+            return probability
+        ranked = np.maximum(self._probabilities.rank(probability), self._posteriors.rank(posterior))
+        self._probabilities.add(probability)
+        self._posteriors.add(posterior)
+        return ranked
 
     def forward_share(self) -> float:
         """Share of the recent window that was forwarded (NaN before any)."""
@@ -198,12 +241,15 @@ class FlagPolicy:
         anomaly: np.ndarray,
         budget: float | None = None,
         exclude: np.ndarray | None = None,
+        posterior: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(forwarded, share): the verdict of each transaction, and the share of the reference
         that ranked above it (0 for those a rule or the anomaly score forwarded). ``budget``:
         the controller's budget when the rows were scored (default: its budget now).
         ``exclude``: rows a rule already decided at stage 1 (block, allow): never forwarded,
-        still ranked (their probabilities stay in the reference)."""
+        still ranked (their ranks stay in the reference). ``posterior``: the rows'
+        ``CARD_COMPROMISE_LOGIT`` (``rank``)."""
+        probability = self.rank(probability, posterior)
         other = rule_flag | (anomaly >= self.anomaly_threshold)
         if exclude is not None and exclude.any():
             other = other & ~exclude
@@ -226,7 +272,8 @@ class FlagPolicy:
             if len(ref) >= MIN_BUDGET_WINDOW:
                 # the budget counts what rules and anomalies forwarded (FORWARDED sorts last)
                 threshold = ref[min(len(ref) - 1, math.floor((1.0 - budget) * len(ref)))]
-                if np.isfinite(threshold):
+                # 0: a reference of rows ranked before the percentiles had a window (rank 0)
+                if np.isfinite(threshold) and threshold > 0:
                     candidate[a:b] = rest & (probability[a:b] > threshold)
         if exclude is not None and exclude.any():
             candidate &= ~exclude

@@ -132,6 +132,7 @@ class ScreenedBatch:
 
 # rule_frame fills the columns by position
 _AFTER_FEATURES = ("ANOMALY_SCORE", "FRAUD_PROBABILITY", "TX_HOUR", "TX_WEEKDAY")
+POSTERIOR = MODEL_FEATURES.index("CARD_COMPROMISE_LOGIT")  # the flag policy ranks by it too
 if tuple(RULE_FIELDS) != (*MODEL_FEATURES, *_AFTER_FEATURES):  # pragma: no cover
     raise ImportError("rule_frame does not know the order of RULE_FIELDS")
 
@@ -214,6 +215,7 @@ def judge(parts: Sequence[tuple[Screener, Scored]]) -> ScreenedBatch:
             scored.anomaly,
             scored.budget,
             exclude=decided[start:end],
+            posterior=scored.X[:, POSTERIOR],
         )
         caught = part_flagged | verdict.block[start:end]  # a blocked fraud is caught too
         screener.classifier.mark(scored.slots, share, caught)

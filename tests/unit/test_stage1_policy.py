@@ -63,13 +63,14 @@ def test_rank_is_against_the_window_at_the_last_checkpoint():
     assert window.rank(np.array([8.0])).tolist() == [2 / 3]
 
 
-def _run(policy: FlagPolicy, prob, sizes, rule=None, anomaly=None):
+def _run(policy: FlagPolicy, prob, sizes, rule=None, anomaly=None, posterior=None):
     rule = np.zeros(len(prob), dtype=bool) if rule is None else rule
     anomaly = np.zeros(len(prob)) if anomaly is None else anomaly
     flags, shares, pos = [], [], 0
     for size in sizes:
         sl = slice(pos, pos + size)
-        flagged, share = policy.flag(rule[sl], prob[sl], anomaly[sl])
+        post = None if posterior is None else posterior[sl]
+        flagged, share = policy.flag(rule[sl], prob[sl], anomaly[sl], posterior=post)
         flags.append(flagged)
         shares.append(share)
         pos += size
@@ -94,6 +95,63 @@ def test_budget_policy_does_not_depend_on_batches():
     # no model forwards before the reference holds 200 values; then about 5 % in all
     assert np.array_equal(flags[:200], rule[:200])
     assert 0.03 < flags[2000:].mean() <= 0.055
+
+
+def test_ranking_by_both_percentiles_does_not_depend_on_batches():
+    rng = np.random.default_rng(8)
+    prob, posterior = rng.random(9000) ** 4, rng.normal(-8, 3, 9000)
+    rule = rng.random(9000) < 0.02
+    results = []
+    for sizes in ([9000], [100] * 90, [1, 4999, 4000], [1500] * 6):
+        policy = FlagPolicy(0.999, _fixed(0.05), window=5000)
+        results.append(_run(policy, prob, sizes, rule=rule, posterior=posterior))
+    for flags, shares in results[1:]:
+        assert np.array_equal(results[0][0], flags) and np.array_equal(results[0][1], shares)
+    flags = results[0][0]
+    # nothing by the model while the percentiles have no window, nor while the reference holds
+    # only rows ranked before they had one (rank 0); then the budget, however many signals
+    assert np.array_equal(flags[:400], rule[:400])
+    assert 0.03 < flags[2000:].mean() <= 0.055
+
+
+def test_a_high_posterior_is_forwarded_whatever_the_classifier_says():
+    """The payments of a card the posterior finds compromised go to stage 2 even when the
+    classifier ranks them in the middle of the traffic; the total stays at the budget."""
+    rng = np.random.default_rng(9)
+    n = 20_000
+    prob, posterior = rng.random(n), rng.normal(-8, 2, n)
+    spikes = np.zeros(n, dtype=bool)
+    spikes[5000::100] = True  # 1 % of rows: an ordinary probability, a posterior above the rest
+    prob[spikes], posterior[spikes] = 0.5, 10.0
+    both = FlagPolicy(0.999, _fixed(0.05), window=5000)
+    flags, shares = _run(both, prob, posterior=posterior, sizes=[500] * 40)
+    assert flags[spikes].all() and (shares[spikes] < 0.05).all()  # within the budget
+    assert 0.045 <= flags[5000:].mean() <= 0.055
+    alone = FlagPolicy(0.999, _fixed(0.05), window=5000, rank_by_posterior=False)
+    flags, _ = _run(alone, prob, posterior=posterior, sizes=[500] * 40)
+    assert not flags[spikes].any()  # the classifier alone ranks them at its median
+
+
+def test_a_checkpoint_ranked_another_way_is_refused():
+    from streams.checkpoint.codec import StateReader, StateWriter
+    from streams.errors import StateError
+
+    rng = np.random.default_rng(10)
+    prob, posterior = rng.random(3000), rng.normal(size=3000)
+    policy = FlagPolicy(0.999, _fixed(0.05), window=2000)
+    _run(policy, prob[:2000], [2000], posterior=posterior[:2000])
+    w = StateWriter()
+    policy.save_state(w, "p")
+    restored = FlagPolicy(0.999, _fixed(0.05), window=2000)
+    restored.load_state(StateReader(w.encode()), "p")
+    # the restored policy decides the rest exactly as the one that went on
+    assert np.array_equal(
+        _run(policy, prob[2000:], [1000], posterior=posterior[2000:])[0],
+        _run(restored, prob[2000:], [1000], posterior=posterior[2000:])[0],
+    )
+    other = FlagPolicy(0.999, _fixed(0.05), window=2000, rank_by_posterior=False)
+    with pytest.raises(StateError, match="ranked by classifier"):
+        other.load_state(StateReader(w.encode()), "p")
 
 
 def test_bursts_are_capped_in_every_window_of_5000():
