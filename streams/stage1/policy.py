@@ -61,6 +61,7 @@ MIN_BUDGET_WINDOW = 200  # no model-driven forwarding while the reference holds 
 BURST_WINDOW = 5000  # transactions of the partition the burst cap looks back over
 BURST = 1.4  # the cap: this many times the maximum forward share of each BURST_WINDOW
 FORWARDED = np.inf  # the reference value of a transaction forwarded by a rule or an anomaly
+NOT_RANKED = -1.0  # the rank of a transaction screened before the percentile windows had values
 KNOWN_CARD_MS = 30 * DAY_MS  # how long a card stays known compromised after its first label
 
 
@@ -221,10 +222,13 @@ class FlagPolicy:
         """What the model's forwards rank by, per row: the higher of the percentiles of the
         probability and the posterior among recent traffic (both windows refreshed at fixed
         stream positions, so batch-independent); the probability itself when the policy ranks
-        by the classifier alone or no posterior is given. Adds the rows to the windows."""
+        by the classifier alone or no posterior is given; ``NOT_RANKED`` before the windows hold
+        a value. Adds the rows to the windows."""
         if not self.rank_by_posterior or posterior is None:
             return probability
-        ranked = np.maximum(self._probabilities.rank(probability), self._posteriors.rank(posterior))
+        ranked = np.maximum(
+            _percentile(self._probabilities, probability), _percentile(self._posteriors, posterior)
+        )
         self._probabilities.add(probability)
         self._posteriors.add(posterior)
         return ranked
@@ -263,6 +267,7 @@ class FlagPolicy:
         values = np.where(other, FORWARDED, probability)
         for a, b, ref in reference.segments(values):
             rest = ~other[a:b]
+            ref = ref[np.searchsorted(ref, 0.0) :]  # NOT_RANKED values sort first: left out
             if len(ref):
                 # strictly above: ties (an unlearned model's zeros) never flood
                 above = len(ref) - np.searchsorted(ref, probability[a:b], side="right")
@@ -272,8 +277,7 @@ class FlagPolicy:
             if len(ref) >= MIN_BUDGET_WINDOW:
                 # the budget counts what rules and anomalies forwarded (FORWARDED sorts last)
                 threshold = ref[min(len(ref) - 1, math.floor((1.0 - budget) * len(ref)))]
-                # 0: a reference of rows ranked before the percentiles had a window (rank 0)
-                if np.isfinite(threshold) and threshold > 0:
+                if np.isfinite(threshold):
                     candidate[a:b] = rest & (probability[a:b] > threshold)
         if exclude is not None and exclude.any():
             candidate &= ~exclude
@@ -308,3 +312,13 @@ class FlagPolicy:
         in [0.5, 1], the others in [0, 0.5), each ranked by its strongest rule or model signal."""
         strength = np.maximum(rule_score, probability)
         return np.where(flagged, 0.5 + 0.5 * strength, 0.5 * np.minimum(strength, 0.999999))
+
+
+def _percentile(window: CheckpointedValues, values: np.ndarray) -> np.ndarray:
+    """Share of ``window``'s checkpoint reference strictly below each value; ``NOT_RANKED``
+    while the reference is empty (a rank of 0 would be the lowest, not unknown)."""
+    out = np.full(len(values), NOT_RANKED)
+    for a, b, ref in window.segments(values):
+        if len(ref):
+            out[a:b] = np.searchsorted(ref, values[a:b], side="left") / len(ref)
+    return out

@@ -109,7 +109,7 @@ def test_ranking_by_both_percentiles_does_not_depend_on_batches():
         assert np.array_equal(results[0][0], flags) and np.array_equal(results[0][1], shares)
     flags = results[0][0]
     # nothing by the model while the percentiles have no window, nor while the reference holds
-    # only rows ranked before they had one (rank 0); then the budget, however many signals
+    # only rows ranked before they had one (NOT_RANKED); then the budget, whatever the signals
     assert np.array_equal(flags[:400], rule[:400])
     assert 0.03 < flags[2000:].mean() <= 0.055
 
