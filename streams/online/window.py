@@ -104,14 +104,20 @@ class CheckpointedValues(RecentValues):
         self._ahead_of: np.ndarray | None = None  # the values it was computed with
 
     def save_state(self, w: StateWriter, name: str) -> None:
+        """The buffer and the positions; not the reference, which ``load_state`` sorts again
+        from the buffer (it is the sorted window before ``_ref_at``, and the buffer reaches
+        back ``every`` values beyond the window): a third of the checkpoint's bytes."""
         super().save_state(w, name)
-        w.numpy(f"{name}.ref", self._ref)
         w.meta[f"{name}.at"] = [self.added, self._ref_at]
 
     def load_state(self, r: StateReader, name: str) -> None:
         super().load_state(r, name)
-        self._ref = r.numpy(f"{name}.ref")
         self.added, self._ref_at = r.meta[f"{name}.at"]
+        first = self.added - len(self)  # stream position of the buffer's oldest value
+        lo = max(0, self._ref_at - self.size)
+        if lo < first:
+            raise StateError(f"{name}: the buffer does not reach back to the reference's window")
+        self._ref = np.sort(self.values()[lo - first : self._ref_at - first])
         self._ahead, self._ahead_of = None, None
 
     def next_checkpoint(self, position: int) -> int:

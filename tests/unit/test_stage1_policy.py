@@ -237,3 +237,26 @@ def test_the_controller_keeps_its_known_cards_in_a_checkpoint():
     assert restored.known_card_frauds == 1 and restored.budget == controller.budget
     restored.observe(0.3, False, card=7, ts_ms=9 * day, known_ms=16 * day)
     assert restored.known_card_frauds == 2  # card 7 is still known after the restore
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_a_restored_window_sorts_the_same_reference_again(seed):
+    """A checkpoint holds the buffer, not the sorted reference: the restore sorts it again from
+    the buffer, the same array the sliding merges built, at every point of the stream."""
+    from streams.checkpoint.codec import StateReader, StateWriter
+
+    rng = np.random.default_rng(seed)
+    stream = np.round(rng.random(9000), 2)
+    stream[rng.random(9000) < 0.01] = np.nan
+    window = CheckpointedValues(2000, every=500)
+    pos = 0
+    for size in _batched(len(stream), rng):
+        window.add(stream[pos : pos + size])
+        pos += size
+        w = StateWriter()
+        window.save_state(w, "v")
+        restored = CheckpointedValues(2000, every=500)
+        restored.load_state(StateReader(w.encode()), "v")
+        assert np.array_equal(restored._ref, window._ref, equal_nan=True), pos
+        probe = rng.random(300)
+        assert np.array_equal(restored.rank(probe), window.rank(probe))
