@@ -17,13 +17,14 @@ model's scale drifts as it learns; a cut-off that fits one week floods the next)
   is max(budget, what rules and anomalies forward). The model's threshold is the quantile of its
   recent probabilities (``CheckpointedValues``: fixed stream positions, so every batching and
   every replay gets the same decisions);
-- **no floods**: in any ``BURST_WINDOW`` consecutive transactions of the partition (fewer at
-  its start: the cap scales with them) the model forwards only while stage 1's forwards there
-  (model, rules and anomalies) stay under ``BURST`` times the maximum forward share (14 % of
-  5,000 by default), whatever its scores do; rules and anomalies still forward beyond it
-  (they are the analysts' to tune). The quantile threshold keeps the average at the budget;
-  this cap only stops bursts (a model whose scores jump after it learns, a night when its
-  scores run high), decided in stream order so every batching gives the same verdicts;
+- **no floods**: in any ``BURST_WINDOW`` (5,000) and any ``SHORT_BURST_WINDOW`` (1,000)
+  consecutive transactions of the partition (fewer at its start: the caps scale with them) the
+  model forwards only while stage 1's forwards there (model, rules and anomalies) stay under
+  ``BURST`` times the maximum forward share (14 % by default), whatever its scores do; rules
+  and anomalies still forward beyond it (they are the analysts' to tune). The quantile
+  threshold keeps the average at the budget; the caps only stop bursts (a model whose scores
+  jump after it learns, a night when its scores run high), decided in stream order so every
+  batching gives the same verdicts;
 - the **recall controller** (``RecallController``) moves the budget between a floor and a
   maximum. For every labelled fraud of the partition it knows the share of traffic that ranked
   above that transaction when it was screened (0 when a rule or the anomaly score forwarded it);
@@ -59,6 +60,10 @@ if TYPE_CHECKING:
 
 MIN_BUDGET_WINDOW = 200  # no model-driven forwarding while the reference holds fewer values
 BURST_WINDOW = 5000  # transactions of the partition the burst cap looks back over
+# and a shorter look back: a partition that forwarded little in its first thousands of
+# transactions (the models still learning) could otherwise catch up on the long window's
+# allowance in a few hundred, all partitions at once
+SHORT_BURST_WINDOW = 1000
 BURST = 1.4  # the cap: this many times the maximum forward share of each BURST_WINDOW
 FORWARDED = np.inf  # the reference value of a transaction forwarded by a rule or an anomaly
 NOT_RANKED = -1.0  # the rank of a transaction screened before the percentile windows had values
@@ -174,8 +179,9 @@ class FlagPolicy:
         self._posteriors = CheckpointedValues(window, every)
         # ranks (``rank``) of recent traffic, FORWARDED for those rules or anomalies took
         self._reference = CheckpointedValues(window, every)
-        # stream positions of the forwards in the last BURST_WINDOW transactions
+        # stream positions of the forwards in the last BURST_WINDOW and SHORT_BURST_WINDOW
         self._recent_forwards: deque[int] = deque()
+        self._short_forwards: deque[int] = deque()
         self._flags = RecentValues(window)  # forwarded (1) or not (0): the forward share
 
     @classmethod
@@ -213,6 +219,7 @@ class FlagPolicy:
             self._posteriors.load_state(r, f"{name}.posteriors")
         self._flags.load_state(r, f"{name}.flags")
         self._recent_forwards = deque(r.numpy(f"{name}.recent").tolist())
+        self._short_forwards = deque(self._recent_forwards)  # trimmed as the stream goes on
 
     @property
     def _ranking(self) -> str:
@@ -290,18 +297,22 @@ class FlagPolicy:
         """The model candidates that stay under the burst cap, in stream order (the rows a rule
         or the anomaly score forwards count, and always go)."""
         share = BURST * self.controller.maximum
-        recent = self._recent_forwards
+        recent, short = self._recent_forwards, self._short_forwards
         accepted = np.zeros(len(candidate), dtype=bool)
         for i in np.flatnonzero(other | candidate).tolist():
             position = start + i
             while recent and recent[0] <= position - BURST_WINDOW:
                 recent.popleft()
-            if other[i]:
+            while short and short[0] <= position - SHORT_BURST_WINDOW:
+                short.popleft()
+            # the windows are shorter at the start of the stream: the caps scale with them
+            if other[i] or (
+                len(recent) < math.floor(share * min(BURST_WINDOW, position + 1))
+                and len(short) < math.floor(share * min(SHORT_BURST_WINDOW, position + 1))
+            ):
                 recent.append(position)
-            # the window is shorter at the start of the stream: the cap scales with it
-            elif len(recent) < math.floor(share * min(BURST_WINDOW, position + 1)):
-                recent.append(position)
-                accepted[i] = True
+                short.append(position)
+                accepted[i] = not other[i]
         return accepted
 
     @staticmethod

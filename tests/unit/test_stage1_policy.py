@@ -154,17 +154,31 @@ def test_a_checkpoint_ranked_another_way_is_refused():
         other.load_state(StateReader(w.encode()), "p")
 
 
-def test_bursts_are_capped_in_every_window_of_5000():
+def test_bursts_are_capped_in_every_window_of_5000_and_of_1000():
     # a model that suddenly scores everything above all it scored before (it learnt a label)
     rng = np.random.default_rng(5)
     prob = np.concatenate([0.1 * rng.random(5000), 0.5 + 0.4 * rng.random(15000)])
     policy = FlagPolicy(0.999, _fixed(0.05), window=5000, every=1000)
     flags, _ = _run(policy, prob, [700] * 28 + [400])
-    counts = np.convolve(flags.astype(int), np.ones(5000, dtype=int), mode="valid")
-    limit = int(1.4 * 0.05 * 5000)  # BURST times the maximum forward share
-    assert counts.max() == limit  # the burst reaches the cap and stops there
+    for window in (5000, 1000):  # BURST_WINDOW, SHORT_BURST_WINDOW
+        counts = np.convolve(flags.astype(int), np.ones(window, dtype=int), mode="valid")
+        limit = int(1.4 * 0.05 * window)  # BURST times the maximum forward share
+        assert counts.max() <= limit
+    assert counts.max() == limit  # the burst reaches the short cap and stops there
     # once the reference holds the new scores, the quantile brings it back to the budget
     assert flags[-5000:].mean() == pytest.approx(0.05, abs=0.01)
+
+
+def test_a_slow_start_is_not_caught_up_in_a_burst():
+    """A model that forwards nothing for its first 3,000 transactions (all scores tied), then
+    ranks everything above its past: the 5,000 cap alone would let it forward 14 % of 4,000 in
+    a few hundred transactions; the 1,000 cap holds every 1,000 to 14 %."""
+    rng = np.random.default_rng(6)
+    prob = np.concatenate([np.zeros(3000), 0.5 + 0.5 * rng.random(7000)])
+    policy = FlagPolicy(0.999, _fixed(0.10), window=5000, every=1000)
+    flags, _ = _run(policy, prob, [500] * 20)
+    counts = np.convolve(flags.astype(int), np.ones(1000, dtype=int), mode="valid")
+    assert not flags[:3000].any() and counts.max() <= 140
 
 
 def test_rules_and_anomalies_fill_the_budget_first():
