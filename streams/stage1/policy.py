@@ -14,8 +14,8 @@ model's scale drifts as it learns; a cut-off that fits one week floods the next)
 
 - the **budget** is the share of traffic stage 1 forwards in total. Recent transactions already
   forwarded by a rule or the anomaly score fill it first; the model takes the rest, so the total
-  is max(budget, what rules and anomalies forward). The model's threshold is the quantile of its
-  recent probabilities (``CheckpointedValues``: fixed stream positions, so every batching and
+  is max(budget, what rules and anomalies forward). The models' threshold is the quantile of
+  the recent ranks (``CheckpointedValues``: fixed stream positions, so every batching and
   every replay gets the same decisions);
 - **no floods**: in any ``BURST_WINDOW`` (5,000) and any ``SHORT_BURST_WINDOW`` (1,000)
   consecutive transactions of the partition (fewer at its start: the caps scale with them) the
@@ -260,7 +260,7 @@ class FlagPolicy:
         ``exclude``: rows a rule already decided at stage 1 (block, allow): never forwarded,
         still ranked (their ranks stay in the reference). ``posterior``: the rows'
         ``CARD_COMPROMISE_LOGIT`` (``rank``)."""
-        probability = self.rank(probability, posterior)
+        ranked = self.rank(probability, posterior)
         other = rule_flag | (anomaly >= self.anomaly_threshold)
         if exclude is not None and exclude.any():
             other = other & ~exclude
@@ -268,16 +268,16 @@ class FlagPolicy:
         if budget is None:
             budget = self.controller.budget
         start = reference.added  # stream position of the first row
-        candidate = np.zeros(len(probability), dtype=bool)
-        share = np.zeros(len(probability))
-        # what the reference gets: the probabilities, FORWARDED where a rule or anomaly forwarded
-        values = np.where(other, FORWARDED, probability)
+        candidate = np.zeros(len(ranked), dtype=bool)
+        share = np.zeros(len(ranked))
+        # what the reference gets: the ranks, FORWARDED where a rule or anomaly forwarded
+        values = np.where(other, FORWARDED, ranked)
         for a, b, ref in reference.segments(values):
             rest = ~other[a:b]
             ref = ref[np.searchsorted(ref, 0.0) :]  # NOT_RANKED values sort first: left out
             if len(ref):
                 # strictly above: ties (an unlearned model's zeros) never flood
-                above = len(ref) - np.searchsorted(ref, probability[a:b], side="right")
+                above = len(ref) - np.searchsorted(ref, ranked[a:b], side="right")
                 share[a:b] = np.where(rest, above / len(ref), 0.0)
             else:
                 share[a:b] = np.where(rest, 1.0, 0.0)
@@ -285,7 +285,7 @@ class FlagPolicy:
                 # the budget counts what rules and anomalies forwarded (FORWARDED sorts last)
                 threshold = ref[min(len(ref) - 1, math.floor((1.0 - budget) * len(ref)))]
                 if np.isfinite(threshold):
-                    candidate[a:b] = rest & (probability[a:b] > threshold)
+                    candidate[a:b] = rest & (ranked[a:b] > threshold)
         if exclude is not None and exclude.any():
             candidate &= ~exclude
         flagged = other | self._within_burst_cap(start, other, candidate)
