@@ -182,10 +182,9 @@ class ApacheKafka:
         for node, proc in procs:
             out, _ = proc.communicate(timeout=120)
             if proc.returncode != 0:
-                lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()]
                 raise BrokerError(
-                    f"formatting Kafka node {node.node_id} failed: "
-                    f"{lines[-1] if lines else proc.returncode}"
+                    f"formatting Kafka node {node.node_id} failed (exit {proc.returncode}): "
+                    f"{cfg.java_failure(out.decode(errors='replace'))}"
                 )
 
     def start(self) -> ApacheKafka:

@@ -271,3 +271,14 @@ def java_command(
     if log4j is not None:
         cmd.append(f"-Dlog4j2.configurationFile={log4j}")
     return [*cmd, "-cp", str(jars / "*"), main, *args]
+
+
+def java_failure(output: str) -> str:
+    """The line of a failed JVM tool's output that says why: the last one naming an exception
+    or error (a stack trace ends with its frames, ``at ...``, which say where, not why), else
+    the last line, else ``no output``."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    reasons = [
+        ln for ln in lines if not ln.startswith("at ") and ("Exception" in ln or "Error" in ln)
+    ]
+    return (reasons or lines or ["no output"])[-1][:300]

@@ -176,3 +176,21 @@ def test_java_major_reads_old_and_new_version_strings(tmp_path: Path) -> None:
         fake.write_text(f"#!/bin/sh\necho '{text}' >&2\n")
         fake.chmod(0o755)
         assert apache.java_major(str(fake)) == major
+
+
+def test_a_failed_jvm_tool_is_reported_by_its_exception_not_its_last_stack_frame() -> None:
+    out = (
+        "Formatting metadata directory /tmp/n2 with metadata.version 4.1-IV1.\n"
+        'Exception in thread "main" java.lang.RuntimeException: Log directory /tmp/n2 is '
+        "already formatted\n"
+        "\tat kafka.tools.StorageTool$.formatCommand(StorageTool.scala:120)\n"
+        "\tat kafka.tools.StorageTool.main(StorageTool.scala)\n"
+    )
+    assert cfg.java_failure(out) == (
+        'Exception in thread "main" java.lang.RuntimeException: Log directory /tmp/n2 is '
+        "already formatted"
+    )
+    caused = out + "Caused by: java.io.IOException: No space left on device\n\tat x.y(Z.java:1)\n"
+    assert cfg.java_failure(caused) == "Caused by: java.io.IOException: No space left on device"
+    assert cfg.java_failure("just a line\n") == "just a line"
+    assert cfg.java_failure("") == "no output"
