@@ -171,9 +171,10 @@ class CheckpointedValues(RecentValues):
                 ref = self._window_at(combined, base, start + end)
             pos = end
 
-    def rank(self, values: np.ndarray) -> np.ndarray:
-        """Share of the checkpoint reference strictly below each value (0 when empty)."""
-        out = np.zeros(len(values))
+    def rank(self, values: np.ndarray, empty: float = 0.0) -> np.ndarray:
+        """Share of the checkpoint reference strictly below each value (``empty`` while the
+        reference is empty)."""
+        out = np.full(len(values), empty)
         for a, b, ref in self.segments(values):
             if len(ref):
                 out[a:b] = np.searchsorted(ref, values[a:b], side="left") / len(ref)

@@ -233,8 +233,10 @@ class FlagPolicy:
         a value. Adds the rows to the windows."""
         if not self.rank_by_posterior or posterior is None:
             return probability
+        # NOT_RANKED, not 0, while a window is empty: 0 would be the lowest rank, not unknown
         ranked = np.maximum(
-            _percentile(self._probabilities, probability), _percentile(self._posteriors, posterior)
+            self._probabilities.rank(probability, empty=NOT_RANKED),
+            self._posteriors.rank(posterior, empty=NOT_RANKED),
         )
         self._probabilities.add(probability)
         self._posteriors.add(posterior)
@@ -323,13 +325,3 @@ class FlagPolicy:
         in [0.5, 1], the others in [0, 0.5), each ranked by its strongest rule or model signal."""
         strength = np.maximum(rule_score, probability)
         return np.where(flagged, 0.5 + 0.5 * strength, 0.5 * np.minimum(strength, 0.999999))
-
-
-def _percentile(window: CheckpointedValues, values: np.ndarray) -> np.ndarray:
-    """Share of ``window``'s checkpoint reference strictly below each value; ``NOT_RANKED``
-    while the reference is empty (a rank of 0 would be the lowest, not unknown)."""
-    out = np.full(len(values), NOT_RANKED)
-    for a, b, ref in window.segments(values):
-        if len(ref):
-            out[a:b] = np.searchsorted(ref, values[a:b], side="left") / len(ref)
-    return out
